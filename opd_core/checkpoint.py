@@ -1,0 +1,135 @@
+"""Checkpoints in Hugging Face format, written atomically, and resuming from them.
+
+Layout of a run's output folder::
+
+    checkpoints/step_000020/model/          save_pretrained (full model or peft adapter) + tokenizer
+    checkpoints/step_000020/trainer_state.pt optimizer, scheduler, RNG and component states
+    checkpoints/latest                       name of the newest complete checkpoint
+
+A checkpoint directory appears only when complete (it is built under a temporary name and
+renamed), and ``latest`` is rewritten atomically afterwards, so a crash at any moment leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opd_core.errors import OPDError
+from opd_core.io import write_dir_atomic, write_text_atomic
+
+CHECKPOINT_DIR = "checkpoints"
+_STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """Everything besides the weights that an exact resume needs."""
+
+    step: int
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    rng: dict[str, Any]
+    components: dict[str, Any]
+
+
+def capture_rng() -> dict[str, Any]:
+    """The state of every random generator the loop uses."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    """Restore generators captured by :func:`capture_rng`."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_root(output_dir: Path) -> Path:
+    return output_dir / CHECKPOINT_DIR
+
+
+def save_checkpoint(
+    output_dir: Path, model: Any, tokenizer: Any, state: TrainerState, keep: int
+) -> Path:
+    """Write checkpoint ``step_<state.step>`` atomically, point ``latest`` at it, prune old ones."""
+    root = checkpoint_root(output_dir)
+    final = root / f"step_{state.step:06d}"
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp / "model")
+        tokenizer.save_pretrained(tmp / "model")
+        torch.save(state.__dict__, tmp / "trainer_state.pt")
+
+    write_dir_atomic(final, fill)
+    write_text_atomic(root / "latest", final.name + "\n")
+    _prune(root, keep=keep, protect=final)
+    return final
+
+
+def _prune(root: Path, keep: int, protect: Path) -> None:
+    steps = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name))
+    for old in steps[:-keep]:
+        if old != protect:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run folder, or ``None``."""
+    root = checkpoint_root(output_dir)
+    pointer = root / "latest"
+    if pointer.exists():
+        candidate = root / pointer.read_text(encoding="utf-8").strip()
+        if (candidate / "trainer_state.pt").exists():
+            return candidate
+    complete = sorted(
+        p for p in root.glob("step_*") if _STEP_DIR.match(p.name) and (p / "trainer_state.pt").exists()
+    ) if root.exists() else []
+    return complete[-1] if complete else None
+
+
+def load_trainer_state(checkpoint: Path) -> TrainerState:
+    """Read a checkpoint's trainer state."""
+    try:
+        raw = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        return TrainerState(**raw)
+    except Exception as err:
+        raise OPDError(f"Checkpoint {checkpoint} is unreadable ({err}); resume from an earlier "
+                       "one by pointing checkpoints/latest at it, or start a new run.") from err
+
+
+def load_model_weights(model: Any, checkpoint: Path) -> None:
+    """Load a checkpoint's weights (full model or peft adapter) into ``model`` in place."""
+    folder = checkpoint / "model"
+    if (folder / "adapter_model.safetensors").exists():
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        return
+    from transformers.modeling_utils import load_sharded_checkpoint
+
+    if (folder / "model.safetensors.index.json").exists():
+        load_sharded_checkpoint(model, folder, strict=False)
+        return
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / "model.safetensors")
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    real_missing = [k for k in missing if k not in tied and "lm_head" not in k]
+    if real_missing or unexpected:
+        raise OPDError(f"Checkpoint {checkpoint} does not match the student model "
+                       f"(missing {real_missing[:3]}, unexpected {unexpected[:3]}); resume with "
+                       "the same student config the run started with.")

@@ -1,0 +1,227 @@
+"""Config schemas of a run, validated with one clear sentence per problem.
+
+Hydra composes ``conf/`` into a plain config; :func:`RunConfig.from_dict` checks the core
+sections (``train``, ``eval``, ``checkpoint``, ``student``) and keeps each component node
+(``task``, ``teacher``, ...) for the registry to bind to its factory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from opd_core.errors import OPDError
+from opd_core.modeling import ModelSpec
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Train a LoRA adapter (peft) instead of all weights."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | str = "all-linear"
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The model being trained."""
+
+    model: ModelSpec
+    lora: LoraConfig | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation schedule."""
+
+    steps: int = 100
+    prompts_per_step: int = 16
+    samples_per_prompt: int = 4
+    micro_batch_size: int = 64
+    """Sequences per forward/backward; the step's batch is accumulated over micro-batches."""
+    update_epochs: int = 1
+    """Passes over each step's rollouts (>1 makes the importance ratio and PPO clip matter)."""
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    """0 disables gradient clipping."""
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    teacher_top_k: int = 0
+    """Top-k teacher log-probs to request (forward-KL style advantages need them)."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """When and how evaluators run."""
+
+    every: int = 0
+    """Evaluate the student every N steps (0: only at start and end)."""
+    at_start: bool = True
+    teacher: bool = True
+    """Evaluate the teacher once at the start (for the summary's ``teacher`` entry)."""
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """When to save the student."""
+
+    every: int = 0
+    """Save every N steps (0: only at the end)."""
+    keep: int = 2
+    """Number of most recent checkpoints kept on disk (the final one is always kept)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run configuration."""
+
+    student: StudentConfig
+    task: Mapping[str, Any]
+    teacher: Mapping[str, Any]
+    sampler: Mapping[str, Any]
+    prompts: Mapping[str, Any]
+    advantage: Mapping[str, Any]
+    loss: Mapping[str, Any]
+    evaluators: Mapping[str, Mapping[str, Any]]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    plugins: tuple[str, ...] = ()
+    """Extra plugin modules to register for this run (like pytest's ``-p``)."""
+
+    @staticmethod
+    def from_dict(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
+        """Validate a composed config; an incomplete run config names what to add."""
+        raw: dict[str, Any] = (
+            OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+            if isinstance(cfg, DictConfig) else dict(cfg)
+        )
+        raw = select_demo(raw)
+        for key in ("task", "teacher", "student", "sampler", "prompts", "advantage", "loss"):
+            if raw.get(key) is None:
+                raise OPDError(f"No {key} is configured; add one with +{key}=<name> "
+                               f"(python -m opd_core --help lists the options).")
+        student_raw = dict(raw["student"])
+        lora = student_raw.pop("lora", None)
+        student = StudentConfig(
+            model=_build(ModelSpec, student_raw.pop("model", None) or {}, "student.model"),
+            lora=_build(LoraConfig, lora, "student.lora") if lora else None,
+            **_only(student_raw, StudentConfig, "student"),
+        )
+        run = RunConfig(
+            student=student,
+            task=raw["task"], teacher=raw["teacher"], sampler=raw["sampler"],
+            prompts=raw["prompts"], advantage=raw["advantage"], loss=raw["loss"],
+            evaluators=raw.get("evaluators") or {},
+            train=_build(TrainConfig, raw.get("train") or {}, "train"),
+            eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
+            checkpoint=_build(CheckpointConfig, raw.get("checkpoint") or {}, "checkpoint"),
+            seed=int(raw.get("seed", 0)), device=str(raw.get("device", "auto")),
+            resume=bool(raw.get("resume", False)), progress=bool(raw.get("progress", True)),
+            plugins=tuple(raw.get("plugins") or ()),
+        )
+        run.validate()
+        return run
+
+    def validate(self) -> None:
+        """Check value ranges; raise :class:`OPDError` naming the first bad value."""
+        t = self.train
+        _require(t.steps >= 0, "train.steps", t.steps, "a count of steps >= 0")
+        for name in ("prompts_per_step", "samples_per_prompt", "micro_batch_size",
+                     "update_epochs", "max_new_tokens"):
+            value = getattr(t, name)
+            _require(value > 0, f"train.{name}", value, "a positive integer")
+        _require(t.lr > 0, "train.lr", t.lr, "a positive learning rate such as 1e-5")
+        _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
+        _require(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, ">= 0")
+        _require(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm,
+                 ">= 0 (0 disables clipping)")
+        _require(t.temperature > 0, "train.temperature", t.temperature,
+                 "> 0 (on-policy sampling needs a proper distribution)")
+        _require(t.teacher_top_k >= 0, "train.teacher_top_k", t.teacher_top_k, ">= 0")
+        _require(self.eval.every >= 0, "eval.every", self.eval.every, ">= 0")
+        _require(self.eval.max_new_tokens > 0, "eval.max_new_tokens", self.eval.max_new_tokens,
+                 "a positive integer")
+        _require(self.checkpoint.every >= 0, "checkpoint.every", self.checkpoint.every, ">= 0")
+        _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
+        if self.student.lora is not None:
+            _require(self.student.lora.r > 0, "student.lora.r", self.student.lora.r, "> 0")
+
+
+def select_demo(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``task`` and ``teacher`` from the ``demo`` node when neither was chosen.
+
+    ``python -m opd_core`` with no ``+task``/``+teacher`` runs the embedded demo; choosing only
+    one of the two is an error, since the demo's half would not match the user's half.
+    """
+    demo = raw.pop("demo", None)
+    task, teacher = raw.get("task"), raw.get("teacher")
+    if task is None and teacher is None and demo:
+        return {**raw, "task": demo["task"], "teacher": demo["teacher"]}
+    if (task is None) != (teacher is None):
+        missing = "teacher" if teacher is None else "task"
+        raise OPDError(f"A {'task' if task is not None else 'teacher'} is configured but no "
+                       f"{missing}; add +{missing}=<name> (or give neither to run the demo).")
+    return raw
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], node: Mapping[str, Any], where: str) -> T:
+    return cls(**_only(node, cls, where))
+
+
+def _only(node: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """The keys of ``node`` that ``cls`` accepts; an unknown key is an error naming the options."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(node) - set(fields))
+    if unknown:
+        raise OPDError(f"Unknown key {where}.{unknown[0]}; {where} accepts: "
+                       f"{', '.join(fields)}.")
+    out = {}
+    for key, value in node.items():
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def _require(ok: bool, key: str, value: object, expected: str) -> None:
+    if not ok:
+        raise OPDError(f"Invalid {key}={value!r}: expected {expected}.")
+
+
+def store_config_dir(store: Any, package: str, subdir: str = "conf") -> list[str]:
+    """Store every ``<group>/<option>.yaml`` under ``package/subdir`` in Hydra's ConfigStore.
+
+    Third-party plugins call this from ``opd_register_configs`` so their options compose like
+    built-in ones (``+task=<option>``). Returns the ``group/option`` names stored.
+    """
+    root = resources.files(package).joinpath(subdir)
+    stored = []
+    for group_dir in sorted(root.iterdir(), key=lambda p: p.name):
+        if not group_dir.is_dir():
+            continue
+        for item in sorted(group_dir.iterdir(), key=lambda p: p.name):
+            if item.name.endswith(".yaml"):
+                node = OmegaConf.create(item.read_text(encoding="utf-8"))
+                option = item.name[: -len(".yaml")]
+                store.store(group=group_dir.name, name=option, node=node, provider=package)
+                stored.append(f"{group_dir.name}/{option}")
+    return stored

@@ -1,0 +1,38 @@
+"""What a component sees of the run it is part of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from opd_core.config import RunConfig
+from opd_core.modeling import LoadedModel
+
+
+@dataclass
+class RunContext:
+    """Handed to every component's ``setup`` and to the lifecycle hooks."""
+
+    config: RunConfig
+    hook: Any
+    """The plugin manager's hook relay: ``ctx.hook.opd_grade_completions(...)``."""
+    device: torch.device
+    output_dir: Path
+    student: LoadedModel
+    """The policy being trained (its weights change every step)."""
+    seed: int
+
+
+@runtime_checkable
+class Component(Protocol):
+    """Optional methods of a configured component (a task, teacher, sampler, ...).
+
+    The loop registers each built component as a plugin, so it answers the stage hooks it
+    implements. ``setup`` runs once the student is loaded; ``close`` when the run ends.
+    Components with resumable state also define ``state_dict``/``load_state_dict``.
+    """
+
+    def setup(self, ctx: RunContext) -> None: ...

@@ -1,0 +1,98 @@
+"""The registry of named components that configs choose from.
+
+Plugins fill it through :func:`opd_core.hookspecs.opd_register_components`. A config node such as
+``{name: reverse_kl, coef: 1.0}`` picks the factory registered as ``("advantage", "reverse_kl")``
+and calls it with the remaining keys as keyword arguments. Binding those keys to the factory's
+signature validates a config without building anything heavy.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opd_core.errors import OPDError, unknown_choice
+
+KINDS: tuple[str, ...] = ("task", "teacher", "sampler", "prompts", "advantage", "loss", "evaluator")
+"""Component kinds; each has a config group of the same name under ``conf/``."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered factory."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    provider: str
+    """The plugin that registered it, for error messages."""
+
+
+class Registry:
+    """Named component factories, by kind."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], Entry] = {}
+
+    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
+        """Register ``factory`` as component ``name`` of ``kind``; names are unique per kind."""
+        provider = getattr(factory, "__module__", "?")
+        if kind not in KINDS:
+            raise OPDError(f"Cannot register '{name}': unknown component kind '{kind}'. "
+                           f"Kinds are: {', '.join(KINDS)}.")
+        key = (kind, name)
+        if key in self._entries and self._entries[key].factory is not factory:
+            other = self._entries[key].provider
+            raise OPDError(f"Two plugins register {kind} '{name}' ({other} and {provider}); "
+                           "uninstall one of them or rename its component.")
+        self._entries[key] = Entry(kind, name, factory, provider)
+
+    def names(self, kind: str) -> list[str]:
+        """Registered names of ``kind``, sorted."""
+        return sorted(name for (k, name) in self._entries if k == kind)
+
+    def entry(self, kind: str, name: str) -> Entry:
+        """The entry for ``name``; an unknown name lists the available ones."""
+        try:
+            return self._entries[(kind, name)]
+        except KeyError:
+            raise unknown_choice(kind, name, self.names(kind)) from None
+
+    def bind(self, kind: str, node: Mapping[str, Any]) -> tuple[Entry, dict[str, Any]]:
+        """Check a config node against its factory's signature; return the entry and kwargs."""
+        if "name" not in node:
+            raise OPDError(f"The {kind} config has no 'name' key; set {kind}.name to one of: "
+                           f"{', '.join(self.names(kind))}.")
+        entry = self.entry(kind, str(node["name"]))
+        kwargs = {k: v for k, v in node.items() if k != "name"}
+        params = inspect.signature(entry.factory).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [] if accepts_any else sorted(set(kwargs) - set(params))
+        if unknown:
+            valid = ", ".join(sorted(p for p in params if p != "self"))
+            raise OPDError(f"{kind} '{entry.name}' has no option {', '.join(unknown)}; "
+                           f"its options are: {valid or '(none)'}.")
+        missing = sorted(
+            p.name for p in params.values()
+            if p.default is inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and p.name not in kwargs
+        )
+        if missing:
+            raise OPDError(f"{kind} '{entry.name}' needs {', '.join(missing)}; "
+                           f"set {', '.join(f'{kind}.{m}=...' for m in missing)}.")
+        return entry, kwargs
+
+    def build(self, kind: str, node: Mapping[str, Any]) -> Any:
+        """Construct the component a config node describes (cheap: no weights are loaded)."""
+        entry, kwargs = self.bind(kind, node)
+        try:
+            return entry.factory(**kwargs)
+        except (ValueError, TypeError) as err:
+            raise OPDError(f"Invalid {kind} '{entry.name}' config: {err}") from err
+
+    def entries(self) -> list[Entry]:
+        """Every registered entry."""
+        return list(self._entries.values())

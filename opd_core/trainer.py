@@ -1,0 +1,376 @@
+"""The on-policy distillation loop: ``setup()``, ``train()``, ``cleanup()``.
+
+One training step walks the stages of the loop, each a hook answered by a configured component::
+
+    prompts    <- opd_select_prompts      (prompt source)
+    rollouts   <- opd_sample_rollouts     (student sampler)
+    rewards    <- opd_grade_completions   (task, optional)
+    scores     <- opd_score_rollouts      (teacher)
+    advantages <- opd_compute_advantages  (advantage function)
+    update     <- opd_compute_loss        (loss) + AdamW
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pluggy
+import torch
+
+from opd_core.checkpoint import (
+    TrainerState,
+    capture_rng,
+    latest_checkpoint,
+    load_model_weights,
+    load_trainer_state,
+    restore_rng,
+    save_checkpoint,
+)
+from opd_core.config import RunConfig
+from opd_core.context import RunContext
+from opd_core.errors import OPDError
+from opd_core.metrics import MetricsLog, StageTimer, write_summary
+from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
+from opd_core.plugin_manager import build_registry, check_hooks, register_plugin
+from opd_core.progress import Progress
+from opd_core.registry import Registry
+from opd_core.types import Advantages, EvalResult, PolicyOutput, Prompt, RolloutBatch
+
+log = logging.getLogger("opd_core")
+
+COMPONENT_KINDS = ("task", "teacher", "sampler", "prompts", "advantage", "loss")
+
+
+class Trainer:
+    """Runs one on-policy distillation experiment into ``output_dir``."""
+
+    def __init__(self, config: RunConfig, pm: pluggy.PluginManager, output_dir: Path) -> None:
+        self.config = config
+        self.pm = pm
+        self.hook = pm.hook
+        self.output_dir = output_dir
+        self.components: dict[str, Any] = {}
+        self.start_step = 0
+        self.evals: dict[str, dict[str, float]] = {}
+        """Summary entries so far: ``student_before``, ``teacher``, ``student_after``."""
+
+    # ---------------------------------------------------------------- setup
+
+    def setup(self) -> None:
+        """Build components, load the student, set up the optimizer, resume if asked."""
+        cfg = self.config
+        for module in cfg.plugins:
+            register_plugin(self.pm, module)
+        check_hooks(self.pm)
+        registry = build_registry(self.pm)
+        self.components = build_components(registry, cfg)  # validates before loading weights
+        self._refuse_to_overwrite()
+
+        random.seed(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.device = pick_device(cfg.device)
+        log.info("loading student %s", cfg.student.model.path)
+        student = load_model(self.hook, cfg.student.model, "student", self.device)
+        student.model = prepare_student(student.model, cfg)
+        self.student = student
+        self.ctx = RunContext(cfg, self.hook, self.device, self.output_dir, student, cfg.seed)
+        for name, component in self.components.items():
+            self.pm.register(component, name=f"opd-component-{name}")
+            if hasattr(component, "setup"):
+                component.setup(self.ctx)
+        check_hooks(self.pm)
+
+        params = [p for p in student.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas
+        )
+        warmup = cfg.train.warmup_steps
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+        )
+        pool = self.hook.opd_task_prompts(split="train")
+        if not pool:
+            raise OPDError(f"Task '{cfg.task['name']}' has no training prompts; check its data "
+                           "source in the task config.")
+        self.train_pool: Sequence[Prompt] = pool
+        self.metrics = MetricsLog(self.output_dir)
+        if cfg.resume:
+            self._resume()
+        self.hook.opd_run_start(ctx=self.ctx)
+
+    def _refuse_to_overwrite(self) -> None:
+        if not self.config.resume and latest_checkpoint(self.output_dir) is not None:
+            raise OPDError(f"{self.output_dir} already holds checkpoints; set resume=true to "
+                           "continue that run, or choose another hydra.run.dir.")
+
+    def _resume(self) -> None:
+        checkpoint = latest_checkpoint(self.output_dir)
+        if checkpoint is None:
+            log.info("resume=true but %s has no checkpoint yet: starting from step 0",
+                     self.output_dir)
+            return
+        state = load_trainer_state(checkpoint)
+        load_model_weights(self.student.model, checkpoint)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
+        for name, component in self.components.items():
+            if name in state.components and hasattr(component, "load_state_dict"):
+                component.load_state_dict(state.components[name])
+        self.evals = dict(state.components.get("_evals", {}))
+        restore_rng(state.rng)
+        self.start_step = state.step
+        log.info("resumed from %s (step %d)", checkpoint, state.step)
+
+    # ---------------------------------------------------------------- train
+
+    def train(self) -> dict[str, Any]:
+        """Run the remaining steps; return the summary (also written to ``summary.json``)."""
+        cfg = self.config
+        started = time.perf_counter()
+        if self.start_step == 0:
+            if cfg.eval.teacher:
+                self.evals["teacher"] = self.evaluate("teacher", step=0)
+            if cfg.eval.at_start:
+                self.evals["student_before"] = self.evaluate("student", step=0)
+        progress = Progress(total=cfg.train.steps, initial=self.start_step, enabled=cfg.progress)
+        progress.show_eval(self.evals.get("student_before"))
+        last: dict[str, float] = {}
+        for step in range(self.start_step + 1, cfg.train.steps + 1):
+            last = self.train_step(step)
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+                scores = self.evaluate("student", step)
+                last.update({f"eval/{k}": v for k, v in scores.items()})
+                progress.show_eval(scores)
+            self.metrics.write(last)
+            self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=last)
+            progress.update(last)
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+                self.save(step)
+        progress.close()
+        self.evals["student_after"] = self.evaluate("student", step=cfg.train.steps)
+        checkpoint = self.save(cfg.train.steps)
+        summary = {
+            **self.evals,
+            "steps": cfg.train.steps,
+            "final_train_metrics": last,
+            "checkpoint": str(checkpoint),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
+        write_summary(self.output_dir, summary)
+        self.hook.opd_run_end(ctx=self.ctx, summary=summary)
+        return summary
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One step of on-policy distillation; returns its metrics."""
+        cfg, hook, timer = self.config, self.hook, StageTimer()
+        prompts = hook.opd_select_prompts(
+            step=step, pool=self.train_pool, count=cfg.train.prompts_per_step
+        )
+        with timer.stage("sample"):
+            rollouts: RolloutBatch = hook.opd_sample_rollouts(
+                prompts=prompts, samples_per_prompt=cfg.train.samples_per_prompt
+            )
+        with timer.stage("grade"):
+            rewards = hook.opd_grade_completions(
+                prompts=rollouts.prompts, completions=rollouts.completions
+            )
+            rewards_B = torch.tensor(rewards, dtype=torch.float32) if rewards is not None else None
+        with timer.stage("score"):
+            scores = hook.opd_score_rollouts(rollouts=rollouts, top_k=cfg.train.teacher_top_k)
+        advantages = hook.opd_compute_advantages(
+            rollouts=rollouts, scores=scores, rewards_B=rewards_B
+        )
+        with timer.stage("update"):
+            update_metrics = self.update(rollouts, advantages)
+        metrics: dict[str, float] = {"step": step}
+        metrics.update(rollout_metrics(rollouts, scores.logprobs_BT, rewards_B))
+        metrics.update(advantage_metrics(advantages))
+        metrics.update(update_metrics)
+        metrics.update(timer.pop())
+        return metrics
+
+    def update(self, rollouts: RolloutBatch, advantages: Advantages) -> dict[str, float]:
+        """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps."""
+        cfg, model = self.config.train, self.student.model
+        num_loss_tokens = max(int(advantages.mask_BT.sum().item()), 1)
+        sums: dict[str, float] = {}
+        model.train()
+        grad_norm = 0.0
+        for _ in range(cfg.update_epochs):
+            self.optimizer.zero_grad(set_to_none=True)
+            for start in range(0, rollouts.batch_size, cfg.micro_batch_size):
+                rows = slice(start, start + cfg.micro_batch_size)
+                micro = rollouts.select(rows).to(self.device)
+                micro_adv = advantages.select(rows).to(self.device)
+                policy = policy_output(model, micro)
+                out = self.hook.opd_compute_loss(
+                    rollouts=micro, policy=policy, advantages=micro_adv,
+                    num_loss_tokens=num_loss_tokens,
+                )
+                if out is None:
+                    raise OPDError("No loss is configured; set loss=<name>.")
+                out.loss.backward()
+                mask_BT = micro_adv.mask_BT
+                sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
+                sums["entropy"] = sums.get("entropy", 0.0) + float(
+                    (policy.entropy_BT * mask_BT).sum() / num_loss_tokens
+                )
+                for key, value in out.metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value * int(mask_BT.sum()) / num_loss_tokens
+            grad_norm = clip_gradients(model, cfg.max_grad_norm)
+            self.optimizer.step()
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        epochs = cfg.update_epochs
+        return {**{k: v / epochs for k, v in sums.items()}, "grad_norm": grad_norm, "lr": lr}
+
+    # ---------------------------------------------------------------- evaluate / save
+
+    def evaluate(self, role: str, step: int) -> dict[str, float]:
+        """Run every evaluator on the model playing ``role``; merged metrics by name."""
+        generator = self.hook.opd_eval_generator(role=role)
+        if generator is None:
+            log.info("no generator for the %s: skipping its evaluation", role)
+            return {}
+        results: list[EvalResult] = [r for r in self.hook.opd_evaluate(
+            generator=generator, role=role, step=step) if r is not None]
+        return merge_eval_results(results)
+
+    def save(self, step: int) -> Path:
+        """Checkpoint the student and the trainer state at ``step``."""
+        components = {
+            name: c.state_dict() for name, c in self.components.items() if hasattr(c, "state_dict")
+        }
+        components["_evals"] = dict(self.evals)
+        state = TrainerState(
+            step=step,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=capture_rng(),
+            components=components,
+        )
+        return save_checkpoint(self.output_dir, self.student.model, self.student.tokenizer,
+                               state, keep=self.config.checkpoint.keep)
+
+    def cleanup(self) -> None:
+        """Release components (servers, engines) and unregister them."""
+        for component in self.components.values():
+            if hasattr(component, "close"):
+                component.close()
+            if self.pm.is_registered(component):
+                self.pm.unregister(component)
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
+    """Construct every configured component (cheap; checks each config against its factory)."""
+    components = {kind: registry.build(kind, getattr(cfg, kind)) for kind in COMPONENT_KINDS}
+    for key, node in cfg.evaluators.items():
+        if node is not None:
+            components[f"evaluator:{key}"] = registry.build("evaluator", node)
+    return components
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` is the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise OPDError(f"Invalid device={name!r}: use auto, cpu, cuda or cuda:N.") from err
+
+
+def prepare_student(model: Any, cfg: RunConfig) -> Any:
+    """Apply LoRA and gradient checkpointing as configured."""
+    if cfg.student.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    lora = cfg.student.lora
+    if lora is None:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    targets = lora.target_modules
+    peft_config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_config)
+
+
+def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:
+    """Current log-probabilities (with gradients) and entropies of a micro-batch."""
+    logits_BSV = next_token_logits(model, rollouts.input_ids_BT, rollouts.attention_mask_BT)
+    logprobs_BT = gather_logprobs(logits_BSV, rollouts.input_ids_BT)
+    with torch.no_grad():
+        entropy_BT = entropy(logits_BSV)
+    return PolicyOutput(logprobs_BT=logprobs_BT, entropy_BT=entropy_BT)
+
+
+def clip_gradients(model: Any, max_norm: float) -> float:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping); return the norm before."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if not params:
+        return 0.0
+    limit = max_norm if max_norm > 0 else math.inf
+    return float(torch.nn.utils.clip_grad_norm_(params, limit))
+
+
+def masked_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> float:
+    """Mean of ``values_BT`` over positions where ``mask_BT`` is 1."""
+    mask = mask_BT.float()
+    return float((values_BT * mask).sum() / mask.sum().clamp(min=1))
+
+
+def rollout_metrics(
+    rollouts: RolloutBatch, teacher_logprobs_BT: torch.Tensor, rewards_B: torch.Tensor | None
+) -> dict[str, float]:
+    """Teacher reverse KL, sampled-token counts and task reward of a step's rollouts."""
+    mask_BT = rollouts.completion_mask_BT.float()
+    reverse_kl_BT = rollouts.sampler_logprobs_BT - teacher_logprobs_BT
+    out = {
+        "teacher_reverse_kl": masked_mean(reverse_kl_BT, mask_BT),
+        "tokens": float(mask_BT.sum()),
+        "completion_len": float(mask_BT.sum(1).mean()),
+        "sequences": float(rollouts.batch_size),
+    }
+    if rewards_B is not None:
+        out["reward"] = float(rewards_B.mean())
+    return out
+
+
+def advantage_metrics(advantages: Advantages) -> dict[str, float]:
+    """Mean, std, min and max of the advantages over their mask, plus the function's own."""
+    mask = advantages.mask_BT.bool()
+    values = advantages.advantages_BT[mask]
+    if values.numel() == 0:
+        return dict(advantages.metrics)
+    return {
+        "advantage/mean": float(values.mean()),
+        "advantage/std": float(values.std()) if values.numel() > 1 else 0.0,
+        "advantage/min": float(values.min()),
+        "advantage/max": float(values.max()),
+        **advantages.metrics,
+    }
+
+
+def merge_eval_results(results: Sequence[EvalResult]) -> dict[str, float]:
+    """Merge evaluators' metrics; a name two evaluators share is prefixed by the evaluator."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for key in result.metrics:
+            counts[key] = counts.get(key, 0) + 1
+    merged: dict[str, float] = {}
+    for result in results:
+        for key, value in result.metrics.items():
+            merged[key if counts[key] == 1 else f"{result.evaluator}/{key}"] = float(value)
+    return merged

@@ -1,0 +1,175 @@
+"""Typed data passed between the stages of the loop.
+
+Every object that crosses a hook boundary is one of these frozen dataclasses. Tensor fields carry
+their shape in the name: ``B`` sequences in the batch, ``T`` token positions (prompt + completion),
+``K`` top-k entries. Position ``t`` of a ``*_BT`` tensor describes token ``input_ids_BT[:, t]``;
+a log-probability at ``t`` is ``log p(x_t | x_<t)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+ChatMessage = Mapping[str, str]
+"""One chat turn: ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One task prompt, as a task hands it to the loop."""
+
+    id: str
+    """Stable identifier, unique within the task's split."""
+    messages: tuple[ChatMessage, ...]
+    """Chat messages ending with the user turn the model must answer."""
+    answer: str | None = None
+    """Reference answer for grading, when the task has one."""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    """Task-specific extras (difficulty, source dataset, ...)."""
+
+
+@dataclass(frozen=True)
+class RolloutBatch:
+    """Sequences sampled by the student, laid out as left-padded prompt + right-padded completion.
+
+    ``input_ids_BT[:, :prompt_len]`` holds the prompts (left padded), the rest the completions
+    (padded after the first EOS).
+    """
+
+    prompts: tuple[Prompt, ...]
+    """The prompt of each sequence (B entries; a prompt sampled n times appears n times)."""
+    group_ids_B: torch.Tensor
+    """Index of the prompt each sequence answers; sequences of one prompt share it. (B,) int64."""
+    input_ids_BT: torch.Tensor
+    """Prompt and completion token ids. (B, T) int64."""
+    attention_mask_BT: torch.Tensor
+    """1 on real tokens (prompt and completion up to and including EOS), 0 on padding. (B, T)."""
+    completion_mask_BT: torch.Tensor
+    """1 on sampled completion tokens (up to and including EOS), 0 on prompt and padding. (B, T)."""
+    sampler_logprobs_BT: torch.Tensor
+    """Log-probability of each sampled token under the sampling policy; 0 off the completion.
+    (B, T) float32."""
+    completions: tuple[str, ...]
+    """Decoded completion text of each sequence (B entries)."""
+    prompt_len: int
+    """Number of (left-padded) prompt positions at the start of every row."""
+
+    @property
+    def batch_size(self) -> int:
+        """Number of sequences B."""
+        return int(self.input_ids_BT.shape[0])
+
+    def num_completion_tokens(self) -> int:
+        """Total number of sampled tokens in the batch."""
+        return int(self.completion_mask_BT.sum().item())
+
+    def to(self, device: torch.device) -> RolloutBatch:
+        """The same batch with its tensors on ``device``."""
+        return replace(
+            self,
+            group_ids_B=self.group_ids_B.to(device),
+            input_ids_BT=self.input_ids_BT.to(device),
+            attention_mask_BT=self.attention_mask_BT.to(device),
+            completion_mask_BT=self.completion_mask_BT.to(device),
+            sampler_logprobs_BT=self.sampler_logprobs_BT.to(device),
+        )
+
+    def select(self, rows: slice) -> RolloutBatch:
+        """The sub-batch of sequences ``rows`` (used for micro-batching)."""
+        return RolloutBatch(
+            prompts=self.prompts[rows],
+            group_ids_B=self.group_ids_B[rows],
+            input_ids_BT=self.input_ids_BT[rows],
+            attention_mask_BT=self.attention_mask_BT[rows],
+            completion_mask_BT=self.completion_mask_BT[rows],
+            sampler_logprobs_BT=self.sampler_logprobs_BT[rows],
+            completions=self.completions[rows],
+            prompt_len=self.prompt_len,
+        )
+
+
+@dataclass(frozen=True)
+class TeacherScores:
+    """What a teacher says about the sampled tokens."""
+
+    logprobs_BT: torch.Tensor
+    """Teacher log-probability of each sampled token; 0 off the completion. (B, T) float32."""
+    topk_ids_BTK: torch.Tensor | None = None
+    """Ids of the teacher's top-k tokens at each position, when requested. (B, T, K) int64."""
+    topk_logprobs_BTK: torch.Tensor | None = None
+    """Teacher log-probabilities of those tokens. (B, T, K) float32."""
+
+
+@dataclass(frozen=True)
+class Advantages:
+    """Per-token advantages and the mask of tokens that enter the loss."""
+
+    advantages_BT: torch.Tensor
+    """Advantage of each token; 0 where ``mask_BT`` is 0. (B, T) float32."""
+    mask_BT: torch.Tensor
+    """1 on tokens that are trained on. (B, T) float32."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Scalars the advantage function wants logged (e.g. ``reverse_kl``)."""
+
+    def select(self, rows: slice) -> Advantages:
+        """The advantages of sequences ``rows``."""
+        return Advantages(self.advantages_BT[rows], self.mask_BT[rows], self.metrics)
+
+    def to(self, device: torch.device) -> Advantages:
+        """The same advantages on ``device``."""
+        return Advantages(self.advantages_BT.to(device), self.mask_BT.to(device), self.metrics)
+
+
+@dataclass(frozen=True)
+class PolicyOutput:
+    """The current policy's view of a micro-batch, computed with gradients by the loop."""
+
+    logprobs_BT: torch.Tensor
+    """Log-probability of each token under the current weights (differentiable). (B, T)."""
+    entropy_BT: torch.Tensor
+    """Entropy of the policy's next-token distribution at each position (no grad). (B, T)."""
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """A micro-batch's loss and the scalars to log with it."""
+
+    loss: torch.Tensor
+    """Scalar to call ``backward()`` on. Normalised by the step's total number of loss tokens,
+    so that summing micro-batch losses gives the step's loss."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to sample completions."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    """0 means greedy decoding."""
+    top_p: float = 1.0
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Anything that turns prompts into completion texts; evaluators use this."""
+
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
+        """Return one completion text per prompt."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics of one evaluator on one model."""
+
+    evaluator: str
+    target: str
+    """``student`` or ``teacher``."""
+    metrics: Mapping[str, float]

@@ -1,0 +1,1 @@
+"""The embedded demo's arithmetic task: problems, tokenizer, SFT and the offline model build."""

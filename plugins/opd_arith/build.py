@@ -1,0 +1,292 @@
+"""Build (or reuse) the embedded demo's tokenizer, teacher and student, fully offline.
+
+The teacher is a small Qwen3 trained from random init by SFT on the task's reference solutions;
+the student is a smaller Qwen3 given only a short SFT, so that it knows the answer format but
+still makes arithmetic mistakes that on-policy distillation can fix.
+
+Everything lands in ``cache_dir/<hash of the spec>/{tokenizer,teacher,student}``. An entry is
+built in a temporary folder and moved into place with one ``os.replace``, so an interrupted build
+never leaves a half-written entry; a second call with the same spec reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
+
+from opd_arith.problems import ArithmeticProblem, grade, make_problems
+from opd_arith.sft import render_prompt, sft
+from opd_arith.tokenizer import build_tokenizer
+
+BUILD_FORMAT_VERSION = 1
+"""Bumped when the build's code changes what a spec produces, so stale cache entries are unused."""
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The shape of a tiny Qwen3 model."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    max_position_embeddings: int = 128
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Difficulty of the arithmetic problems (the arguments of :func:`make_problems`)."""
+
+    num_ops: int = 2
+    max_operand: int = 9
+    ops: str = "+-*"
+    eval_fraction: float = 0.1
+
+    def problems(self, n: int, seed: int, split: str) -> list[ArithmeticProblem]:
+        """``n`` problems of ``split`` at this difficulty."""
+        return make_problems(
+            n,
+            seed,
+            split=split,
+            num_ops=self.num_ops,
+            max_operand=self.max_operand,
+            ops=self.ops,
+            eval_fraction=self.eval_fraction,
+        )
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    """Every knob of the demo build; its hash names the cache entry."""
+
+    task: TaskSpec = field(default_factory=TaskSpec)
+    num_train: int = 8000
+    """Distinct training problems (SFT data for teacher and student)."""
+    vocab_size: int = 320
+    teacher: ModelShape = field(
+        default_factory=lambda: ModelShape(
+            hidden_size=128,
+            intermediate_size=512,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+        )
+    )
+    student: ModelShape = field(
+        default_factory=lambda: ModelShape(
+            hidden_size=96,
+            intermediate_size=384,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=24,
+        )
+    )
+    teacher_steps: int = 400
+    teacher_lr: float = 3e-3
+    student_steps: int = 60
+    student_lr: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+
+    def train_problems(self) -> list[ArithmeticProblem]:
+        """The SFT training problems."""
+        return self.task.problems(self.num_train, self.seed, "train")
+
+    def eval_problems(self, n: int, seed: int | None = None) -> list[ArithmeticProblem]:
+        """``n`` held-out problems (disjoint from every training problem)."""
+        return self.task.problems(n, self.seed if seed is None else seed, "eval")
+
+    def digest(self) -> str:
+        """A short hash of the spec (and build format) naming its cache entry."""
+        payload = json.dumps(
+            {"format": BUILD_FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where a built demo lives; each model folder also holds the tokenizer."""
+
+    tokenizer_dir: Path
+    teacher_dir: Path
+    student_dir: Path
+
+
+def demo_paths(root: Path) -> DemoPaths:
+    """The folders of a cache entry rooted at ``root``."""
+    return DemoPaths(root / "tokenizer", root / "teacher", root / "student")
+
+
+def make_model(
+    shape: ModelShape, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> Qwen3ForCausalLM:
+    """A randomly initialised fp32 Qwen3 of ``shape`` over ``tokenizer``'s vocabulary."""
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_hidden_layers,
+        num_attention_heads=shape.num_attention_heads,
+        num_key_value_heads=shape.num_key_value_heads,
+        head_dim=shape.head_dim,
+        max_position_embeddings=shape.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config).to(torch.float32)
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def num_params(model: PreTrainedModel) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 100,
+) -> list[str]:
+    """Greedy completions (special tokens stripped) of the chat-rendered ``questions``."""
+    model.eval()
+    completions: list[str] = []
+    for start in range(0, len(questions), batch_size):
+        prompts = [render_prompt(tokenizer, q) for q in questions[start : start + batch_size]]
+        batch = tokenizer(
+            prompts, padding=True, padding_side="left", return_tensors="pt",
+            add_special_tokens=False,
+        )
+        output_ids_BT = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new_ids_BT = output_ids_BT[:, batch["input_ids"].shape[1] :]
+        completions += tokenizer.batch_decode(new_ids_BT, skip_special_tokens=True)
+    return completions
+
+
+def evaluate_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[ArithmeticProblem],
+    max_new_tokens: int = 32,
+    batch_size: int = 100,
+) -> float:
+    """Fraction of ``problems`` the model answers exactly right with greedy decoding."""
+    completions = generate_completions(
+        model, tokenizer, [p.question for p in problems], max_new_tokens, batch_size
+    )
+    scores = [grade(c, p.answer) for c, p in zip(completions, problems, strict=True)]
+    return sum(scores) / max(1, len(scores))
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """Save a model with its tokenizer so ``from_pretrained(out_dir)`` loads both."""
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def _train_model(
+    name: str,
+    shape: ModelShape,
+    steps: int,
+    lr: float,
+    spec: DemoSpec,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[ArithmeticProblem],
+    progress: bool,
+) -> tuple[PreTrainedModel, dict[str, float]]:
+    """Random-init a model of ``shape`` and SFT it; returns it with a summary of the run."""
+    model = make_model(shape, tokenizer, seed=spec.seed)
+    if progress:
+        print(f"[opd_arith] {name}: {num_params(model) / 1e6:.2f}M params, {steps} SFT steps",
+              flush=True)
+    start = time.perf_counter()
+    losses = sft(
+        model, tokenizer, problems, steps=steps, batch_size=spec.batch_size, lr=lr,
+        seed=spec.seed, progress=progress, name=name,
+    )
+    summary = {
+        "params": float(num_params(model)),
+        "seconds": time.perf_counter() - start,
+        "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+    }
+    return model, summary
+
+
+def _build_entry(spec: DemoSpec, root: Path, progress: bool) -> None:
+    """Build the tokenizer, teacher and student of ``spec`` into the empty folder ``root``."""
+    paths = demo_paths(root)
+    start = time.perf_counter()
+    problems = spec.train_problems()
+    texts = [f"{p.question} {p.solution}" for p in problems]
+    tokenizer = build_tokenizer(texts, paths.tokenizer_dir, vocab_size=spec.vocab_size)
+    info: dict[str, object] = {"spec": dataclasses.asdict(spec), "digest": spec.digest()}
+    info["tokenizer_seconds"] = time.perf_counter() - start
+    for name, shape, steps, lr, out_dir in (
+        ("teacher", spec.teacher, spec.teacher_steps, spec.teacher_lr, paths.teacher_dir),
+        ("student", spec.student, spec.student_steps, spec.student_lr, paths.student_dir),
+    ):
+        model, info[name] = _train_model(name, shape, steps, lr, spec, tokenizer, problems,
+                                         progress)
+        _save(model, tokenizer, out_dir)
+    (root / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def build_demo_models(spec: DemoSpec, cache_dir: Path | str, progress: bool = True) -> DemoPaths:
+    """Return the demo's tokenizer/teacher/student folders, building them on first use.
+
+    The entry ``cache_dir/<spec.digest()>`` is reused when present; otherwise it is built in a
+    temporary sibling folder and renamed into place once complete.
+    """
+    cache_dir = Path(cache_dir)
+    root = cache_dir / spec.digest()
+    if root.is_dir():
+        if progress:
+            print(f"[opd_arith] reusing demo models in {root}", flush=True)
+        return demo_paths(root)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    if progress:
+        print(f"[opd_arith] building demo models into {root} (first run only)", flush=True)
+    start = time.perf_counter()
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{spec.digest()}-", dir=cache_dir))
+    try:
+        _build_entry(spec, tmp_root, progress)
+        try:
+            os.replace(tmp_root, root)
+        except OSError:
+            if not root.is_dir():  # a concurrent build that finished first is as good as ours
+                raise
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    if progress:
+        print(f"[opd_arith] demo models built in {time.perf_counter() - start:.0f}s", flush=True)
+    return demo_paths(root)

@@ -1,0 +1,93 @@
+"""The demo as plugins: the ``arithmetic`` task and the ``demo://arithmetic/...`` model loader."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from opd_arith.build import DemoSpec, TaskSpec, build_demo_models
+from opd_arith.problems import ArithmeticProblem, grade
+from opd_core import OPDError, Prompt, hookimpl
+from opd_core.modeling import LoadedModel, ModelSpec
+from opd_core.registry import Registry
+
+DEMO_SCHEME = "demo://arithmetic/"
+
+
+def cache_dir() -> Path:
+    """Where built demo models live: ``$OPD_CORE_CACHE`` or ``~/.cache/opd_core``."""
+    root = os.environ.get("OPD_CORE_CACHE") or Path.home() / ".cache" / "opd_core"
+    return Path(root) / "demo_arithmetic"
+
+
+def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
+    """A problem as a one-turn chat prompt."""
+    return Prompt(
+        id=f"arithmetic-{split}-{index}",
+        messages=({"role": "user", "content": problem.question},),
+        answer=problem.answer,
+        metadata={"solution": problem.solution},
+    )
+
+
+class ArithmeticTask:
+    """Expressions like ``5+(2*3)`` answered with short worked steps and ``#<answer>``."""
+
+    def __init__(
+        self,
+        train_size: int = 4000,
+        eval_size: int = 200,
+        seed: int = 0,
+        num_ops: int | None = None,
+        max_operand: int | None = None,
+        ops: str | None = None,
+    ) -> None:
+        """Problem difficulty left at ``None`` is the demo models' (what the teacher learned)."""
+        if train_size <= 0 or eval_size < 0:
+            raise ValueError(f"need train_size > 0 and eval_size >= 0, got {train_size}, "
+                             f"{eval_size}")
+        chosen = {"num_ops": num_ops, "max_operand": max_operand, "ops": ops}
+        self.spec: TaskSpec = replace(
+            DemoSpec().task, **{k: v for k, v in chosen.items() if v is not None}
+        )
+        self.sizes = {"train": train_size, "eval": eval_size}
+        self.seed = seed
+        self._prompts: dict[str, list[Prompt]] = {}
+
+    @hookimpl
+    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
+        if split not in self._prompts:
+            problems = self.spec.problems(self.sizes[split], self.seed, split)
+            self._prompts[split] = [to_prompt(p, split, i) for i, p in enumerate(problems)]
+        return self._prompts[split]
+
+    @hookimpl
+    def opd_grade_completions(
+        self, prompts: Sequence[Prompt], completions: Sequence[str]
+    ) -> list[float]:
+        return [grade(c, p.answer or "") for p, c in zip(prompts, completions, strict=True)]
+
+
+@hookimpl
+def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedModel | None:
+    """Build (first use) or reuse the demo's teacher or student and load it."""
+    if not spec.path.startswith(DEMO_SCHEME):
+        return None
+    which = spec.path[len(DEMO_SCHEME):]
+    if which not in ("teacher", "student"):
+        raise OPDError(f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or "
+                       f"{DEMO_SCHEME}student.")
+    from opd_hf.loading import load_hf_model
+
+    paths = build_demo_models(DemoSpec(), cache_dir())
+    folder = paths.teacher_dir if which == "teacher" else paths.student_dir
+    return load_hf_model(replace(spec, path=str(folder)), role, device)
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("task", "arithmetic", ArithmeticTask)

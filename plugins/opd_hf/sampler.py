@@ -1,0 +1,85 @@
+"""The student sampler on ``transformers.generate``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
+from opd_core.context import RunContext
+from opd_core.modeling import gather_logprobs, next_token_logits
+from opd_hf.generation import HFGenerator, decode_completions, generate
+
+
+class HFSampler:
+    """Samples completions from the current student weights with ``generate``.
+
+    The sampler's per-token log-probabilities come from one extra no-grad forward pass over the
+    sampled sequences, at the sampling temperature.
+    """
+
+    def __init__(self, batch_size: int = 64, top_p: float = 1.0) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.batch_size = batch_size
+        self.top_p = top_p
+
+    def setup(self, ctx: RunContext) -> None:
+        self.student = ctx.student
+        self.params = GenerationParams(
+            max_new_tokens=ctx.config.train.max_new_tokens,
+            temperature=ctx.config.train.temperature,
+            top_p=self.top_p,
+        )
+
+    @hookimpl
+    def opd_sample_rollouts(
+        self, prompts: Sequence[Prompt], samples_per_prompt: int
+    ) -> RolloutBatch:
+        model, tokenizer = self.student.model, self.student.tokenizer
+        expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
+        group_ids_B = torch.arange(len(prompts)).repeat_interleave(samples_per_prompt)
+        generated = generate(model, tokenizer, expanded, self.params, self.batch_size)
+        input_ids_BT = torch.cat([generated.prompt_ids_BP, generated.completion_ids_BC], dim=1)
+        prompt_len = generated.prompt_ids_BP.shape[1]
+        completion_mask_BT = torch.cat(
+            [torch.zeros_like(generated.prompt_mask_BP), generated.completion_mask_BC], dim=1
+        )
+        attention_mask_BT = torch.cat(
+            [generated.prompt_mask_BP, generated.completion_mask_BC], dim=1
+        )
+        sampler_logprobs_BT = self._logprobs(input_ids_BT, attention_mask_BT)
+        return RolloutBatch(
+            prompts=expanded,
+            group_ids_B=group_ids_B,
+            input_ids_BT=input_ids_BT,
+            attention_mask_BT=attention_mask_BT,
+            completion_mask_BT=completion_mask_BT,
+            sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
+            completions=tuple(decode_completions(tokenizer, generated)),
+            prompt_len=prompt_len,
+        )
+
+    @torch.no_grad()
+    def _logprobs(self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor:
+        model = self.student.model
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        rows = []
+        for start in range(0, input_ids_BT.shape[0], self.batch_size):
+            ids = input_ids_BT[start : start + self.batch_size].to(device)
+            mask = attention_mask_BT[start : start + self.batch_size].to(device)
+            logits_BSV = next_token_logits(model, ids, mask)
+            rows.append(gather_logprobs(logits_BSV, ids, self.params.temperature).cpu())
+        model.train(was_training)
+        return torch.cat(rows)
+
+    @hookimpl
+    def opd_eval_generator(self, role: str) -> Generator | None:
+        if role != "student":
+            return None
+        return HFGenerator("student", self.student.model, self.student.tokenizer, self.batch_size)

@@ -1,0 +1,12 @@
+"""Competition math: prompts from any ``datasets`` source, answers graded from ``\\boxed{}``."""
+
+from __future__ import annotations
+
+from opd_core import hookimpl
+from opd_core.registry import Registry
+from opd_math.task import MathTask
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("task", "math", MathTask)
