@@ -13,6 +13,7 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 import shutil
@@ -118,18 +119,21 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
 
         set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
         return
-    from transformers.modeling_utils import load_sharded_checkpoint
-
-    if (folder / "model.safetensors.index.json").exists():
-        load_sharded_checkpoint(model, folder, strict=False)
-        return
     from safetensors.torch import load_file
 
-    weights = load_file(folder / "model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    index = folder / "model.safetensors.index.json"
+    shards = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
+              if index.exists() else ["model.safetensors"])
+    expected = set(model.state_dict())
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    for shard in shards:  # one shard in memory at a time
+        result = model.load_state_dict(load_file(folder / shard), strict=False)
+        unexpected += result.unexpected_keys
+        loaded |= expected - set(result.missing_keys)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    real_missing = [k for k in missing if k not in tied and "lm_head" not in k]
-    if real_missing or unexpected:
+    missing = [k for k in expected - loaded if k not in tied and "lm_head" not in k]
+    if missing or unexpected:
         raise OPDError(f"Checkpoint {checkpoint} does not match the student model "
-                       f"(missing {real_missing[:3]}, unexpected {unexpected[:3]}); resume with "
-                       "the same student config the run started with.")
+                       f"(missing {sorted(missing)[:3]}, unexpected {unexpected[:3]}); resume "
+                       "with the same student config the run started with.")

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from opd_core.errors import OPDError
 from opd_core.modeling import ModelSpec
@@ -109,10 +110,7 @@ class RunConfig:
     @staticmethod
     def from_dict(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
         """Validate a composed config; an incomplete run config names what to add."""
-        raw: dict[str, Any] = (
-            OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-            if isinstance(cfg, DictConfig) else dict(cfg)
-        )
+        raw = to_plain_dict(cfg)
         raw = select_demo(raw)
         for key in ("task", "teacher", "student", "sampler", "prompts", "advantage", "loss"):
             if raw.get(key) is None:
@@ -163,6 +161,22 @@ class RunConfig:
         _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
         if self.student.lora is not None:
             _require(self.student.lora.r > 0, "student.lora.r", self.student.lora.r, "> 0")
+
+
+def to_plain_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Resolve a composed config into plain containers; a missing ``???`` value is named."""
+    if not isinstance(cfg, DictConfig):
+        return dict(cfg)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise OPDError(f"The config value {err.full_key} is required but not set; add "
+                       f"{err.full_key}=... to the command line.") from err
+    except InterpolationResolutionError as err:
+        raise OPDError(f"A config interpolation cannot be resolved ({err.msg}); "
+                       "check the ${...} references in your config.") from err
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
 
 
 def select_demo(raw: dict[str, Any]) -> dict[str, Any]:

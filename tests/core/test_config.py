@@ -1,0 +1,132 @@
+"""Every shipped config composes and validates without loading weights; bad values are named."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from opd_core.app import CONF_DIR
+from opd_core.config import RunConfig
+from opd_core.errors import OPDError
+from opd_core.plugin_manager import build_registry, make_plugin_manager
+from opd_core.trainer import build_components
+
+Compose = Callable[[list[str]], DictConfig]
+ADDED_GROUPS = {"task", "teacher"}  # chosen with "+", not in the primary defaults list
+
+
+def shipped_options() -> list[tuple[str, str]]:
+    return sorted(
+        (group.name, option.stem)
+        for group in CONF_DIR.iterdir() if group.is_dir()
+        for option in group.glob("*.yaml")
+    )
+
+
+def overrides_for(group: str, option: str) -> list[str]:
+    if group == "task":
+        return [f"+task={option}", "+teacher=hf", "teacher.model.path=/m"]
+    if group == "teacher":
+        return ["+task=arithmetic", f"+teacher={option}", "teacher.model.path=/m"]
+    if group == "evaluator":
+        return [f"evaluator=[{option}]"]
+    return [f"{group}={option}"]
+
+
+@pytest.mark.parametrize(("group", "option"), shipped_options())
+def test_every_shipped_config_composes_and_validates(
+    compose_config: Compose, group: str, option: str
+) -> None:
+    cfg = compose_config(overrides_for(group, option))
+    config = RunConfig.from_dict(cfg)
+    components = build_components(build_registry(make_plugin_manager()), config)
+    assert {"task", "teacher", "sampler", "prompts", "advantage", "loss"} <= set(components)
+
+
+@pytest.mark.parametrize(("group", "option"), shipped_options())
+def test_every_config_file_starts_with_the_command_that_runs_it(group: str, option: str) -> None:
+    lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+    comments = [line for line in lines[:3] if line.startswith("#")]
+    assert any("python -m opd_core" in line for line in comments), f"{group}/{option}.yaml"
+
+
+def test_no_arguments_selects_the_demo(compose_config: Compose) -> None:
+    config = RunConfig.from_dict(compose_config([]))
+    assert config.task["name"] == "arithmetic"
+    assert config.teacher["model"]["path"] == "demo://arithmetic/teacher"
+    assert config.student.model.path == "demo://arithmetic/student"
+
+
+def test_math_with_qwen3_32b_defaults_to_the_seed_student(compose_config: Compose) -> None:
+    cfg = compose_config(["+task=math", "+teacher=qwen3_32b"])
+    config = RunConfig.from_dict(cfg)
+    assert config.student.model.path == "Qwen/Qwen3-8B-Base"
+    assert config.teacher["model"]["path"] == "Qwen/Qwen3-32B"
+    assert config.task["name"] == "math"
+    assert config.train.max_new_tokens == 8192  # the task picked the math schedule
+    assert "demo" not in cfg or config.task["name"] != "arithmetic"
+
+
+def test_command_line_student_beats_the_teacher_default(compose_config: Compose) -> None:
+    cfg = compose_config(["+task=math", "+teacher=qwen3_32b", "student=qwen3_1_7b"])
+    assert RunConfig.from_dict(cfg).student.model.path == "Qwen/Qwen3-1.7B"
+
+
+def test_task_without_teacher_is_an_error(compose_config: Compose) -> None:
+    with pytest.raises(OPDError, match=r"no teacher; add \+teacher=<name>"):
+        RunConfig.from_dict(compose_config(["+task=math"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.lr=-0.1", r"Invalid train.lr=-0.1: expected a positive learning rate"),
+        ("train.prompts_per_step=0", r"Invalid train.prompts_per_step=0: expected a positive"),
+        ("train.micro_batch_size=0", r"Invalid train.micro_batch_size=0"),
+        ("train.temperature=0", r"Invalid train.temperature=0"),
+        ("checkpoint.keep=0", r"Invalid checkpoint.keep=0"),
+        ("+train.learning_rate=1", r"Unknown key train.learning_rate; train accepts: steps"),
+    ],
+)
+def test_invalid_values_get_one_clear_sentence(
+    compose_config: Compose, override: str, message: str
+) -> None:
+    with pytest.raises(OPDError, match=message):
+        RunConfig.from_dict(compose_config([override]))
+
+
+def test_missing_required_value_is_named(compose_config: Compose) -> None:
+    with pytest.raises(OPDError, match=r"teacher.model.path is required"):
+        RunConfig.from_dict(compose_config(["+task=arithmetic", "+teacher=hf"]))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("advantage.name=reverse_kll", r"Unknown advantage 'reverse_kll'. Available: reverse_kl"),
+        ("loss.name=nope", r"Unknown loss 'nope'. Available: importance_sampling"),
+        ("advantage.coef=-1", r"Invalid advantage 'reverse_kl' config: coef must be positive"),
+        ("+advantage.beta=1", r"advantage 'reverse_kl' has no option beta; its options are"),
+    ],
+)
+def test_component_errors_list_the_options(
+    compose_config: Compose, override: str, message: str
+) -> None:
+    config = RunConfig.from_dict(compose_config([override]))
+    with pytest.raises(OPDError, match=message):
+        build_components(build_registry(make_plugin_manager()), config)
+
+
+def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> None:
+    config = RunConfig.from_dict(compose_config([]))
+    bad = dataclasses.replace(config, task={"name": "nosuch"})
+    with pytest.raises(OPDError, match=r"Unknown task 'nosuch'. Available: arithmetic, math"):
+        build_components(build_registry(make_plugin_manager()), bad)
+
+
+def test_conf_dir_is_the_top_level_conf_folder() -> None:
+    assert CONF_DIR == Path(__file__).resolve().parents[2] / "conf"
