@@ -94,9 +94,15 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
         candidate = root / pointer.read_text(encoding="utf-8").strip()
         if (candidate / "trainer_state.pt").exists():
             return candidate
-    complete = sorted(
-        p for p in root.glob("step_*") if _STEP_DIR.match(p.name) and (p / "trainer_state.pt").exists()
-    ) if root.exists() else []
+    complete = (
+        sorted(
+            p
+            for p in root.glob("step_*")
+            if _STEP_DIR.match(p.name) and (p / "trainer_state.pt").exists()
+        )
+        if root.exists()
+        else []
+    )
     return complete[-1] if complete else None
 
 
@@ -106,8 +112,10 @@ def load_trainer_state(checkpoint: Path) -> TrainerState:
         raw = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
         return TrainerState(**raw)
     except Exception as err:
-        raise OPDError(f"Checkpoint {checkpoint} is unreadable ({err}); resume from an earlier "
-                       "one by pointing checkpoints/latest at it, or start a new run.") from err
+        raise OPDError(
+            f"Checkpoint {checkpoint} is unreadable ({err}); resume from an earlier "
+            "one by pointing checkpoints/latest at it, or start a new run."
+        ) from err
 
 
 def load_model_weights(model: Any, checkpoint: Path) -> None:
@@ -122,8 +130,11 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
-    shards = (sorted(set(json.loads(index.read_text())["weight_map"].values()))
-              if index.exists() else ["model.safetensors"])
+    shards = (
+        sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        if index.exists()
+        else ["model.safetensors"]
+    )
     expected = set(model.state_dict())
     loaded: set[str] = set()
     unexpected: list[str] = []
@@ -134,6 +145,8 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
     tied = set(getattr(model, "_tied_weights_keys", None) or [])
     missing = [k for k in expected - loaded if k not in tied and "lm_head" not in k]
     if missing or unexpected:
-        raise OPDError(f"Checkpoint {checkpoint} does not match the student model "
-                       f"(missing {sorted(missing)[:3]}, unexpected {unexpected[:3]}); resume "
-                       "with the same student config the run started with.")
+        raise OPDError(
+            f"Checkpoint {checkpoint} does not match the student model "
+            f"(missing {sorted(missing)[:3]}, unexpected {unexpected[:3]}); resume "
+            "with the same student config the run started with."
+        )

@@ -114,8 +114,10 @@ class RunConfig:
         raw = select_demo(raw)
         for key in ("task", "teacher", "student", "sampler", "prompts", "advantage", "loss"):
             if raw.get(key) is None:
-                raise OPDError(f"No {key} is configured; add one with +{key}=<name> "
-                               f"(python -m opd_core --help lists the options).")
+                raise OPDError(
+                    f"No {key} is configured; add one with +{key}=<name> "
+                    f"(python -m opd_core --help lists the options)."
+                )
         student_raw = dict(raw["student"])
         lora = student_raw.pop("lora", None)
         student = StudentConfig(
@@ -125,14 +127,20 @@ class RunConfig:
         )
         run = RunConfig(
             student=student,
-            task=raw["task"], teacher=raw["teacher"], sampler=raw["sampler"],
-            prompts=raw["prompts"], advantage=raw["advantage"], loss=raw["loss"],
+            task=raw["task"],
+            teacher=raw["teacher"],
+            sampler=raw["sampler"],
+            prompts=raw["prompts"],
+            advantage=raw["advantage"],
+            loss=raw["loss"],
             evaluators=raw.get("evaluators") or {},
             train=_build(TrainConfig, raw.get("train") or {}, "train"),
             eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
             checkpoint=_build(CheckpointConfig, raw.get("checkpoint") or {}, "checkpoint"),
-            seed=int(raw.get("seed", 0)), device=str(raw.get("device", "auto")),
-            resume=bool(raw.get("resume", False)), progress=bool(raw.get("progress", True)),
+            seed=int(raw.get("seed", 0)),
+            device=str(raw.get("device", "auto")),
+            resume=bool(raw.get("resume", False)),
+            progress=bool(raw.get("progress", True)),
             plugins=tuple(raw.get("plugins") or ()),
         )
         run.validate()
@@ -142,21 +150,38 @@ class RunConfig:
         """Check value ranges; raise :class:`OPDError` naming the first bad value."""
         t = self.train
         _require(t.steps >= 0, "train.steps", t.steps, "a count of steps >= 0")
-        for name in ("prompts_per_step", "samples_per_prompt", "micro_batch_size",
-                     "update_epochs", "max_new_tokens"):
+        for name in (
+            "prompts_per_step",
+            "samples_per_prompt",
+            "micro_batch_size",
+            "update_epochs",
+            "max_new_tokens",
+        ):
             value = getattr(t, name)
             _require(value > 0, f"train.{name}", value, "a positive integer")
         _require(t.lr > 0, "train.lr", t.lr, "a positive learning rate such as 1e-5")
         _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
         _require(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, ">= 0")
-        _require(t.max_grad_norm >= 0, "train.max_grad_norm", t.max_grad_norm,
-                 ">= 0 (0 disables clipping)")
-        _require(t.temperature > 0, "train.temperature", t.temperature,
-                 "> 0 (on-policy sampling needs a proper distribution)")
+        _require(
+            t.max_grad_norm >= 0,
+            "train.max_grad_norm",
+            t.max_grad_norm,
+            ">= 0 (0 disables clipping)",
+        )
+        _require(
+            t.temperature > 0,
+            "train.temperature",
+            t.temperature,
+            "> 0 (on-policy sampling needs a proper distribution)",
+        )
         _require(t.teacher_top_k >= 0, "train.teacher_top_k", t.teacher_top_k, ">= 0")
         _require(self.eval.every >= 0, "eval.every", self.eval.every, ">= 0")
-        _require(self.eval.max_new_tokens > 0, "eval.max_new_tokens", self.eval.max_new_tokens,
-                 "a positive integer")
+        _require(
+            self.eval.max_new_tokens > 0,
+            "eval.max_new_tokens",
+            self.eval.max_new_tokens,
+            "a positive integer",
+        )
         _require(self.checkpoint.every >= 0, "checkpoint.every", self.checkpoint.every, ">= 0")
         _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
         if self.student.lora is not None:
@@ -170,11 +195,15 @@ def to_plain_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     try:
         plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except MissingMandatoryValue as err:
-        raise OPDError(f"The config value {err.full_key} is required but not set; add "
-                       f"{err.full_key}=... to the command line.") from err
+        raise OPDError(
+            f"The config value {err.full_key} is required but not set; add "
+            f"{err.full_key}=... to the command line."
+        ) from err
     except InterpolationResolutionError as err:
-        raise OPDError(f"A config interpolation cannot be resolved ({err.msg}); "
-                       "check the ${...} references in your config.") from err
+        raise OPDError(
+            f"A config interpolation cannot be resolved ({err.msg}); "
+            "check the ${...} references in your config."
+        ) from err
     assert isinstance(plain, dict)
     return {str(k): v for k, v in plain.items()}
 
@@ -191,8 +220,10 @@ def select_demo(raw: dict[str, Any]) -> dict[str, Any]:
         return {**raw, "task": demo["task"], "teacher": demo["teacher"]}
     if (task is None) != (teacher is None):
         missing = "teacher" if teacher is None else "task"
-        raise OPDError(f"A {'task' if task is not None else 'teacher'} is configured but no "
-                       f"{missing}; add +{missing}=<name> (or give neither to run the demo).")
+        raise OPDError(
+            f"A {'task' if task is not None else 'teacher'} is configured but no "
+            f"{missing}; add +{missing}=<name> (or give neither to run the demo)."
+        )
     return raw
 
 
@@ -208,8 +239,7 @@ def _only(node: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(node) - set(fields))
     if unknown:
-        raise OPDError(f"Unknown key {where}.{unknown[0]}; {where} accepts: "
-                       f"{', '.join(fields)}.")
+        raise OPDError(f"Unknown key {where}.{unknown[0]}; {where} accepts: {', '.join(fields)}.")
     out = {}
     for key, value in node.items():
         out[key] = tuple(value) if isinstance(value, list) else value

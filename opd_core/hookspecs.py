@@ -56,7 +56,7 @@ def opd_register_components(registry: Registry) -> None:
     """Add component factories (tasks, teachers, samplers, advantages, losses, evaluators,
     prompt sources) to ``registry`` under the names configs use.
 
-    Called once when the plugin manager starts. A factory is a class whose constructor takes the
+    Called when a run builds its components. A factory is a class whose constructor takes the
     config node's keys as keyword arguments; see :class:`opd_core.registry.Registry`.
     """
 

@@ -45,8 +45,10 @@ def load_model(hook: Any, spec: ModelSpec, role: str, device: torch.device) -> L
     """Load a model through the ``opd_load_model`` hook; fail clearly if no plugin handles it."""
     loaded = hook.opd_load_model(spec=spec, role=role, device=device)
     if loaded is None:
-        raise OPDError(f"No installed plugin can load the {role} model '{spec.path}'; give a "
-                       "local folder or a Hugging Face Hub id.")
+        raise OPDError(
+            f"No installed plugin can load the {role} model '{spec.path}'; give a "
+            "local folder or a Hugging Face Hub id."
+        )
     return loaded
 
 

@@ -43,8 +43,10 @@ def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = No
         try:
             plugin = importlib.import_module(plugin)
         except ImportError as err:
-            raise OPDError(f"Cannot import plugin module '{plugin}' ({err}); check the name in "
-                           "the 'plugins' config list and that its package is installed.") from err
+            raise OPDError(
+                f"Cannot import plugin module '{plugin}' ({err}); check the name in "
+                "the 'plugins' config list and that its package is installed."
+            ) from err
     pm.register(plugin, name=name)
 
 
@@ -53,8 +55,10 @@ def check_hooks(pm: pluggy.PluginManager) -> None:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as err:
-        raise OPDError(f"A plugin implements an unknown hook: {err}. Hook names are listed in "
-                       "opd_core/hookspecs.py (docs/hooks.md).") from err
+        raise OPDError(
+            f"A plugin implements an unknown hook: {err}. Hook names are listed in "
+            "opd_core/hookspecs.py (docs/hooks.md)."
+        ) from err
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:

@@ -13,8 +13,13 @@ class Progress:
 
     def __init__(self, total: int, initial: int = 0, enabled: bool = True) -> None:
         self._bar = tqdm(
-            total=total, initial=initial, desc="opd", unit="step", disable=not enabled,
-            file=sys.stderr, dynamic_ncols=True,
+            total=total,
+            initial=initial,
+            desc="opd",
+            unit="step",
+            disable=not enabled,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
         self._postfix: dict[str, str] = {}
 

@@ -40,13 +40,17 @@ class Registry:
         """Register ``factory`` as component ``name`` of ``kind``; names are unique per kind."""
         provider = getattr(factory, "__module__", "?")
         if kind not in KINDS:
-            raise OPDError(f"Cannot register '{name}': unknown component kind '{kind}'. "
-                           f"Kinds are: {', '.join(KINDS)}.")
+            raise OPDError(
+                f"Cannot register '{name}': unknown component kind '{kind}'. "
+                f"Kinds are: {', '.join(KINDS)}."
+            )
         key = (kind, name)
         if key in self._entries and self._entries[key].factory is not factory:
             other = self._entries[key].provider
-            raise OPDError(f"Two plugins register {kind} '{name}' ({other} and {provider}); "
-                           "uninstall one of them or rename its component.")
+            raise OPDError(
+                f"Two plugins register {kind} '{name}' ({other} and {provider}); "
+                "uninstall one of them or rename its component."
+            )
         self._entries[key] = Entry(kind, name, factory, provider)
 
     def names(self, kind: str) -> list[str]:
@@ -63,8 +67,10 @@ class Registry:
     def bind(self, kind: str, node: Mapping[str, Any]) -> tuple[Entry, dict[str, Any]]:
         """Check a config node against its factory's signature; return the entry and kwargs."""
         if "name" not in node:
-            raise OPDError(f"The {kind} config has no 'name' key; set {kind}.name to one of: "
-                           f"{', '.join(self.names(kind))}.")
+            raise OPDError(
+                f"The {kind} config has no 'name' key; set {kind}.name to one of: "
+                f"{', '.join(self.names(kind))}."
+            )
         entry = self.entry(kind, str(node["name"]))
         kwargs = {k: v for k, v in node.items() if k != "name"}
         params = inspect.signature(entry.factory).parameters
@@ -72,17 +78,22 @@ class Registry:
         unknown = [] if accepts_any else sorted(set(kwargs) - set(params))
         if unknown:
             valid = ", ".join(sorted(p for p in params if p != "self"))
-            raise OPDError(f"{kind} '{entry.name}' has no option {', '.join(unknown)}; "
-                           f"its options are: {valid or '(none)'}.")
+            raise OPDError(
+                f"{kind} '{entry.name}' has no option {', '.join(unknown)}; "
+                f"its options are: {valid or '(none)'}."
+            )
         missing = sorted(
-            p.name for p in params.values()
+            p.name
+            for p in params.values()
             if p.default is inspect.Parameter.empty
             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
             and p.name not in kwargs
         )
         if missing:
-            raise OPDError(f"{kind} '{entry.name}' needs {', '.join(missing)}; "
-                           f"set {', '.join(f'{kind}.{m}=...' for m in missing)}.")
+            raise OPDError(
+                f"{kind} '{entry.name}' needs {', '.join(missing)}; "
+                f"set {', '.join(f'{kind}.{m}=...' for m in missing)}."
+            )
         return entry, kwargs
 
     def build(self, kind: str, node: Mapping[str, Any]) -> Any:

@@ -96,8 +96,10 @@ class Trainer:
         )
         pool = self.hook.opd_task_prompts(split="train")
         if not pool:
-            raise OPDError(f"Task '{cfg.task['name']}' has no training prompts; check its data "
-                           "source in the task config.")
+            raise OPDError(
+                f"Task '{cfg.task['name']}' has no training prompts; check its data "
+                "source in the task config."
+            )
         self.train_pool: Sequence[Prompt] = pool
         self.metrics = MetricsLog(self.output_dir)
         if cfg.resume:
@@ -106,14 +108,17 @@ class Trainer:
 
     def _refuse_to_overwrite(self) -> None:
         if not self.config.resume and latest_checkpoint(self.output_dir) is not None:
-            raise OPDError(f"{self.output_dir} already holds checkpoints; set resume=true to "
-                           "continue that run, or choose another hydra.run.dir.")
+            raise OPDError(
+                f"{self.output_dir} already holds checkpoints; set resume=true to "
+                "continue that run, or choose another hydra.run.dir."
+            )
 
     def _resume(self) -> None:
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
-            log.info("resume=true but %s has no checkpoint yet: starting from step 0",
-                     self.output_dir)
+            log.info(
+                "resume=true but %s has no checkpoint yet: starting from step 0", self.output_dir
+            )
             return
         state = load_trainer_state(checkpoint)
         load_model_weights(self.student.model, checkpoint)
@@ -210,7 +215,9 @@ class Trainer:
                 micro_adv = advantages.select(rows).to(self.device)
                 policy = policy_output(model, micro)
                 out = self.hook.opd_compute_loss(
-                    rollouts=micro, policy=policy, advantages=micro_adv,
+                    rollouts=micro,
+                    policy=policy,
+                    advantages=micro_adv,
                     num_loss_tokens=num_loss_tokens,
                 )
                 if out is None:
@@ -225,7 +232,7 @@ class Trainer:
                     sums[key] = sums.get(key, 0.0) + value * int(mask_BT.sum()) / num_loss_tokens
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
             self.optimizer.step()
-        lr = self.scheduler.get_last_lr()[0]
+        lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         epochs = cfg.update_epochs
         return {**{k: v / epochs for k, v in sums.items()}, "grad_norm": grad_norm, "lr": lr}
@@ -238,8 +245,11 @@ class Trainer:
         if generator is None:
             log.info("no generator for the %s: skipping its evaluation", role)
             return {}
-        results: list[EvalResult] = [r for r in self.hook.opd_evaluate(
-            generator=generator, role=role, step=step) if r is not None]
+        results: list[EvalResult] = [
+            r
+            for r in self.hook.opd_evaluate(generator=generator, role=role, step=step)
+            if r is not None
+        ]
         return merge_eval_results(results)
 
     def save(self, step: int) -> Path:
@@ -255,8 +265,13 @@ class Trainer:
             rng=capture_rng(),
             components=components,
         )
-        return save_checkpoint(self.output_dir, self.student.model, self.student.tokenizer,
-                               state, keep=self.config.checkpoint.keep)
+        return save_checkpoint(
+            self.output_dir,
+            self.student.model,
+            self.student.tokenizer,
+            state,
+            keep=self.config.checkpoint.keep,
+        )
 
     def cleanup(self) -> None:
         """Release components (servers, engines) and unregister them."""
@@ -300,7 +315,9 @@ def prepare_student(model: Any, cfg: RunConfig) -> Any:
 
     targets = lora.target_modules
     peft_config = LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
         target_modules=targets if isinstance(targets, str) else list(targets),
         task_type="CAUSAL_LM",
     )

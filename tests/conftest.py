@@ -10,17 +10,29 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
-
 from opd_arith.build import ModelShape, make_model
 from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
+
 from opd_core.app import CONF_DIR
 
-TINY_TEACHER = ModelShape(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                          num_attention_heads=4, num_key_value_heads=2, head_dim=16)
-TINY_STUDENT = ModelShape(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+TINY_TEACHER = ModelShape(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+)
+TINY_STUDENT = ModelShape(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+)
 
 
 @dataclass(frozen=True)
@@ -38,8 +50,17 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     problems = make_problems(400, seed=0)
     tokenizer = build_tokenizer([f"{p.question} {p.solution}" for p in problems])
     teacher = make_model(TINY_TEACHER, tokenizer, seed=0)
-    sft(teacher, tokenizer, problems, steps=40, batch_size=32, lr=3e-3, seed=0, log_every=0,
-        progress=False)
+    sft(
+        teacher,
+        tokenizer,
+        problems,
+        steps=40,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        log_every=0,
+        progress=False,
+    )
     student = make_model(TINY_STUDENT, tokenizer, seed=1)
     for model, name in ((teacher, "teacher"), (student, "student")):
         model.save_pretrained(root / name)
@@ -50,12 +71,20 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
 def tiny_run_overrides(models: TinyModels, out: Path, steps: int = 3) -> list[str]:
     """Overrides for a seconds-long run on the tiny models, writing into ``out``."""
     return [
-        "+task=arithmetic", "+teacher=hf",
-        f"teacher.model.path={models.teacher}", f"student.model.path={models.student}",
-        "task.train_size=200", "task.eval_size=16",
-        f"train.steps={steps}", "train.prompts_per_step=8", "train.samples_per_prompt=2",
-        "train.max_new_tokens=16", "eval.max_new_tokens=16", "eval.every=0",
-        "progress=false", f"hydra.run.dir={out}",
+        "+task=arithmetic",
+        "+teacher=hf",
+        f"teacher.model.path={models.teacher}",
+        f"student.model.path={models.student}",
+        "task.train_size=200",
+        "task.eval_size=16",
+        f"train.steps={steps}",
+        "train.prompts_per_step=8",
+        "train.samples_per_prompt=2",
+        "train.max_new_tokens=16",
+        "eval.max_new_tokens=16",
+        "eval.every=0",
+        "progress=false",
+        f"hydra.run.dir={out}",
     ]
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TinyModels, tiny_run_overrides
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
-from conftest import TinyModels, tiny_run_overrides
 from opd_core import hookimpl
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint
@@ -25,9 +25,14 @@ def test_on_policy_distillation_lowers_teacher_kl(
     tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
-    cfg = compose_config(tiny_run_overrides(tiny_models, out, steps=14) + [
-        "train.lr=1e-2", "train.prompts_per_step=16", "eval.teacher=false",
-    ])
+    cfg = compose_config(
+        tiny_run_overrides(tiny_models, out, steps=14)
+        + [
+            "train.lr=1e-2",
+            "train.prompts_per_step=16",
+            "eval.teacher=false",
+        ]
+    )
     summary = run(cfg, out)
     kls = [m["teacher_reverse_kl"] for m in read_metrics(out / "metrics.jsonl")]
     assert len(kls) == 14
@@ -37,8 +42,18 @@ def test_on_policy_distillation_lowers_teacher_kl(
     saved = json.loads((out / "summary.json").read_text())
     assert saved["steps"] == 14
     record = read_metrics(out / "metrics.jsonl")[-1]
-    for key in ("teacher_reverse_kl", "entropy", "advantage/mean", "advantage/std", "tokens",
-                "time/sample_s", "time/score_s", "time/update_s", "loss", "grad_norm"):
+    for key in (
+        "teacher_reverse_kl",
+        "entropy",
+        "advantage/mean",
+        "advantage/std",
+        "tokens",
+        "time/sample_s",
+        "time/score_s",
+        "time/update_s",
+        "loss",
+        "grad_norm",
+    ):
         assert key in record, key
 
 
@@ -71,8 +86,9 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
         run(cfg, resumed, pm=make_plugin_manager([StopAtStep(3)]))
     interrupted_at = latest_checkpoint(resumed)
     assert interrupted_at is not None and interrupted_at.name == "step_000002"
-    cfg = compose_config(tiny_run_overrides(tiny_models, resumed, steps=4) + extra
-                         + ["resume=true"])
+    cfg = compose_config(
+        tiny_run_overrides(tiny_models, resumed, steps=4) + extra + ["resume=true"]
+    )
     run(cfg, resumed)
 
     a, b = _weights(latest_checkpoint(straight)), _weights(latest_checkpoint(resumed))
@@ -102,9 +118,14 @@ def test_lora_student_trains_only_the_adapter(
     tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
 ) -> None:
     out = tmp_path / "lora"
-    cfg = compose_config(tiny_run_overrides(tiny_models, out, steps=2) + [
-        "+student.lora.r=4", "eval.teacher=false", "eval.at_start=false",
-    ])
+    cfg = compose_config(
+        tiny_run_overrides(tiny_models, out, steps=2)
+        + [
+            "+student.lora.r=4",
+            "eval.teacher=false",
+            "eval.at_start=false",
+        ]
+    )
     run(cfg, out)
     model_dir = latest_checkpoint(out) / "model"  # type: ignore[operator]
     assert (model_dir / "adapter_model.safetensors").exists()

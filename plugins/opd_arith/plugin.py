@@ -48,11 +48,15 @@ class ArithmeticTask:
     ) -> None:
         """Problem difficulty left at ``None`` is the demo models' (what the teacher learned)."""
         if train_size <= 0 or eval_size < 0:
-            raise ValueError(f"need train_size > 0 and eval_size >= 0, got {train_size}, "
-                             f"{eval_size}")
-        chosen = {"num_ops": num_ops, "max_operand": max_operand, "ops": ops}
-        self.spec: TaskSpec = replace(
-            DemoSpec().task, **{k: v for k, v in chosen.items() if v is not None}
+            raise ValueError(
+                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
+            )
+        demo = DemoSpec().task
+        self.spec = replace(
+            demo,
+            num_ops=demo.num_ops if num_ops is None else num_ops,
+            max_operand=demo.max_operand if max_operand is None else max_operand,
+            ops=demo.ops if ops is None else ops,
         )
         self.sizes = {"train": train_size, "eval": eval_size}
         self.seed = seed
@@ -77,10 +81,11 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     """Build (first use) or reuse the demo's teacher or student and load it."""
     if not spec.path.startswith(DEMO_SCHEME):
         return None
-    which = spec.path[len(DEMO_SCHEME):]
+    which = spec.path[len(DEMO_SCHEME) :]
     if which not in ("teacher", "student"):
-        raise OPDError(f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or "
-                       f"{DEMO_SCHEME}student.")
+        raise OPDError(
+            f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or {DEMO_SCHEME}student."
+        )
     from opd_hf.loading import load_hf_model
 
     paths = build_demo_models(DemoSpec(), cache_dir())

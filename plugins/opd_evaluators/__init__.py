@@ -22,8 +22,10 @@ class TaskAccuracy:
         self.hook = ctx.hook
         prompts = list(ctx.hook.opd_task_prompts(split="eval") or [])
         if not prompts:
-            raise OPDError("The task has no eval prompts, so task_accuracy cannot run; remove "
-                           "it with '~evaluators.task_accuracy' or give the task an eval split.")
+            raise OPDError(
+                "The task has no eval prompts, so task_accuracy cannot run; remove "
+                "it with '~evaluators.task_accuracy' or give the task an eval split."
+            )
         self.prompts = prompts[: self.max_examples]
         self.params = GenerationParams(
             max_new_tokens=ctx.config.eval.max_new_tokens,
@@ -36,8 +38,10 @@ class TaskAccuracy:
         completions = generator.generate(prompts, self.params)
         grades = self.hook.opd_grade_completions(prompts=prompts, completions=completions)
         if grades is None:
-            raise OPDError("The task has no grader, so task_accuracy cannot score it; remove "
-                           "it with '~evaluators.task_accuracy'.")
+            raise OPDError(
+                "The task has no grader, so task_accuracy cannot score it; remove "
+                "it with '~evaluators.task_accuracy'."
+            )
         return EvalResult(
             evaluator="task_accuracy",
             target=role,

@@ -37,8 +37,10 @@ def eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def completion_mask(completion_ids_BC: torch.Tensor, stop_ids: Sequence[int]) -> torch.Tensor:
     """1 on tokens up to and including the first stop token of each row, else 0. (B, C)."""
-    is_stop_BC = torch.isin(completion_ids_BC, torch.tensor(list(stop_ids), dtype=torch.long,
-                                                           device=completion_ids_BC.device))
+    is_stop_BC = torch.isin(
+        completion_ids_BC,
+        torch.tensor(list(stop_ids), dtype=torch.long, device=completion_ids_BC.device),
+    )
     stops_before_BC = is_stop_BC.long().cumsum(1) - is_stop_BC.long()
     return (stops_before_BC == 0).long()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -26,17 +27,18 @@ def load_hf_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMod
     dtype = resolve_dtype(spec.dtype, device)
     local = Path(os.path.expanduser(spec.path))
     if _looks_local(spec.path) and not local.is_dir():
-        raise OPDError(f"The {role} model folder {spec.path} does not exist; "
-                       f"{_how_to_point(role)}")
+        raise OPDError(f"The {role} model folder {spec.path} does not exist; {_how_to_point(role)}")
     source = str(local) if local.is_dir() else spec.path
     if not local.is_dir() and not _in_hub_cache(spec) and not hub_reachable():
         raise OPDError(_missing_message(spec, role, OSError("the Hub is unreachable")))
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            source, revision=spec.revision, trust_remote_code=spec.trust_remote_code,
+            source,
+            revision=spec.revision,
+            trust_remote_code=spec.trust_remote_code,
             padding_side="left",
         )
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             source, revision=spec.revision, trust_remote_code=spec.trust_remote_code, dtype=dtype
         )
     except (OSError, ValueError) as err:
@@ -83,8 +85,12 @@ def _how_to_point(role: str) -> str:
 def _missing_message(spec: ModelSpec, role: str, err: Exception) -> str:
     first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if Path(spec.path).is_dir():
-        return (f"The {role} model folder {spec.path} could not be loaded ({first_line}); check "
-                "that it holds a save_pretrained checkpoint with its tokenizer.")
-    return (f"The {role} model '{spec.path}' is not a local folder and could not be fetched from "
-            f"the Hugging Face Hub ({first_line}); download it where the Hub is reachable "
-            f"(hf download {spec.path}) or {_how_to_point(role)}")
+        return (
+            f"The {role} model folder {spec.path} could not be loaded ({first_line}); check "
+            "that it holds a save_pretrained checkpoint with its tokenizer."
+        )
+    return (
+        f"The {role} model '{spec.path}' is not a local folder and could not be fetched from "
+        f"the Hugging Face Hub ({first_line}); download it where the Hub is reachable "
+        f"(hf download {spec.path}) or {_how_to_point(role)}"
+    )

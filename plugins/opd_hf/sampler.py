@@ -64,7 +64,9 @@ class HFSampler:
         )
 
     @torch.no_grad()
-    def _logprobs(self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor) -> torch.Tensor:
+    def _logprobs(
+        self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
+    ) -> torch.Tensor:
         model = self.student.model
         device = next(model.parameters()).device
         was_training = model.training

@@ -72,11 +72,13 @@ class MathTask:
         for index, row in enumerate(rows):
             question = str(row[source.question_field])
             content = f"{question}\n{self.instruction}".strip() if self.instruction else question
-            prompts.append(Prompt(
-                id=f"math-{split}-{index}",
-                messages=({"role": "user", "content": content},),
-                answer=str(row[source.answer_field]),
-            ))
+            prompts.append(
+                Prompt(
+                    id=f"math-{split}-{index}",
+                    messages=({"role": "user", "content": content},),
+                    answer=str(row[source.answer_field]),
+                )
+            )
         return prompts
 
     @hookimpl

@@ -29,8 +29,10 @@ def importance_sampling_loss(
         clipped_BT = clipped_ratio_BT * advantages_BT
         surrogate_BT = torch.minimum(surrogate_BT, clipped_BT)
         with torch.no_grad():
-            clipped_frac = float(((clipped_BT < ratio_BT * advantages_BT).float() * mask).sum()
-                                 / mask.sum().clamp(min=1))
+            clipped_frac = float(
+                ((clipped_BT < ratio_BT * advantages_BT).float() * mask).sum()
+                / mask.sum().clamp(min=1)
+            )
     loss = -(surrogate_BT * mask).sum() / num_loss_tokens
     with torch.no_grad():
         mean_ratio = float(ratio_BT.sum() / mask.sum().clamp(min=1))

@@ -26,7 +26,7 @@ class ShuffledPasses:
 
     @hookimpl
     def opd_select_prompts(self, step: int, pool: Sequence[Prompt], count: int) -> list[Prompt]:
-        chosen = []
+        chosen: list[Prompt] = []
         while len(chosen) < count:
             if self._cursor >= len(self._order) or len(self._order) != len(pool):
                 self._order = list(range(len(pool)))

@@ -22,7 +22,8 @@ ADDED_GROUPS = {"task", "teacher"}  # chosen with "+", not in the primary defaul
 def shipped_options() -> list[tuple[str, str]]:
     return sorted(
         (group.name, option.stem)
-        for group in CONF_DIR.iterdir() if group.is_dir()
+        for group in CONF_DIR.iterdir()
+        if group.is_dir()
         for option in group.glob("*.yaml")
     )
 
@@ -129,4 +130,4 @@ def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> Non
 
 
 def test_conf_dir_is_the_top_level_conf_folder() -> None:
-    assert CONF_DIR == Path(__file__).resolve().parents[2] / "conf"
+    assert Path(__file__).resolve().parents[2] / "conf" == CONF_DIR

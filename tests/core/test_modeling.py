@@ -22,7 +22,9 @@ def test_gather_logprobs_is_log_softmax_at_the_next_token() -> None:
     ids_BT = torch.tensor([[2, 1, 0]])
     out = gather_logprobs(logits_BSV, ids_BT)
     z = torch.log(torch.exp(torch.tensor([1.0, 2.0, 3.0])).sum())
-    assert out[0].tolist() == pytest.approx([0.0, 2.0 - z.item(), -torch.log(torch.tensor(3.0)).item()])
+    assert out[0].tolist() == pytest.approx(
+        [0.0, 2.0 - z.item(), -torch.log(torch.tensor(3.0)).item()]
+    )
     hot = gather_logprobs(logits_BSV, ids_BT, temperature=2.0)
     z2 = torch.logsumexp(torch.tensor([0.5, 1.0, 1.5]), 0)
     assert hot[0, 1].item() == pytest.approx(1.0 - z2.item())
@@ -43,7 +45,8 @@ def test_left_padding_does_not_change_logprobs(tiny_models) -> None:  # type: ig
     ids, mask = pad_left([short, long], pad_id=0)
     batched = gather_logprobs(next_token_logits(model, ids, mask), ids)
     alone_ids = torch.tensor([short])
-    alone = gather_logprobs(next_token_logits(model, alone_ids, torch.ones_like(alone_ids)),
-                            alone_ids)
+    alone = gather_logprobs(
+        next_token_logits(model, alone_ids, torch.ones_like(alone_ids)), alone_ids
+    )
     # the first real token has no prefix when alone; every later one must agree
     assert torch.allclose(batched[0, -2:], alone[0, 1:], atol=1e-5)

@@ -14,16 +14,20 @@ from opd_core.registry import Registry
 class ReverseDigits:
     """Prompts ``rev 3819``; the right answer ends with ``#9183``."""
 
-    def __init__(self, num_digits: int = 4, train_size: int = 500, eval_size: int = 50,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, num_digits: int = 4, train_size: int = 500, eval_size: int = 50, seed: int = 0
+    ) -> None:
         if num_digits <= 0:
             raise ValueError(f"num_digits must be positive, got {num_digits}")
         rng = random.Random(seed)
         total = train_size + eval_size
         numbers = rng.sample(range(10 ** (num_digits - 1), 10**num_digits), total)
         prompts = [
-            Prompt(id=f"rev-{i}", messages=({"role": "user", "content": f"rev {n}"},),
-                   answer=str(n)[::-1])
+            Prompt(
+                id=f"rev-{i}",
+                messages=({"role": "user", "content": f"rev {n}"},),
+                answer=str(n)[::-1],
+            )
             for i, n in enumerate(numbers)
         ]
         self.splits = {"train": prompts[:train_size], "eval": prompts[train_size:]}

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from opd_objectives.importance_sampling import importance_sampling_loss
 from opd_objectives.returns import discounted_future_sum
 from opd_objectives.reverse_kl import reverse_kl_advantages
@@ -27,8 +26,11 @@ def test_reverse_kl_with_discount_adds_future_tokens() -> None:
     mask = torch.ones(1, 3)
     adv = reverse_kl_advantages(sampler, teacher, mask, gamma=0.5)
     rewards = [-1.0, 0.0, -2.0]
-    expected = [rewards[0] + 0.5 * rewards[1] + 0.25 * rewards[2], rewards[1] + 0.5 * rewards[2],
-                rewards[2]]
+    expected = [
+        rewards[0] + 0.5 * rewards[1] + 0.25 * rewards[2],
+        rewards[1] + 0.5 * rewards[2],
+        rewards[2],
+    ]
     assert adv[0].tolist() == pytest.approx(expected)
 
 

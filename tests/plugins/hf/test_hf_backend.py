@@ -1,0 +1,121 @@
+"""The transformers sampler and teacher on tiny real models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TinyModels
+from opd_hf.generation import completion_mask
+from opd_hf.loading import load_hf_model
+from opd_hf.sampler import HFSampler
+from opd_hf.teacher import HFTeacher, check_same_vocabulary
+from transformers import AutoTokenizer
+
+from opd_core import OPDError, Prompt
+from opd_core.modeling import ModelSpec, check_same_rendering
+
+CPU = torch.device("cpu")
+PROMPTS = [
+    Prompt(id=str(i), messages=({"role": "user", "content": q},))
+    for i, q in enumerate(["1+2", "(3*4)-5", "9"])
+]
+
+
+class FakeCtx:
+    """The parts of RunContext the sampler and teacher read."""
+
+    def __init__(self, student, max_new_tokens: int = 12) -> None:  # type: ignore[no-untyped-def]
+        from opd_core.config import RunConfig, StudentConfig, TrainConfig
+
+        self.student = student
+        self.device = CPU
+        self.hook = None
+        self.config = RunConfig(
+            student=StudentConfig(model=student.spec),
+            task={},
+            teacher={},
+            sampler={},
+            prompts={},
+            advantage={},
+            loss={},
+            evaluators={},
+            train=TrainConfig(max_new_tokens=max_new_tokens),
+        )
+
+
+def test_completion_mask_stops_after_the_first_eos() -> None:
+    ids = torch.tensor([[5, 6, 2, 2, 2], [5, 2, 7, 2, 0], [5, 6, 7, 8, 9]])
+    assert completion_mask(ids, [2]).tolist() == [[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_sampler_layout_masks_and_logprobs(tiny_models: TinyModels) -> None:
+    student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
+    sampler = HFSampler(batch_size=4)
+    sampler.setup(FakeCtx(student))  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    batch = sampler.opd_sample_rollouts(prompts=PROMPTS, samples_per_prompt=2)
+    assert batch.batch_size == 6
+    assert batch.group_ids_B.tolist() == [0, 0, 1, 1, 2, 2]
+    assert [p.id for p in batch.prompts] == ["0", "0", "1", "1", "2", "2"]
+    prompt_part = batch.completion_mask_BT[:, : batch.prompt_len]
+    assert prompt_part.sum() == 0  # no prompt token is a completion token
+    # sampler log-probs live exactly on completion tokens and are proper log-probabilities
+    on = batch.completion_mask_BT.bool()
+    assert torch.all(batch.sampler_logprobs_BT[~on] == 0)
+    assert torch.all(batch.sampler_logprobs_BT[on] <= 0)
+    eos = student.tokenizer.eos_token_id
+    for row in range(batch.batch_size):  # every completion ends at its first EOS or the limit
+        ids = batch.input_ids_BT[row, batch.prompt_len :][
+            batch.completion_mask_BT[row, batch.prompt_len :].bool()
+        ]
+        assert (ids == eos).sum() <= 1
+        assert ids[-1] == eos or len(ids) == 12
+
+
+def test_teacher_equal_to_the_student_gives_zero_kl(tiny_models: TinyModels) -> None:
+    student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
+    ctx = FakeCtx(student)
+    sampler = HFSampler(batch_size=3)
+    sampler.setup(ctx)  # type: ignore[arg-type]
+    batch = sampler.opd_sample_rollouts(prompts=PROMPTS, samples_per_prompt=1)
+
+    class Hook:
+        @staticmethod
+        def opd_load_model(spec: ModelSpec, role: str, device: torch.device):  # type: ignore[no-untyped-def]
+            return load_hf_model(spec, role, device)
+
+    ctx.hook = Hook()
+    teacher = HFTeacher(model={"path": str(tiny_models.teacher)}, batch_size=2)
+    teacher.setup(ctx)  # type: ignore[arg-type]
+    scores = teacher.opd_score_rollouts(rollouts=batch, top_k=3)
+    assert torch.allclose(scores.logprobs_BT, batch.sampler_logprobs_BT, atol=1e-5)
+    assert scores.topk_logprobs_BTK is not None and scores.topk_ids_BTK is not None
+    assert scores.topk_ids_BTK.shape == (*batch.input_ids_BT.shape, 3)
+    on = batch.completion_mask_BT.bool()
+    # the sampled token's log-prob can never exceed the teacher's best token
+    assert torch.all(scores.topk_logprobs_BTK[..., 0][on] >= scores.logprobs_BT[on] - 1e-5)
+
+
+def test_template_mismatch_is_refused(tiny_models: TinyModels, tmp_path: Path) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_models.teacher)
+    other = AutoTokenizer.from_pretrained(tiny_models.teacher)
+    other.chat_template = "{% for m in messages %}USER: {{ m['content'] }}\n{% endfor %}A:"
+    check_same_rendering(tok, tok, PROMPTS[0])
+    with pytest.raises(OPDError, match="render prompts differently"):
+        check_same_rendering(tok, other, PROMPTS[0])
+
+
+def test_vocabulary_mismatch_is_refused(tiny_models: TinyModels) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_models.teacher)
+    other = AutoTokenizer.from_pretrained(tiny_models.teacher)
+    other.add_tokens(["<extra_token>"])
+    with pytest.raises(OPDError, match="different vocabularies"):
+        check_same_vocabulary(tok, other)
+
+
+def test_broken_model_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(OPDError, match=f"The teacher model folder {tmp_path} could not be loaded"):
+        load_hf_model(ModelSpec(str(tmp_path)), "teacher", CPU)
