@@ -139,7 +139,14 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
     loaded: set[str] = set()
     unexpected: list[str] = []
     for shard in shards:  # one shard in memory at a time
-        result = model.load_state_dict(load_file(folder / shard), strict=False)
+        try:
+            result = model.load_state_dict(load_file(folder / shard), strict=False)
+        except RuntimeError as err:  # shape mismatch: another model's weights
+            raise OPDError(
+                f"Checkpoint {checkpoint} does not match the student model "
+                f"({str(err).splitlines()[-1].strip()}); resume with the same "
+                "student config the run started with."
+            ) from err
         unexpected += result.unexpected_keys
         loaded |= expected - set(result.missing_keys)
     tied = set(getattr(model, "_tied_weights_keys", None) or [])

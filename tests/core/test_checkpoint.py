@@ -1,0 +1,74 @@
+"""Checkpoints appear only when complete; a failed save leaves the previous one intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import TinyModels
+from opd_core.checkpoint import (
+    TrainerState,
+    capture_rng,
+    latest_checkpoint,
+    load_model_weights,
+    save_checkpoint,
+)
+from opd_core.errors import OPDError
+
+
+def _state(step: int) -> TrainerState:
+    return TrainerState(step=step, optimizer={}, scheduler={}, rng=capture_rng(), components={})
+
+
+def test_save_prune_and_reload(tiny_models: TinyModels, tmp_path: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    tok = AutoTokenizer.from_pretrained(tiny_models.student)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, model, tok, _state(step), keep=2)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+    assert names == ["step_000002", "step_000003"]
+    latest = latest_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step_000003"
+
+    fresh = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    load_model_weights(fresh, latest)
+    for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+class ExplodingModel:
+    """Fails halfway through writing its weights."""
+
+    def save_pretrained(self, folder: Path) -> None:
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half a file")
+        raise OSError("disk full")
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    tok = AutoTokenizer.from_pretrained(tiny_models.student)
+    save_checkpoint(tmp_path, model, tok, _state(1), keep=2)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path, ExplodingModel(), tok, _state(2), keep=2)
+    latest = latest_checkpoint(tmp_path)
+    assert latest is not None and latest.name == "step_000001"
+    assert not (tmp_path / "checkpoints" / "step_000002").exists()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+def test_weights_of_another_model_are_refused(tiny_models: TinyModels, tmp_path: Path) -> None:
+    student = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    teacher = AutoModelForCausalLM.from_pretrained(tiny_models.teacher)
+    tok = AutoTokenizer.from_pretrained(tiny_models.student)
+    checkpoint = save_checkpoint(tmp_path, teacher, tok, _state(1), keep=1)
+    with pytest.raises(OPDError, match="does not match the student model"):
+        load_model_weights(student, checkpoint)
