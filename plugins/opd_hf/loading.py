@@ -74,7 +74,8 @@ def hub_reachable(timeout_s: float = 3.0) -> bool:
 
 
 def _looks_local(path: str) -> bool:
-    return path.startswith(("/", "./", "../", "~")) or os.sep + os.sep in path
+    """A filesystem path rather than a Hub id (``org/name`` has exactly one slash)."""
+    return path.startswith(("/", "./", "../", "~")) or path.count("/") > 1
 
 
 def _how_to_point(role: str) -> str:
