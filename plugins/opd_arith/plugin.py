@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from opd_arith.build import DemoSpec, TaskSpec, build_demo_models
+from opd_arith.build import DemoSpec, build_demo_models
 from opd_arith.problems import ArithmeticProblem, grade
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.modeling import LoadedModel, ModelSpec

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from opd_core import OPDError
 from opd_math.grading import grade_math, last_boxed
 from opd_math.task import MathTask
+
+from opd_core import OPDError
 
 
 @pytest.mark.parametrize(
@@ -61,5 +61,5 @@ def test_missing_column_is_named(tmp_path: Path) -> None:
     data = tmp_path / "train.jsonl"
     data.write_text(json.dumps({"question": "x", "answer": "1"}) + "\n")
     task = MathTask(train={"path": "json", "data_files": str(data)})
-    with pytest.raises(OPDError, match="no column problem .*set task.train.question_field"):
+    with pytest.raises(OPDError, match=r"no column problem .*set task.train.question_field"):
         task.opd_task_prompts(split="train")
