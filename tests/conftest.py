@@ -10,11 +10,11 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
 from opd_arith.build import ModelShape, make_model
 from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
-
 from opd_core.app import CONF_DIR
 
 TINY_TEACHER = ModelShape(
@@ -83,6 +83,9 @@ def tiny_run_overrides(models: TinyModels, out: Path, steps: int = 3) -> list[st
         "train.max_new_tokens=16",
         "eval.max_new_tokens=16",
         "eval.every=0",
+        "train.warmup_steps=0",
+        "train.lr=1e-3",
+        "train.micro_batch_size=8",  # two micro-batches: gradient accumulation is exercised
         "progress=false",
         f"hydra.run.dir={out}",
     ]

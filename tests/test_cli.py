@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import TinyModels, tiny_run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_multirun_sweeps_two_points(tiny_models: TinyModels, tmp_path: Path) -> 
     overrides = [
         o
         for o in tiny_run_overrides(tiny_models, tmp_path, steps=1)
-        if not o.startswith("hydra.run.dir")
+        if not o.startswith(("hydra.run.dir", "train.lr="))
     ]
     result = opd(
         "-m",

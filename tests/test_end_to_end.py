@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyModels, tiny_run_overrides
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
+from conftest import TinyModels, tiny_run_overrides
 from opd_core import hookimpl
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint

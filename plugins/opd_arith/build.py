@@ -21,12 +21,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
 from opd_arith.problems import ArithmeticProblem, grade, make_problems
-from opd_arith.sft import render_prompt, sft
+from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
 
 BUILD_FORMAT_VERSION = 1
@@ -54,6 +55,8 @@ class TaskSpec:
     max_operand: int = 9
     ops: str = "+-*"
     eval_fraction: float = 0.1
+    min_result: int | None = None
+    max_result: int | None = None
 
     def problems(self, n: int, seed: int, split: str) -> list[ArithmeticProblem]:
         """``n`` problems of ``split`` at this difficulty."""
@@ -65,6 +68,8 @@ class TaskSpec:
             max_operand=self.max_operand,
             ops=self.ops,
             eval_fraction=self.eval_fraction,
+            min_result=self.min_result,
+            max_result=self.max_result,
         )
 
 
@@ -96,9 +101,9 @@ class DemoSpec:
             head_dim=24,
         )
     )
-    teacher_steps: int = 400
+    teacher_steps: int = 800
     teacher_lr: float = 3e-3
-    student_steps: int = 60
+    student_steps: int = 350
     student_lr: float = 3e-3
     batch_size: int = 64
     seed: int = 0
@@ -152,7 +157,7 @@ def make_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen3ForCausalLM(config).to(torch.float32)
+    model: Any = Qwen3ForCausalLM(config).to(torch.float32)  # type: ignore[arg-type]
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
@@ -164,35 +169,6 @@ def num_params(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-@torch.no_grad()
-def generate_completions(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    questions: Sequence[str],
-    max_new_tokens: int = 32,
-    batch_size: int = 100,
-) -> list[str]:
-    """Greedy completions (special tokens stripped) of the chat-rendered ``questions``."""
-    model.eval()
-    completions: list[str] = []
-    for start in range(0, len(questions), batch_size):
-        prompts = [render_prompt(tokenizer, q) for q in questions[start : start + batch_size]]
-        batch = tokenizer(
-            prompts, padding=True, padding_side="left", return_tensors="pt",
-            add_special_tokens=False,
-        )
-        output_ids_BT = model.generate(
-            **batch,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        new_ids_BT = output_ids_BT[:, batch["input_ids"].shape[1] :]
-        completions += tokenizer.batch_decode(new_ids_BT, skip_special_tokens=True)
-    return completions
-
-
 def evaluate_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -201,9 +177,13 @@ def evaluate_accuracy(
     batch_size: int = 100,
 ) -> float:
     """Fraction of ``problems`` the model answers exactly right with greedy decoding."""
-    completions = generate_completions(
-        model, tokenizer, [p.question for p in problems], max_new_tokens, batch_size
-    )
+    from opd_arith.plugin import to_prompt
+    from opd_core.types import GenerationParams
+    from opd_hf.generation import HFGenerator
+
+    generator = HFGenerator("model", model, tokenizer, batch_size)
+    prompts = [to_prompt(p, "eval", i) for i, p in enumerate(problems)]
+    completions = generator.generate(prompts, GenerationParams(max_new_tokens, temperature=0.0))
     scores = [grade(c, p.answer) for c, p in zip(completions, problems, strict=True)]
     return sum(scores) / max(1, len(scores))
 
@@ -227,12 +207,21 @@ def _train_model(
     """Random-init a model of ``shape`` and SFT it; returns it with a summary of the run."""
     model = make_model(shape, tokenizer, seed=spec.seed)
     if progress:
-        print(f"[opd_arith] {name}: {num_params(model) / 1e6:.2f}M params, {steps} SFT steps",
-              flush=True)
+        print(
+            f"[opd_arith] {name}: {num_params(model) / 1e6:.2f}M params, {steps} SFT steps",
+            flush=True,
+        )
     start = time.perf_counter()
     losses = sft(
-        model, tokenizer, problems, steps=steps, batch_size=spec.batch_size, lr=lr,
-        seed=spec.seed, progress=progress, name=name,
+        model,
+        tokenizer,
+        problems,
+        steps=steps,
+        batch_size=spec.batch_size,
+        lr=lr,
+        seed=spec.seed,
+        progress=progress,
+        name=name,
     )
     summary = {
         "params": float(num_params(model)),
@@ -255,8 +244,9 @@ def _build_entry(spec: DemoSpec, root: Path, progress: bool) -> None:
         ("teacher", spec.teacher, spec.teacher_steps, spec.teacher_lr, paths.teacher_dir),
         ("student", spec.student, spec.student_steps, spec.student_lr, paths.student_dir),
     ):
-        model, info[name] = _train_model(name, shape, steps, lr, spec, tokenizer, problems,
-                                         progress)
+        model, info[name] = _train_model(
+            name, shape, steps, lr, spec, tokenizer, problems, progress
+        )
         _save(model, tokenizer, out_dir)
     (root / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
 

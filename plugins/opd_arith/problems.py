@@ -86,6 +86,14 @@ def _steps(expr: _Expr) -> list[str]:
     return [*_steps(expr.left), *_steps(expr.right), step]
 
 
+def _within(expr: _Expr, low: int | None, high: int | None) -> bool:
+    """Whether every value in the tree lies in ``low..high`` (None: unbounded on that side)."""
+    if (low is not None and expr.value < low) or (high is not None and expr.value > high):
+        return False
+    children = [c for c in (expr.left, expr.right) if c is not None]
+    return all(_within(c, low, high) for c in children)
+
+
 def _problem_from_tree(expr: _Expr) -> ArithmeticProblem:
     """Turn an expression tree into a problem with its reference solution."""
     answer = str(expr.value)
@@ -102,11 +110,15 @@ def make_problems(
     max_operand: int = 9,
     ops: str = "+-*",
     eval_fraction: float = 0.1,
+    min_result: int | None = None,
+    max_result: int | None = None,
 ) -> list[ArithmeticProblem]:
     """``n`` distinct problems of ``split``, deterministic in all arguments.
 
     Each problem has ``num_ops`` operations (drawn from ``ops``) over integers ``0..max_operand``.
-    Questions are unique within the list and belong to ``split`` only (see :func:`split_of`).
+    Problems with any intermediate or final value outside ``min_result..max_result`` (a bound of
+    None is no bound) are skipped. Questions are unique within the list and belong to ``split``
+    only (see :func:`split_of`).
     Raises ``ValueError`` when the split holds fewer than ``n`` distinct questions.
     """
     if split not in SPLITS:
@@ -122,13 +134,16 @@ def make_problems(
     for _ in range(max_attempts):
         if len(seen) == n:
             break
-        problem = _problem_from_tree(_random_tree(rng, num_ops, max_operand, ops))
+        tree = _random_tree(rng, num_ops, max_operand, ops)
+        if not _within(tree, min_result, max_result):
+            continue
+        problem = _problem_from_tree(tree)
         if problem.question not in seen and split_of(problem.question, eval_fraction) == split:
             seen[problem.question] = problem
     if len(seen) < n:
         raise ValueError(
             f"Found only {len(seen)} distinct '{split}' problems of the {n} asked for; "
-            "ask for fewer or widen the space (num_ops, max_operand, ops, eval_fraction)."
+            "ask for fewer or widen the space (num_ops, max_operand, ops, result bounds)."
         )
     return list(seen.values())
 

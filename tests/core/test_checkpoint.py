@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyModels
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import TinyModels
 from opd_core.checkpoint import (
     TrainerState,
     capture_rng,

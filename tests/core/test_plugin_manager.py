@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TinyModels, tiny_run_overrides
 from omegaconf import DictConfig
 
+from conftest import TinyModels, tiny_run_overrides
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.app import run
 from opd_core.plugin_manager import build_registry, make_plugin_manager
@@ -36,6 +36,17 @@ def test_built_ins_and_the_example_package_come_from_the_entry_point_group() -> 
     registry = build_registry(pm)
     assert "reverse_digits" in registry.names("task")
     assert registry.entry("task", "reverse_digits").provider == "opd_example_task"
+
+
+def test_opd_register_components_fills_every_kind() -> None:
+    registry = Registry()
+    make_plugin_manager().hook.opd_register_components(registry=registry)
+    assert registry.names("sampler") == ["hf"]
+    assert registry.names("advantage") == ["reverse_kl"]
+    assert registry.names("loss") == ["importance_sampling"]
+    assert registry.names("evaluator") == ["task_accuracy"]
+    assert registry.names("prompts") == ["shuffle"]
+    assert {"arithmetic", "math", "reverse_digits"} <= set(registry.names("task"))
 
 
 def test_a_misspelled_hook_fails_loudly() -> None:

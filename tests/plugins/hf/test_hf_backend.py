@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
+
 from conftest import TinyModels
+from opd_core import OPDError, Prompt
+from opd_core.modeling import ModelSpec, check_same_rendering
 from opd_hf.generation import completion_mask
 from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher, check_same_vocabulary
-from transformers import AutoTokenizer
-
-from opd_core import OPDError, Prompt
-from opd_core.modeling import ModelSpec, check_same_rendering
 
 CPU = torch.device("cpu")
 PROMPTS = [

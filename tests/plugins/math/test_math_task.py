@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from opd_math.grading import grade_math, last_boxed
-from opd_math.task import MathTask
 
 from opd_core import OPDError
+from opd_math.grading import grade_math, last_boxed
+from opd_math.task import MathTask
 
 
 @pytest.mark.parametrize(

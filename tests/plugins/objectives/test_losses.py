@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from opd_objectives.importance_sampling import importance_sampling_loss
 from opd_objectives.returns import discounted_future_sum
 from opd_objectives.reverse_kl import reverse_kl_advantages

@@ -1,0 +1,82 @@
+"""The demo's task, its model build and the demo:// loader, on a tiny spec."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from opd_arith import plugin
+from opd_arith.build import DemoSpec, ModelShape, build_demo_models
+from opd_arith.problems import extract_answer, grade, make_problems
+from opd_core import OPDError
+from opd_core.modeling import ModelSpec
+
+TINY = ModelShape(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=16,
+)
+TINY_SPEC = DemoSpec(
+    num_train=200, teacher=TINY, student=TINY, teacher_steps=3, student_steps=2, batch_size=8
+)
+
+
+@pytest.mark.parametrize(
+    ("completion", "answer", "score"),
+    [
+        ("2*3=6 5+6=11 #11", "11", 1.0),
+        ("#12", "11", 0.0),
+        ("5+6=11", "11", 0.0),
+        ("#-4", "-4", 1.0),
+        ("#1 #11", "11", 1.0),
+    ],
+)
+def test_grading(completion: str, answer: str, score: float) -> None:
+    assert grade(completion, answer) == score
+
+
+def test_solutions_are_correct_and_splits_disjoint() -> None:
+    train = make_problems(300, seed=0, split="train")
+    held_out = make_problems(50, seed=0, split="eval")
+    assert not {p.question for p in train} & {p.question for p in held_out}
+    for p in train[:50]:
+        assert extract_answer(p.solution) == p.answer
+        assert int(p.answer) == eval(p.question)  # the questions are plain integer arithmetic
+    assert make_problems(20, seed=3) == make_problems(20, seed=3)
+
+
+def test_task_prompts_and_grades() -> None:
+    task = plugin.ArithmeticTask(train_size=10, eval_size=4)
+    prompts = task.opd_task_prompts(split="train")
+    assert len(prompts) == 10 and len(task.opd_task_prompts(split="eval")) == 4
+    solutions = [p.metadata["solution"] for p in prompts[:2]]
+    assert task.opd_grade_completions(prompts=prompts[:2], completions=solutions) == [1.0, 1.0]
+
+
+def test_demo_models_build_once_and_load_through_the_hook(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPD_CORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(plugin, "DemoSpec", lambda: TINY_SPEC)
+    cpu = torch.device("cpu")
+    loaded = plugin.opd_load_model(
+        spec=ModelSpec("demo://arithmetic/teacher"), role="teacher", device=cpu
+    )
+    assert loaded is not None and loaded.tokenizer.chat_template
+    entries = list((tmp_path / "demo_arithmetic").iterdir())
+    assert len(entries) == 1
+    stamp = (entries[0] / "teacher" / "config.json").stat().st_mtime_ns
+    again = build_demo_models(TINY_SPEC, tmp_path / "demo_arithmetic", progress=False)
+    assert (again.teacher_dir / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert (
+        plugin.opd_load_model(spec=ModelSpec("Qwen/Qwen3-8B"), role="student", device=cpu) is None
+    )
+    with pytest.raises(OPDError, match="Unknown demo model"):
+        plugin.opd_load_model(
+            spec=ModelSpec("demo://arithmetic/oracle"), role="student", device=cpu
+        )
