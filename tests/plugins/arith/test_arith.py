@@ -7,22 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TINY_STUDENT
 from opd_arith import plugin
-from opd_arith.build import DemoSpec, ModelShape, build_demo_models
+from opd_arith.build import DemoSpec, build_demo_models
 from opd_arith.problems import extract_answer, grade, make_problems
 from opd_core import OPDError
 from opd_core.modeling import ModelSpec
 
-TINY = ModelShape(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=1,
-    head_dim=16,
-)
 TINY_SPEC = DemoSpec(
-    num_train=200, teacher=TINY, student=TINY, teacher_steps=3, student_steps=2, batch_size=8
+    num_train=200,
+    teacher=TINY_STUDENT,
+    student=TINY_STUDENT,
+    teacher_steps=3,
+    student_steps=2,
+    batch_size=8,
 )
 
 
