@@ -1,4 +1,4 @@
-"""The demo's task, its model build and the demo:// loader, on a tiny spec."""
+"""The demo as plugins: the arithmetic task component and the demo:// model loader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 from conftest import TINY_STUDENT
 from opd_arith import plugin
 from opd_arith.build import DemoSpec, build_demo_models
-from opd_arith.problems import extract_answer, grade, make_problems
 from opd_core import OPDError
 from opd_core.modeling import ModelSpec
 
@@ -22,30 +21,6 @@ TINY_SPEC = DemoSpec(
     student_steps=2,
     batch_size=8,
 )
-
-
-@pytest.mark.parametrize(
-    ("completion", "answer", "score"),
-    [
-        ("2*3=6 5+6=11 #11", "11", 1.0),
-        ("#12", "11", 0.0),
-        ("5+6=11", "11", 0.0),
-        ("#-4", "-4", 1.0),
-        ("#1 #11", "11", 1.0),
-    ],
-)
-def test_grading(completion: str, answer: str, score: float) -> None:
-    assert grade(completion, answer) == score
-
-
-def test_solutions_are_correct_and_splits_disjoint() -> None:
-    train = make_problems(300, seed=0, split="train")
-    held_out = make_problems(50, seed=0, split="eval")
-    assert not {p.question for p in train} & {p.question for p in held_out}
-    for p in train[:50]:
-        assert extract_answer(p.solution) == p.answer
-        assert int(p.answer) == eval(p.question)  # the questions are plain integer arithmetic
-    assert make_problems(20, seed=3) == make_problems(20, seed=3)
 
 
 def test_task_prompts_and_grades() -> None:
