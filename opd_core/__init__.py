@@ -15,6 +15,7 @@ from opd_core.types import (
     PolicyOutput,
     Prompt,
     RolloutBatch,
+    ScoreRequest,
     TeacherScores,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "PolicyOutput",
     "Prompt",
     "RolloutBatch",
+    "ScoreRequest",
     "TeacherScores",
     "hookimpl",
 ]

@@ -44,6 +44,13 @@ class TrainConfig:
     """The optimisation schedule."""
 
     steps: int = 100
+    """Optimizer steps; ignored when ``passes`` is set."""
+    passes: float | None = None
+    """If set, train for this many passes over the prompt pool instead of ``steps``:
+    ``ceil(passes * pool size / prompts_per_step)`` steps."""
+    pool_size: int | None = None
+    """Train on a seeded random subset of this many of the task's prompts (1: single-prompt
+    mode, one prompt reused every step); null uses them all."""
     prompts_per_step: int = 16
     samples_per_prompt: int = 4
     micro_batch_size: int = 64
@@ -58,8 +65,6 @@ class TrainConfig:
     """0 disables gradient clipping."""
     max_new_tokens: int = 256
     temperature: float = 1.0
-    teacher_top_k: int = 0
-    """Top-k teacher log-probs to request (forward-KL style advantages need them)."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +179,10 @@ class RunConfig:
             t.temperature,
             "> 0 (on-policy sampling needs a proper distribution)",
         )
-        _require(t.teacher_top_k >= 0, "train.teacher_top_k", t.teacher_top_k, ">= 0")
+        if t.passes is not None:
+            _require(t.passes > 0, "train.passes", t.passes, "a positive number of passes or null")
+        if t.pool_size is not None:
+            _require(t.pool_size > 0, "train.pool_size", t.pool_size, "a positive count or null")
         _require(self.eval.every >= 0, "eval.every", self.eval.every, ">= 0")
         _require(
             self.eval.max_new_tokens > 0,

@@ -31,6 +31,7 @@ from opd_core.types import (
     PolicyOutput,
     Prompt,
     RolloutBatch,
+    ScoreRequest,
     TeacherScores,
 )
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from hydra.core.config_store import ConfigStore
 
     from opd_core.context import RunContext
+    from opd_core.flops import ModelShape
     from opd_core.modeling import LoadedModel, ModelSpec
     from opd_core.registry import Registry
 
@@ -82,6 +84,17 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
 
     Stops at first non-None result. Raise :class:`opd_core.OPDError` with the fix when the model
     is this plugin's but cannot be loaded (missing weights, no network).
+    """
+
+
+@hookspec(firstresult=True)
+def opd_model_shape(role: str) -> ModelShape | None:
+    """Describe the model playing ``role`` (``"teacher"``; the loop measures the student itself)
+    for FLOPs accounting, or return ``None`` if this plugin does not hold that model.
+
+    Stops at first non-None result. :meth:`opd_core.flops.ModelShape.of` measures a
+    ``transformers`` model; a remote teacher can build one from the served model's config.
+    Without an answer the run logs no teacher FLOPs.
     """
 
 
@@ -131,6 +144,16 @@ def opd_sample_rollouts(prompts: Sequence[Prompt], samples_per_prompt: int) -> R
     """
 
 
+@hookspec
+def opd_score_request() -> ScoreRequest | None:
+    """Say what this plugin needs from the teacher each step: a :class:`ScoreRequest` (with the
+    number of top-k tokens per position it needs), or ``None`` if it needs no teacher scores.
+
+    Every answer is collected. The loop calls ``opd_score_rollouts`` only when some plugin asks,
+    with the largest ``top_k`` asked for: the RL and SFT baselines skip teacher scoring.
+    """
+
+
 @hookspec(firstresult=True)
 def opd_score_rollouts(rollouts: RolloutBatch, top_k: int) -> TeacherScores | None:
     """Score every sampled token with the teacher: its log-probability given the same prefix,
@@ -142,9 +165,12 @@ def opd_score_rollouts(rollouts: RolloutBatch, top_k: int) -> TeacherScores | No
 
 @hookspec(firstresult=True)
 def opd_compute_advantages(
-    rollouts: RolloutBatch, scores: TeacherScores, rewards_B: torch.Tensor | None
+    rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
 ) -> Advantages | None:
     """Turn teacher scores (and the task's rewards, when graded) into per-token advantages.
+
+    ``scores`` is ``None`` when no plugin asked for teacher scores (``opd_score_request``);
+    ``rewards_B`` is ``None`` when the task has no grader.
 
     Stops at first non-None result. On-policy distillation's default is the negative reverse KL
     of each sampled token, ``-(logp_student - logp_teacher)``.
@@ -156,9 +182,11 @@ def opd_compute_loss(
     rollouts: RolloutBatch,
     policy: PolicyOutput,
     advantages: Advantages,
+    scores: TeacherScores | None,
     num_loss_tokens: int,
 ) -> LossOutput | None:
-    """Compute the loss of one micro-batch from the current policy's log-probabilities.
+    """Compute the loss of one micro-batch from the current policy's log-probabilities (and,
+    for distribution-matching losses, its full logits and the teacher's top-k ``scores``).
 
     ``num_loss_tokens`` is the number of loss tokens in the whole step (all micro-batches), so
     that the micro-batch losses add up to the step's per-token mean. Stops at first non-None

@@ -158,12 +158,24 @@ def topk_logprobs(logits_BSV: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
 
 
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into ``(ids_BT, mask_BT)``."""
+    """Left-pad token lists into ``(ids_BT, mask_BT)`` (prompts, ready for generation)."""
+    return _pad(sequences, pad_id, left=True)
+
+
+def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into ``(ids_BT, mask_BT)`` (completions)."""
+    return _pad(sequences, pad_id, left=False)
+
+
+def _pad(
+    sequences: Sequence[Sequence[int]], pad_id: int, left: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     width = max((len(s) for s in sequences), default=0)
     ids_BT = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask_BT = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):  # one row per sequence, not per token
         if seq:
-            ids_BT[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask_BT[row, width - len(seq) :] = 1
+            cols = slice(width - len(seq), width) if left else slice(0, len(seq))
+            ids_BT[row, cols] = torch.tensor(seq, dtype=torch.long)
+            mask_BT[row, cols] = 1
     return ids_BT, mask_BT

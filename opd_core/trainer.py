@@ -5,9 +5,11 @@ One training step walks the stages of the loop, each a hook answered by a config
     prompts    <- opd_select_prompts      (prompt source)
     rollouts   <- opd_sample_rollouts     (student sampler)
     rewards    <- opd_grade_completions   (task, optional)
-    scores     <- opd_score_rollouts      (teacher)
+    scores     <- opd_score_rollouts      (teacher, when some plugin's opd_score_request asks)
     advantages <- opd_compute_advantages  (advantage function)
     update     <- opd_compute_loss        (loss) + AdamW
+
+Every step also books the FLOPs it spent (``opd_core.flops``) into metrics and the summary.
 """
 
 from __future__ import annotations
@@ -35,12 +37,21 @@ from opd_core.checkpoint import (
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
 from opd_core.errors import OPDError
+from opd_core.flops import FlopsLedger, ModelShape
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
 from opd_core.plugin_manager import build_registry, check_hooks, register_plugin
 from opd_core.progress import Progress
 from opd_core.registry import Registry
-from opd_core.types import Advantages, EvalResult, PolicyOutput, Prompt, RolloutBatch
+from opd_core.types import (
+    Advantages,
+    EvalResult,
+    PolicyOutput,
+    Prompt,
+    RolloutBatch,
+    ScoreRequest,
+    TeacherScores,
+)
 
 log = logging.getLogger("opd_core")
 
@@ -57,6 +68,8 @@ class Trainer:
         self.output_dir = output_dir
         self.components: dict[str, Any] = {}
         self.start_step = 0
+        self.total_steps = config.train.steps
+        self.flops = FlopsLedger()
         self.evals: dict[str, dict[str, float]] = {}
         """Summary entries so far: ``student_before``, ``teacher``, ``student_after``."""
 
@@ -100,7 +113,20 @@ class Trainer:
                 f"Task '{cfg.task['name']}' has no training prompts; check its data "
                 "source in the task config."
             )
-        self.train_pool: Sequence[Prompt] = pool
+        self.train_pool: Sequence[Prompt] = prompt_pool(pool, cfg.train.pool_size, cfg.seed)
+        if cfg.train.passes is not None:
+            self.total_steps = math.ceil(
+                cfg.train.passes * len(self.train_pool) / cfg.train.prompts_per_step
+            )
+            log.info(
+                "%s passes over %d prompts: %d steps",
+                cfg.train.passes,
+                len(self.train_pool),
+                self.total_steps,
+            )
+        self.score_request = merge_score_requests(self.hook.opd_score_request())
+        self.student_shape = ModelShape.of(student.model)
+        self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
         self.metrics = MetricsLog(self.output_dir)
         if cfg.resume:
             self._resume()
@@ -128,6 +154,7 @@ class Trainer:
             if name in state.components and hasattr(component, "load_state_dict"):
                 component.load_state_dict(state.components[name])
         self.evals = dict(state.components.get("_evals", {}))
+        self.flops.load_state_dict(state.components.get("_flops", {}))
         restore_rng(state.rng)
         self.start_step = state.step
         log.info("resumed from %s (step %d)", checkpoint, state.step)
@@ -143,12 +170,12 @@ class Trainer:
                 self.evals["teacher"] = self.evaluate("teacher", step=0)
             if cfg.eval.at_start:
                 self.evals["student_before"] = self.evaluate("student", step=0)
-        progress = Progress(total=cfg.train.steps, initial=self.start_step, enabled=cfg.progress)
+        progress = Progress(total=self.total_steps, initial=self.start_step, enabled=cfg.progress)
         progress.show_eval(self.evals.get("student_before"))
         last: dict[str, float] = {}
-        for step in range(self.start_step + 1, cfg.train.steps + 1):
+        for step in range(self.start_step + 1, self.total_steps + 1):
             last = self.train_step(step)
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.train.steps:
+            if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
                 scores = self.evaluate("student", step)
                 last.update({f"eval/{k}": v for k, v in scores.items()})
                 progress.show_eval(scores)
@@ -158,11 +185,12 @@ class Trainer:
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                 self.save(step)
         progress.close()
-        self.evals["student_after"] = self.evaluate("student", step=cfg.train.steps)
-        checkpoint = self.save(cfg.train.steps)
+        self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
+        checkpoint = self.save(self.total_steps)
         summary = {
             **self.evals,
-            "steps": cfg.train.steps,
+            "steps": self.total_steps,
+            "flops": self.flops.metrics("flops"),
             "final_train_metrics": last,
             "checkpoint": str(checkpoint),
             "wall_time_s": round(time.perf_counter() - started, 2),
@@ -186,21 +214,54 @@ class Trainer:
                 prompts=rollouts.prompts, completions=rollouts.completions
             )
             rewards_B = torch.tensor(rewards, dtype=torch.float32) if rewards is not None else None
-        with timer.stage("score"):
-            scores = hook.opd_score_rollouts(rollouts=rollouts, top_k=cfg.train.teacher_top_k)
+        scores: TeacherScores | None = None
+        if self.score_request is not None:
+            with timer.stage("score"):
+                scores = hook.opd_score_rollouts(rollouts=rollouts, top_k=self.score_request.top_k)
+            if scores is None:
+                raise OPDError(
+                    "The objective needs teacher scores but no teacher scored the rollouts; "
+                    "configure a teacher (+teacher=<name>)."
+                )
         advantages = hook.opd_compute_advantages(
             rollouts=rollouts, scores=scores, rewards_B=rewards_B
         )
+        if advantages is None:
+            raise OPDError("No advantage function is configured; set advantage=<name>.")
         with timer.stage("update"):
-            update_metrics = self.update(rollouts, advantages)
+            update_metrics = self.update(rollouts, advantages, scores)
+        step_flops = self.step_flops(rollouts, scored=scores is not None)
+        self.flops.add(step_flops)
         metrics: dict[str, float] = {"step": step}
-        metrics.update(rollout_metrics(rollouts, scores.logprobs_BT, rewards_B))
+        metrics.update(rollout_metrics(rollouts, scores, rewards_B))
         metrics.update(advantage_metrics(advantages))
         metrics.update(update_metrics)
+        metrics["passes"] = step * cfg.train.prompts_per_step / len(self.train_pool)
+        metrics.update(step_flops.metrics("flops_step"))
+        metrics.update(self.flops.metrics("flops"))
         metrics.update(timer.pop())
         return metrics
 
-    def update(self, rollouts: RolloutBatch, advantages: Advantages) -> dict[str, float]:
+    def step_flops(self, rollouts: RolloutBatch, scored: bool) -> FlopsLedger:
+        """The FLOPs one step spent sampling, scoring and training on ``rollouts``."""
+        prompt_B, completion_B = rollouts.sequence_lengths()
+        total_B = prompt_B + completion_B
+        flops = FlopsLedger(
+            student_training=self.config.train.update_epochs
+            * self.student_shape.training_flops(total_B)
+        )
+        if rollouts.sampler_role == "teacher":
+            if self.teacher_shape is not None:
+                flops.teacher_sampling = self.teacher_shape.generation_flops(prompt_B, completion_B)
+        else:
+            flops.student_sampling = self.student_shape.generation_flops(prompt_B, completion_B)
+        if scored and self.teacher_shape is not None:
+            flops.teacher_scoring = self.teacher_shape.forward_flops(total_B)
+        return flops
+
+    def update(
+        self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
+    ) -> dict[str, float]:
         """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps."""
         cfg, model = self.config.train, self.student.model
         num_loss_tokens = max(int(advantages.mask_BT.sum().item()), 1)
@@ -213,11 +274,13 @@ class Trainer:
                 rows = slice(start, start + cfg.micro_batch_size)
                 micro = rollouts.select(rows).to(self.device)
                 micro_adv = advantages.select(rows).to(self.device)
+                micro_scores = scores.select(rows).to(self.device) if scores is not None else None
                 policy = policy_output(model, micro)
                 out = self.hook.opd_compute_loss(
                     rollouts=micro,
                     policy=policy,
                     advantages=micro_adv,
+                    scores=micro_scores,
                     num_loss_tokens=num_loss_tokens,
                 )
                 if out is None:
@@ -258,6 +321,7 @@ class Trainer:
             name: c.state_dict() for name, c in self.components.items() if hasattr(c, "state_dict")
         }
         components["_evals"] = dict(self.evals)
+        components["_flops"] = self.flops.state_dict()
         state = TrainerState(
             step=step,
             optimizer=self.optimizer.state_dict(),
@@ -292,6 +356,27 @@ def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
         if node is not None:
             components[f"evaluator:{key}"] = registry.build("evaluator", node)
     return components
+
+
+def prompt_pool(pool: Sequence[Prompt], pool_size: int | None, seed: int) -> Sequence[Prompt]:
+    """The training pool: all of ``pool``, or a seeded random subset of ``pool_size`` prompts."""
+    if pool_size is None:
+        return pool
+    if pool_size > len(pool):
+        raise OPDError(
+            f"train.pool_size={pool_size} but the task has only {len(pool)} training prompts; "
+            f"use train.pool_size<={len(pool)} or null for all of them."
+        )
+    chosen = sorted(random.Random(seed).sample(range(len(pool)), pool_size))
+    return [pool[i] for i in chosen]
+
+
+def merge_score_requests(requests: Sequence[ScoreRequest | None]) -> ScoreRequest | None:
+    """One request covering every plugin's (the largest top-k); ``None`` if nobody asked."""
+    asked = [r for r in requests if r is not None]
+    if not asked:
+        return None
+    return ScoreRequest(top_k=max(r.top_k for r in asked))
 
 
 def pick_device(name: str) -> torch.device:
@@ -330,7 +415,7 @@ def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:
     logprobs_BT = gather_logprobs(logits_BSV, rollouts.input_ids_BT)
     with torch.no_grad():
         entropy_BT = entropy(logits_BSV)
-    return PolicyOutput(logprobs_BT=logprobs_BT, entropy_BT=entropy_BT)
+    return PolicyOutput(logprobs_BT=logprobs_BT, entropy_BT=entropy_BT, logits_BSV=logits_BSV)
 
 
 def clip_gradients(model: Any, max_norm: float) -> float:
@@ -349,17 +434,18 @@ def masked_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> float:
 
 
 def rollout_metrics(
-    rollouts: RolloutBatch, teacher_logprobs_BT: torch.Tensor, rewards_B: torch.Tensor | None
+    rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
 ) -> dict[str, float]:
-    """Teacher reverse KL, sampled-token counts and task reward of a step's rollouts."""
+    """Sampled-token counts, task reward and (when scored) teacher reverse KL of the rollouts."""
     mask_BT = rollouts.completion_mask_BT.float()
-    reverse_kl_BT = rollouts.sampler_logprobs_BT - teacher_logprobs_BT
     out = {
-        "teacher_reverse_kl": masked_mean(reverse_kl_BT, mask_BT),
         "tokens": float(mask_BT.sum()),
         "completion_len": float(mask_BT.sum(1).mean()),
         "sequences": float(rollouts.batch_size),
     }
+    if scores is not None:
+        reverse_kl_BT = rollouts.sampler_logprobs_BT - scores.logprobs_BT
+        out["teacher_reverse_kl"] = masked_mean(reverse_kl_BT, mask_BT)
     if rewards_B is not None:
         out["reward"] = float(rewards_B.mean())
     return out

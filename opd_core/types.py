@@ -57,6 +57,9 @@ class RolloutBatch:
     """Decoded completion text of each sequence (B entries)."""
     prompt_len: int
     """Number of (left-padded) prompt positions at the start of every row."""
+    sampler_role: str = "student"
+    """Which model wrote the completions: ``student`` (on-policy) or ``teacher`` (off-policy,
+    e.g. the SFT baseline). FLOPs accounting charges the sampling to that model."""
 
     @property
     def batch_size(self) -> int:
@@ -89,7 +92,14 @@ class RolloutBatch:
             sampler_logprobs_BT=self.sampler_logprobs_BT[rows],
             completions=self.completions[rows],
             prompt_len=self.prompt_len,
+            sampler_role=self.sampler_role,
         )
+
+    def sequence_lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real (unpadded) prompt and completion lengths: ``(prompt_B, completion_B)``."""
+        prompt_len_B = self.attention_mask_BT[:, : self.prompt_len].sum(1)
+        completion_len_B = self.completion_mask_BT.sum(1)
+        return prompt_len_B, completion_len_B
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,40 @@ class TeacherScores:
     """Ids of the teacher's top-k tokens at each position, when requested. (B, T, K) int64."""
     topk_logprobs_BTK: torch.Tensor | None = None
     """Teacher log-probabilities of those tokens. (B, T, K) float32."""
+
+    @property
+    def top_k(self) -> int:
+        """Number K of top-k entries per position (0 when none were requested)."""
+        return 0 if self.topk_ids_BTK is None else int(self.topk_ids_BTK.shape[-1])
+
+    def select(self, rows: slice) -> TeacherScores:
+        """The scores of sequences ``rows`` (used for micro-batching)."""
+        return TeacherScores(
+            logprobs_BT=self.logprobs_BT[rows],
+            topk_ids_BTK=None if self.topk_ids_BTK is None else self.topk_ids_BTK[rows],
+            topk_logprobs_BTK=(
+                None if self.topk_logprobs_BTK is None else self.topk_logprobs_BTK[rows]
+            ),
+        )
+
+    def to(self, device: torch.device) -> TeacherScores:
+        """The same scores with their tensors on ``device``."""
+        return TeacherScores(
+            logprobs_BT=self.logprobs_BT.to(device),
+            topk_ids_BTK=None if self.topk_ids_BTK is None else self.topk_ids_BTK.to(device),
+            topk_logprobs_BTK=(
+                None if self.topk_logprobs_BTK is None else self.topk_logprobs_BTK.to(device)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    """What an advantage function or loss needs from the teacher (see ``opd_score_request``)."""
+
+    top_k: int = 0
+    """How many of the teacher's most likely tokens per position it needs (0: none, only the
+    sampled token's log-probability)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +176,9 @@ class PolicyOutput:
     """Log-probability of each token under the current weights (differentiable). (B, T)."""
     entropy_BT: torch.Tensor
     """Entropy of the policy's next-token distribution at each position (no grad). (B, T)."""
+    logits_BSV: torch.Tensor | None = None
+    """The full next-token logits (differentiable, fp32) for losses over whole distributions.
+    ``S = T - 1``: ``logits_BSV[:, s]`` predicts token ``s + 1``. (B, T - 1, V)."""
 
 
 @dataclass(frozen=True)

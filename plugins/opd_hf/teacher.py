@@ -10,6 +10,7 @@ import torch
 from opd_core import Generator, Prompt, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
 from opd_core.errors import OPDError
+from opd_core.flops import ModelShape
 from opd_core.modeling import (
     ModelSpec,
     check_same_rendering,
@@ -65,6 +66,10 @@ class HFTeacher:
             topk_ids_BTK=torch.cat(topk_ids) if topk_ids else None,
             topk_logprobs_BTK=torch.cat(topk_lps) * mask_BT.unsqueeze(-1) if topk_lps else None,
         )
+
+    @hookimpl
+    def opd_model_shape(self, role: str) -> ModelShape | None:
+        return ModelShape.of(self.loaded.model) if role == "teacher" else None
 
     @hookimpl
     def opd_eval_generator(self, role: str) -> Generator | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from opd_core import Advantages, RolloutBatch, TeacherScores, hookimpl
+from opd_core import Advantages, RolloutBatch, ScoreRequest, TeacherScores, hookimpl
+from opd_objectives.requirements import require_scores
 from opd_objectives.returns import discounted_future_sum
 
 
@@ -37,9 +38,14 @@ class ReverseKL:
         self.gamma = gamma
 
     @hookimpl
+    def opd_score_request(self) -> ScoreRequest:
+        return ScoreRequest()
+
+    @hookimpl
     def opd_compute_advantages(
-        self, rollouts: RolloutBatch, scores: TeacherScores, rewards_B: torch.Tensor | None
+        self, rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
     ) -> Advantages:
+        scores = require_scores(scores, "reverse_kl")
         mask_BT = rollouts.completion_mask_BT.float()
         advantages_BT = reverse_kl_advantages(
             rollouts.sampler_logprobs_BT, scores.logprobs_BT, mask_BT, self.coef, self.gamma

@@ -1,0 +1,132 @@
+"""FLOPs accounting: what sampling, teacher scoring and training cost, from token counts.
+
+The counts follow the usual transformer estimate (Kaplan et al. 2020) made exact for the
+operations ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix multiplications):
+
+- a forward pass over ``L`` tokens costs ``2 * N * L + 4 * layers * width * L**2``, where ``N``
+  counts the weights of every linear layer (the LM head included, embeddings excluded: a lookup
+  is not a matmul) and ``width`` is query heads times head dimension. The attention term is the
+  full ``L x L`` score and value product that attention kernels compute;
+- a backward pass costs twice its forward, so training costs ``3x`` the forward (``6N`` per token);
+- generating ``C`` tokens after a ``P``-token prompt with a KV cache is one forward over the
+  prompt (the LM head only at its last position, as ``generate`` does), then ``C - 1``
+  single-token steps, step ``j`` attending over ``P + j`` keys.
+
+Only real tokens count (padding is excluded), so two methods that process the same tokens report
+the same FLOPs whatever their batching. Norms, activations and softmax are left out (< 1%).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The sizes of a decoder-only transformer that determine its FLOPs per token."""
+
+    matmul_params: int
+    """Weights of every linear layer (attention and MLP projections, LM head)."""
+    head_params: int
+    """Weights of the LM head (part of ``matmul_params``)."""
+    layers: int
+    """Number of attention layers."""
+    attention_width: int
+    """Query heads times head dimension."""
+
+    @staticmethod
+    def of(model: Any) -> ModelShape:
+        """Measure a ``transformers`` causal LM (LoRA adapters count as the linear layers they
+        are)."""
+        matmul_params = sum(
+            module.weight.numel()
+            for module in model.modules()
+            if isinstance(module, torch.nn.Linear)
+        )
+        head = model.get_output_embeddings()
+        config = model.config
+        if hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        heads = int(config.num_attention_heads)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        return ModelShape(
+            matmul_params=int(matmul_params),
+            head_params=int(head.weight.numel()) if head is not None else 0,
+            layers=int(config.num_hidden_layers),
+            attention_width=heads * int(head_dim),
+        )
+
+    def forward_flops(self, lengths_B: torch.Tensor) -> float:
+        """FLOPs of one forward pass over sequences of ``lengths_B`` real tokens. (B,) -> sum."""
+        lengths = lengths_B.double()
+        linear = 2.0 * self.matmul_params * lengths
+        attention = 4.0 * self.layers * self.attention_width * lengths**2
+        return float((linear + attention).sum())
+
+    def training_flops(self, lengths_B: torch.Tensor) -> float:
+        """FLOPs of a forward and backward pass (backward = 2x forward)."""
+        return 3.0 * self.forward_flops(lengths_B)
+
+    def generation_flops(self, prompt_B: torch.Tensor, completion_B: torch.Tensor) -> float:
+        """FLOPs of sampling ``completion_B`` tokens after ``prompt_B``-token prompts with a KV
+        cache: a prefill forward, then one single-token step per further token."""
+        prompt = prompt_B.double()
+        steps = (completion_B.double() - 1).clamp(min=0)
+        # every position goes through the body; the prefill needs logits at its last one only
+        linear = 2.0 * self.matmul_params * (prompt + steps) - 2.0 * self.head_params * (prompt - 1)
+        # decode step j (1..steps) attends over prompt + j keys
+        keys = steps * prompt + steps * (steps + 1) / 2
+        attention = 4.0 * self.layers * self.attention_width * (prompt**2 + keys)
+        return float((linear + attention).sum())
+
+
+@dataclass
+class FlopsLedger:
+    """Cumulative FLOPs of a run, split by model and purpose (restored on resume)."""
+
+    student_sampling: float = 0.0
+    """The student generating rollouts and computing their sampler log-probabilities."""
+    student_training: float = 0.0
+    """Forward and backward passes of the updates."""
+    teacher_sampling: float = 0.0
+    """The teacher generating rollouts (off-policy distillation: the SFT baseline)."""
+    teacher_scoring: float = 0.0
+    """The teacher scoring sampled tokens."""
+
+    def add(self, step: FlopsLedger) -> None:
+        """Add one step's FLOPs."""
+        self.student_sampling += step.student_sampling
+        self.student_training += step.student_training
+        self.teacher_sampling += step.teacher_sampling
+        self.teacher_scoring += step.teacher_scoring
+
+    @property
+    def student(self) -> float:
+        """All student FLOPs (the seed table's "Student FLOPs")."""
+        return self.student_sampling + self.student_training
+
+    @property
+    def teacher(self) -> float:
+        """All teacher FLOPs (the seed table's "Teacher FLOPs")."""
+        return self.teacher_sampling + self.teacher_scoring
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """``{prefix}/student``, ``{prefix}/teacher`` and the four parts, for logging."""
+        return {
+            f"{prefix}/student": self.student,
+            f"{prefix}/teacher": self.teacher,
+            f"{prefix}/student_sampling": self.student_sampling,
+            f"{prefix}/student_training": self.student_training,
+            f"{prefix}/teacher_sampling": self.teacher_sampling,
+            f"{prefix}/teacher_scoring": self.teacher_scoring,
+        }
+
+    def state_dict(self) -> dict[str, float]:
+        return dict(vars(self))
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        for key, value in state.items():
+            setattr(self, key, float(value))
