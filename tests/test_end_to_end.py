@@ -97,6 +97,10 @@ def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(
         assert torch.allclose(a[name], b[name], atol=1e-6), name
     steps = [m["step"] for m in read_metrics(resumed / "metrics.jsonl")]
     assert steps == [1, 2, 3, 4]
+    # the FLOPs ledger is part of the checkpoint: the resumed run reports the same totals
+    straight_flops = json.loads((straight / "summary.json").read_text())["flops"]
+    resumed_flops = json.loads((resumed / "summary.json").read_text())["flops"]
+    assert resumed_flops == straight_flops and straight_flops["flops/student"] > 0
 
 
 def test_a_finished_run_is_never_overwritten(

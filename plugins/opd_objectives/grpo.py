@@ -27,8 +27,8 @@ def group_normalized_rewards(
     if not normalize_std:
         return centered_B
     squares_G = torch.zeros(groups).index_add_(0, group_ids_B, centered_B**2)
-    std_G = (squares_G / (counts_G - 1).clamp(min=1)).sqrt()
-    return centered_B / (std_G[group_ids_B] + eps)
+    std_B = (squares_G / (counts_G - 1).clamp(min=1)).sqrt()[group_ids_B]
+    return torch.where(std_B > 0, centered_B / (std_B + eps), torch.zeros_like(centered_B))
 
 
 class GRPO:

@@ -16,7 +16,7 @@ from opd_core.plugin_manager import build_registry, make_plugin_manager
 from opd_core.trainer import build_components
 
 Compose = Callable[[list[str]], DictConfig]
-ADDED_GROUPS = {"task", "teacher"}  # chosen with "+", not in the primary defaults list
+ADDED_GROUPS = {"task", "teacher", "experiment"}  # chosen with "+", not in the defaults list
 
 
 def shipped_options() -> list[tuple[str, str]]:
@@ -35,6 +35,8 @@ def overrides_for(group: str, option: str) -> list[str]:
         return ["+task=arithmetic", f"+teacher={option}", "teacher.model.path=/m"]
     if group == "evaluator":
         return [f"evaluator=[{option}]"]
+    if group == "experiment":
+        return [f"+experiment={option}"]
     return [f"{group}={option}"]
 
 
@@ -108,8 +110,14 @@ def test_missing_required_value_is_named(compose_config: Compose) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("advantage.name=reverse_kll", r"Unknown advantage 'reverse_kll'. Available: reverse_kl"),
-        ("loss.name=nope", r"Unknown loss 'nope'. Available: importance_sampling"),
+        (
+            "advantage.name=reverse_kll",
+            r"Unknown advantage 'reverse_kll'. Available: grpo, mixed, reverse_kl, uniform",
+        ),
+        (
+            "loss.name=nope",
+            r"Unknown loss 'nope'. Available: cross_entropy, forward_kl, importance_sampling, jsd",
+        ),
         ("advantage.coef=-1", r"Invalid advantage 'reverse_kl' config: coef must be positive"),
         ("+advantage.beta=1", r"advantage 'reverse_kl' has no option beta; its options are"),
     ],

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,10 @@ def test_hook_is_documented(hook: str) -> None:
 def test_hook_is_exercised_by_a_test(hook: str) -> None:
     tests = [p for p in (ROOT / "tests").rglob("test_*.py") if p.name != Path(__file__).name]
     assert any(hook in p.read_text() for p in tests), f"no test mentions {hook}"
+
+
+def test_reference_section_is_generated_from_the_hookspecs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "hook_reference.py"), "--check"], check=False
+    )
+    assert result.returncode == 0, "docs/hooks.md is stale: run python tools/hook_reference.py"

@@ -1,0 +1,83 @@
+"""FLOPs formulas against torch's FlopCounterMode on a tiny real model, and the run's ledger."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from opd_core.flops import FlopsLedger, ModelShape
+
+
+@pytest.fixture(scope="module")
+def model() -> Qwen3ForCausalLM:
+    """Eager attention: FlopCounterMode does not see the CPU fused attention kernel."""
+    config = Qwen3Config(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        tie_word_embeddings=False,
+    )
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(config).eval()
+
+
+def counted(fn: object) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()  # type: ignore[operator]
+    return int(counter.get_total_flops())
+
+
+def test_shape_counts_linear_weights_and_attention_width(model: Qwen3ForCausalLM) -> None:
+    shape = ModelShape.of(model)
+    per_layer = 32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 80  # q, k+v (GQA), o, MLP
+    assert shape == ModelShape(
+        matmul_params=3 * per_layer + 97 * 32, head_params=97 * 32, layers=3, attention_width=32
+    )
+
+
+def test_forward_flops_match_flop_counter(model: Qwen3ForCausalLM) -> None:
+    ids = torch.randint(0, 97, (3, 13))
+    expected = ModelShape.of(model).forward_flops(torch.full((3,), 13))
+    assert counted(lambda: model(input_ids=ids, use_cache=False)) == expected
+
+
+def test_training_flops_are_forward_plus_backward(model: Qwen3ForCausalLM) -> None:
+    ids = torch.randint(0, 97, (2, 9))
+    expected = ModelShape.of(model).training_flops(torch.full((2,), 9))
+    assert counted(lambda: model(input_ids=ids, use_cache=False).logits.sum().backward()) == (
+        expected
+    )
+
+
+@pytest.mark.parametrize(("prompt", "new"), [(7, 1), (11, 6), (4, 15)])
+def test_generation_flops_match_flop_counter(
+    model: Qwen3ForCausalLM, prompt: int, new: int
+) -> None:
+    ids = torch.randint(1, 97, (1, prompt))
+
+    def generate() -> None:
+        out = model.generate(
+            ids, max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=0
+        )
+        assert out.shape[1] == prompt + new
+
+    expected = ModelShape.of(model).generation_flops(torch.tensor([prompt]), torch.tensor([new]))
+    assert counted(generate) == expected
+
+
+def test_ledger_sums_steps_and_splits_student_from_teacher() -> None:
+    ledger = FlopsLedger()
+    ledger.add(FlopsLedger(student_sampling=1.0, student_training=2.0, teacher_scoring=4.0))
+    ledger.add(FlopsLedger(student_training=2.0, teacher_sampling=8.0))
+    assert (ledger.student, ledger.teacher) == (5.0, 12.0)
+    restored = FlopsLedger()
+    restored.load_state_dict(ledger.state_dict())
+    assert restored == ledger
+    assert restored.metrics("flops")["flops/teacher_sampling"] == 8.0
