@@ -11,13 +11,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from opd_arith.build import ModelShape, make_model
+from opd_arith.build import Architecture, make_model
 from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
 from opd_core.app import CONF_DIR
 
-TINY_TEACHER = ModelShape(
+TINY_TEACHER = Architecture(
     hidden_size=64,
     intermediate_size=128,
     num_hidden_layers=2,
@@ -25,7 +25,7 @@ TINY_TEACHER = ModelShape(
     num_key_value_heads=2,
     head_dim=16,
 )
-TINY_STUDENT = ModelShape(
+TINY_STUDENT = Architecture(
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=1,

@@ -35,7 +35,7 @@ BUILD_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class Architecture:
     """The shape of a tiny Qwen3 model."""
 
     hidden_size: int
@@ -83,8 +83,8 @@ class DemoSpec:
     num_train: int = 8000
     """Distinct training problems (SFT data for teacher and student)."""
     vocab_size: int = 320
-    teacher: ModelShape = field(
-        default_factory=lambda: ModelShape(
+    teacher: Architecture = field(
+        default_factory=lambda: Architecture(
             hidden_size=128,
             intermediate_size=512,
             num_hidden_layers=3,
@@ -93,8 +93,8 @@ class DemoSpec:
             head_dim=32,
         )
     )
-    student: ModelShape = field(
-        default_factory=lambda: ModelShape(
+    student: Architecture = field(
+        default_factory=lambda: Architecture(
             hidden_size=96,
             intermediate_size=384,
             num_hidden_layers=2,
@@ -143,7 +143,7 @@ def demo_paths(root: Path) -> DemoPaths:
 
 
 def make_model(
-    shape: ModelShape, tokenizer: PreTrainedTokenizerBase, seed: int
+    shape: Architecture, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> Qwen3ForCausalLM:
     """A randomly initialised fp32 Qwen3 of ``shape`` over ``tokenizer``'s vocabulary."""
     config = Qwen3Config(
@@ -200,7 +200,7 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: P
 
 def _train_model(
     name: str,
-    shape: ModelShape,
+    shape: Architecture,
     steps: int,
     lr: float,
     spec: DemoSpec,

@@ -7,37 +7,24 @@ from typing import Any
 
 import torch
 
-from opd_core import GenerationParams, Generator, OPDError, Prompt, RolloutBatch, hookimpl
+from opd_core import OPDError, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
 from opd_core.modeling import encode_prompts, pad_right
-from opd_hf.generation import HFGenerator
+from opd_hf.sampler import HFSampler
 
 
-class TeacherSamples:
+class TeacherSamples(HFSampler):
     """Samples completions from the *teacher* (through its ``opd_eval_generator``), encoded for
     the student like an SFT dataset: chat-templated prompt, answer text, EOS unless the answer
-    was cut at ``train.max_new_tokens``.
+    was cut at ``train.max_new_tokens``. Evaluation still generates with the student.
 
     The rollouts have ``sampler_role="teacher"`` and no sampler log-probabilities (zeros), so
     pair this sampler with a loss that does not use them: ``loss=cross_entropy``.
     """
 
-    def __init__(self, batch_size: int = 64, top_p: float = 1.0) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        self.batch_size = batch_size
-        self.top_p = top_p
-
     def setup(self, ctx: RunContext) -> None:
+        super().setup(ctx)
         self.hook = ctx.hook
-        self.student = ctx.student
-        self.params = GenerationParams(
-            max_new_tokens=ctx.config.train.max_new_tokens,
-            temperature=ctx.config.train.temperature,
-            top_p=self.top_p,
-        )
 
     @hookimpl
     def opd_sample_rollouts(
@@ -70,12 +57,6 @@ class TeacherSamples:
             prompt_len=prompt_ids_BP.shape[1],
             sampler_role="teacher",
         )
-
-    @hookimpl
-    def opd_eval_generator(self, role: str) -> Generator | None:
-        if role != "student":
-            return None
-        return HFGenerator("student", self.student.model, self.student.tokenizer, self.batch_size)
 
 
 def encode_answers(

@@ -9,12 +9,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from opd_arith import build
-from opd_arith.build import DemoSpec, ModelShape, build_demo_models, evaluate_accuracy, make_model
+from opd_arith.build import Architecture, DemoSpec, build_demo_models, evaluate_accuracy, make_model
 from opd_arith.problems import make_problems
 from opd_arith.sft import encode_sft_data, render_prompt, sft
 from opd_arith.tokenizer import build_tokenizer
 
-TINY_TEACHER = ModelShape(
+TINY_TEACHER = Architecture(
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=2,
@@ -22,7 +22,7 @@ TINY_TEACHER = ModelShape(
     num_key_value_heads=1,
     head_dim=16,
 )
-TINY_STUDENT = ModelShape(
+TINY_STUDENT = Architecture(
     hidden_size=16,
     intermediate_size=32,
     num_hidden_layers=1,
