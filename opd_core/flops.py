@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from opd_core.types import RolloutBatch
+
 
 @dataclass(frozen=True)
 class ModelShape:
@@ -130,3 +132,25 @@ class FlopsLedger:
     def load_state_dict(self, state: dict[str, float]) -> None:
         for key, value in state.items():
             setattr(self, key, float(value))
+
+
+def rollout_flops(
+    rollouts: RolloutBatch,
+    student: ModelShape,
+    teacher: ModelShape | None,
+    scored: bool,
+    update_epochs: int = 1,
+) -> FlopsLedger:
+    """What one step spent: sampling ``rollouts`` (charged to whichever model wrote them),
+    the teacher scoring them (if ``scored``) and ``update_epochs`` passes of training. Teacher
+    FLOPs stay 0 when its shape is unknown."""
+    prompt_B, completion_B = rollouts.sequence_lengths()
+    total_B = prompt_B + completion_B
+    flops = FlopsLedger(student_training=update_epochs * student.training_flops(total_B))
+    if rollouts.sampler_role != "teacher":
+        flops.student_sampling = student.generation_flops(prompt_B, completion_B)
+    elif teacher is not None:
+        flops.teacher_sampling = teacher.generation_flops(prompt_B, completion_B)
+    if scored and teacher is not None:
+        flops.teacher_scoring = teacher.forward_flops(total_B)
+    return flops

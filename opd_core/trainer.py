@@ -37,7 +37,7 @@ from opd_core.checkpoint import (
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
 from opd_core.errors import OPDError
-from opd_core.flops import FlopsLedger, ModelShape
+from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
 from opd_core.plugin_manager import build_registry, check_hooks, register_plugin
@@ -230,7 +230,13 @@ class Trainer:
             raise OPDError("No advantage function is configured; set advantage=<name>.")
         with timer.stage("update"):
             update_metrics = self.update(rollouts, advantages, scores)
-        step_flops = self.step_flops(rollouts, scored=scores is not None)
+        step_flops = rollout_flops(
+            rollouts,
+            self.student_shape,
+            self.teacher_shape,
+            scored=scores is not None,
+            update_epochs=cfg.train.update_epochs,
+        )
         self.flops.add(step_flops)
         metrics: dict[str, float] = {"step": step}
         metrics.update(rollout_metrics(rollouts, scores, rewards_B))
@@ -241,23 +247,6 @@ class Trainer:
         metrics.update(self.flops.metrics("flops"))
         metrics.update(timer.pop())
         return metrics
-
-    def step_flops(self, rollouts: RolloutBatch, scored: bool) -> FlopsLedger:
-        """The FLOPs one step spent sampling, scoring and training on ``rollouts``."""
-        prompt_B, completion_B = rollouts.sequence_lengths()
-        total_B = prompt_B + completion_B
-        flops = FlopsLedger(
-            student_training=self.config.train.update_epochs
-            * self.student_shape.training_flops(total_B)
-        )
-        if rollouts.sampler_role == "teacher":
-            if self.teacher_shape is not None:
-                flops.teacher_sampling = self.teacher_shape.generation_flops(prompt_B, completion_B)
-        else:
-            flops.student_sampling = self.student_shape.generation_flops(prompt_B, completion_B)
-        if scored and self.teacher_shape is not None:
-            flops.teacher_scoring = self.teacher_shape.forward_flops(total_B)
-        return flops
 
     def update(
         self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None

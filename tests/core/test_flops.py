@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from opd_core.flops import FlopsLedger, ModelShape
+from opd_core import RolloutBatch
+from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +84,32 @@ def test_ledger_sums_steps_and_splits_student_from_teacher() -> None:
     restored.load_state_dict(ledger.state_dict())
     assert restored == ledger
     assert restored.metrics("flops")["flops/teacher_sampling"] == 8.0
+
+
+def test_rollout_flops_charge_sampling_to_the_model_that_wrote_the_answers() -> None:
+    student = ModelShape(matmul_params=10, head_params=0, layers=0, attention_width=0)
+    teacher = ModelShape(matmul_params=100, head_params=0, layers=0, attention_width=0)
+    mask_BT = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1]])  # prompts of 2 and 3 tokens
+    completion_BT = torch.tensor([[0, 0, 0, 1, 0], [0, 0, 0, 1, 1]])  # 1 and 2 answer tokens
+    rollouts = RolloutBatch(
+        prompts=(),
+        group_ids_B=torch.tensor([0, 1]),
+        input_ids_BT=torch.zeros(2, 5, dtype=torch.long),
+        attention_mask_BT=mask_BT,
+        completion_mask_BT=completion_BT,
+        sampler_logprobs_BT=torch.zeros(2, 5),
+        completions=("", ""),
+        prompt_len=3,
+    )
+    on_policy = rollout_flops(rollouts, student, teacher, scored=True, update_epochs=2)
+    # real tokens 3 and 5; generation: (2 + 0) + (3 + 1) positions through the model
+    assert on_policy == FlopsLedger(
+        student_sampling=2 * 10 * 6,
+        student_training=2 * 3 * 2 * 10 * 8,
+        teacher_scoring=2 * 100 * 8,
+    )
+    off_policy = rollout_flops(
+        replace(rollouts, sampler_role="teacher"), student, teacher, scored=False
+    )
+    assert off_policy == FlopsLedger(student_training=6 * 10 * 8, teacher_sampling=2 * 100 * 6)
+    assert rollout_flops(rollouts, student, None, scored=True).teacher == 0.0
