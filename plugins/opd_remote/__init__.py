@@ -1,0 +1,12 @@
+"""A remote teacher: scores come from ``python -m opd_core.serve`` or a real ``vllm serve``."""
+
+from __future__ import annotations
+
+from opd_core import hookimpl
+from opd_core.registry import Registry
+from opd_remote.teacher import RemoteTeacher
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("teacher", "remote", RemoteTeacher)
