@@ -32,7 +32,8 @@ def overrides_for(group: str, option: str) -> list[str]:
     if group == "task":
         return [f"+task={option}", "+teacher=hf", "teacher.model.path=/m"]
     if group == "teacher":
-        return ["+task=arithmetic", f"+teacher={option}", "teacher.model.path=/m"]
+        model = [] if option == "remote" else ["teacher.model.path=/m"]  # a URL, not weights
+        return ["+task=arithmetic", f"+teacher={option}", *model]
     if group == "evaluator":
         return [f"evaluator=[{option}]"]
     if group == "experiment":
