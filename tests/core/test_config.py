@@ -31,6 +31,8 @@ def shipped_options() -> list[tuple[str, str]]:
 def overrides_for(group: str, option: str) -> list[str]:
     if group == "task":
         return [f"+task={option}", "+teacher=hf", "teacher.model.path=/m"]
+    if group == "teacher" and option == "multi":  # its teachers have their own model paths
+        return ["+task=arithmetic", "+teacher=multi"]
     if group == "teacher":
         return ["+task=arithmetic", f"+teacher={option}", "teacher.model.path=/m"]
     if group == "evaluator":
