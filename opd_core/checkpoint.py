@@ -82,7 +82,8 @@ def save_checkpoint(
     final = checkpoint_dir(output_dir, state.step)
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp / "model", state_dict=model_state)
+        gathered = {} if model_state is None else {"state_dict": model_state}
+        model.save_pretrained(tmp / "model", **gathered)
         tokenizer.save_pretrained(tmp / "model")
         torch.save(state.__dict__, tmp / "trainer_state.pt")
 
