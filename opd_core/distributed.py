@@ -17,6 +17,7 @@ single process and uses none of this. With N processes:
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -215,6 +216,8 @@ class Distributed:
     def close(self) -> None:
         """Leave the process group (the launcher's processes then exit cleanly)."""
         if self.enabled and torch.distributed.is_initialized():
+            self.accelerator.free_memory()  # its references to the DDP wrapper
+            gc.collect()  # (a reducer freed after the group is destroyed can hang on exit)
             torch.distributed.destroy_process_group()
 
 

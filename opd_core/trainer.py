@@ -244,6 +244,7 @@ class Trainer:
         }
         if self.dist.is_main:
             write_summary(self.output_dir, summary)
+        self.dist.barrier()  # every rank is done before any leaves the process group
         self.hook.opd_run_end(ctx=self.ctx, summary=summary)
         return summary
 
@@ -400,6 +401,8 @@ class Trainer:
             if self.pm.is_registered(component):
                 self.pm.unregister(component)
         if hasattr(self, "dist"):
+            if hasattr(self, "train_model"):
+                del self.train_model  # DDP's reducer goes while the process group is alive
             self.dist.close()
 
 
