@@ -1,8 +1,8 @@
 """Data-parallel training across processes: DDP through ``accelerate``, or FSDP2 by config.
 
-Launch one process per device with ``torchrun --nproc_per_node N -m opd_core ...`` or
-``accelerate launch --num_processes N -m opd_core ...``; a plain ``python -m opd_core`` is a
-single process and uses none of this. With N processes:
+Launch one process per device with ``torchrun --nproc_per_node N -m opd_core ...`` (or, on
+GPUs, ``accelerate launch --multi_gpu --num_processes N -m opd_core ...``); a plain
+``python -m opd_core`` is a single process and uses none of this. With N processes:
 
 - every rank selects the same step prompts (the prompt source is seeded alike) and samples,
   grades and scores only its contiguous share of them (:meth:`Distributed.shard`);
