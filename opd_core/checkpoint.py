@@ -61,15 +61,29 @@ def checkpoint_root(output_dir: Path) -> Path:
     return output_dir / CHECKPOINT_DIR
 
 
+def checkpoint_dir(output_dir: Path, step: int) -> Path:
+    """Where the checkpoint of ``step`` lives."""
+    return checkpoint_root(output_dir) / f"step_{step:06d}"
+
+
 def save_checkpoint(
-    output_dir: Path, model: Any, tokenizer: Any, state: TrainerState, keep: int
+    output_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    state: TrainerState,
+    keep: int,
+    model_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint ``step_<state.step>`` atomically, point ``latest`` at it, prune old ones."""
+    """Write checkpoint ``step_<state.step>`` atomically, point ``latest`` at it, prune old ones.
+
+    ``model_state`` replaces the model's own state dict (the gathered weights of a sharded model).
+    """
     root = checkpoint_root(output_dir)
-    final = root / f"step_{state.step:06d}"
+    final = checkpoint_dir(output_dir, state.step)
 
     def fill(tmp: Path) -> None:
-        model.save_pretrained(tmp / "model")
+        gathered = {} if model_state is None else {"state_dict": model_state}
+        model.save_pretrained(tmp / "model", **gathered)
         tokenizer.save_pretrained(tmp / "model")
         torch.save(state.__dict__, tmp / "trainer_state.pt")
 
@@ -118,6 +132,30 @@ def load_trainer_state(checkpoint: Path) -> TrainerState:
         ) from err
 
 
+def weight_shards(folder: Path) -> list[str]:
+    """The safetensors files of a ``save_pretrained`` folder (one, or those its index lists)."""
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        return sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    return ["model.safetensors"]
+
+
+def read_model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """Every weight of a checkpoint's full model, by name (for loading into a sharded model)."""
+    from safetensors.torch import load_file
+
+    folder = checkpoint / "model"
+    if (folder / "adapter_model.safetensors").exists():
+        raise OPDError(
+            f"Checkpoint {checkpoint} holds a LoRA adapter, which distributed=fsdp cannot "
+            "resume; train LoRA students with distributed=ddp (their trainable state is small)."
+        )
+    weights: dict[str, torch.Tensor] = {}
+    for shard in weight_shards(folder):
+        weights.update(load_file(folder / shard))
+    return weights
+
+
 def load_model_weights(model: Any, checkpoint: Path) -> None:
     """Load a checkpoint's weights (full model or peft adapter) into ``model`` in place."""
     folder = checkpoint / "model"
@@ -129,12 +167,7 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
         return
     from safetensors.torch import load_file
 
-    index = folder / "model.safetensors.index.json"
-    shards = (
-        sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        if index.exists()
-        else ["model.safetensors"]
-    )
+    shards = weight_shards(folder)
     expected = set(model.state_dict())
     loaded: set[str] = set()
     unexpected: list[str] = []

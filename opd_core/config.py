@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from opd_core.distributed import STRATEGIES, DistributedConfig
 from opd_core.errors import OPDError
 from opd_core.modeling import ModelSpec
 
@@ -105,6 +106,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
     seed: int = 0
     device: str = "auto"
     resume: bool = False
@@ -142,6 +144,7 @@ class RunConfig:
             train=_build(TrainConfig, raw.get("train") or {}, "train"),
             eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
             checkpoint=_build(CheckpointConfig, raw.get("checkpoint") or {}, "checkpoint"),
+            distributed=_build(DistributedConfig, raw.get("distributed") or {}, "distributed"),
             seed=int(raw.get("seed", 0)),
             device=str(raw.get("device", "auto")),
             resume=bool(raw.get("resume", False)),
@@ -192,6 +195,12 @@ class RunConfig:
         )
         _require(self.checkpoint.every >= 0, "checkpoint.every", self.checkpoint.every, ">= 0")
         _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
+        _require(
+            self.distributed.strategy in STRATEGIES,
+            "distributed.strategy",
+            self.distributed.strategy,
+            " or ".join(STRATEGIES),
+        )
         if self.student.lora is not None:
             _require(self.student.lora.r > 0, "student.lora.r", self.student.lora.r, "> 0")
 

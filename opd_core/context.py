@@ -24,6 +24,11 @@ class RunContext:
     student: LoadedModel
     """The policy being trained (its weights change every step)."""
     seed: int
+    rank: int = 0
+    """This process's index among the data-parallel training processes (0 when alone)."""
+    world_size: int = 1
+    """Number of training processes; each samples and scores its share of a step's prompts.
+    Rank 0 alone writes outputs: a plugin that writes files checks ``rank == 0``."""
 
 
 @runtime_checkable

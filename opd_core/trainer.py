@@ -28,14 +28,17 @@ import torch
 from opd_core.checkpoint import (
     TrainerState,
     capture_rng,
+    checkpoint_dir,
     latest_checkpoint,
     load_model_weights,
     load_trainer_state,
+    read_model_weights,
     restore_rng,
     save_checkpoint,
 )
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
+from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
@@ -78,6 +81,9 @@ class Trainer:
     def setup(self) -> None:
         """Build components, load the student, set up the optimizer, resume if asked."""
         cfg = self.config
+        self.dist = Distributed(cfg.distributed, pick_device(cfg.device))
+        self.output_dir = self.dist.broadcast(self.output_dir)  # one folder, rank 0's
+        self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
         for module in cfg.plugins:
             register_plugin(self.pm, module)
         check_hooks(self.pm)
@@ -87,19 +93,34 @@ class Trainer:
 
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.device = pick_device(cfg.device)
+        self.device = self.dist.device
         log.info("loading student %s", cfg.student.model.path)
-        student = load_model(self.hook, cfg.student.model, "student", self.device)
+        with main_process_first(self.dist):  # rank 0 fills shared caches first
+            student = load_model(self.hook, cfg.student.model, "student", self.device)
         student.model = prepare_student(student.model, cfg)
         self.student = student
-        self.ctx = RunContext(cfg, self.hook, self.device, self.output_dir, student, cfg.seed)
-        for name, component in self.components.items():
-            self.pm.register(component, name=f"opd-component-{name}")
-            if hasattr(component, "setup"):
-                component.setup(self.ctx)
+        self.ctx = RunContext(
+            cfg,
+            self.hook,
+            self.device,
+            self.output_dir,
+            student,
+            cfg.seed,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+        with main_process_first(self.dist):
+            for name, component in self.components.items():
+                self.pm.register(component, name=f"opd-component-{name}")
+                if hasattr(component, "setup"):
+                    component.setup(self.ctx)
         check_hooks(self.pm)
+        if self.dist.enabled:
+            torch.manual_seed(cfg.seed + self.dist.rank)  # ranks sample independently
+        self.train_model = self.dist.wrap(student.model)
+        """The student as training calls it (a DDP wrapper or FSDP-sharded when distributed)."""
 
-        params = [p for p in student.model.parameters() if p.requires_grad]
+        params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas
         )
@@ -127,7 +148,7 @@ class Trainer:
         self.score_request = merge_score_requests(self.hook.opd_score_request())
         self.student_shape = ModelShape.of(student.model)
         self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
-        self.metrics = MetricsLog(self.output_dir)
+        self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
         if cfg.resume:
             self._resume()
         self.hook.opd_run_start(ctx=self.ctx)
@@ -147,17 +168,38 @@ class Trainer:
             )
             return
         state = load_trainer_state(checkpoint)
-        load_model_weights(self.student.model, checkpoint)
-        self.optimizer.load_state_dict(state.optimizer)
+        self._check_state_layout(checkpoint, state.components.get("_state_layout", "full"))
+        if self.dist.sharded:
+            weights = read_model_weights(checkpoint)
+            self.dist.load_sharded(self.train_model, self.optimizer, weights, state.optimizer)
+        else:
+            load_model_weights(self.student.model, checkpoint)
+            self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
         for name, component in self.components.items():
             if name in state.components and hasattr(component, "load_state_dict"):
                 component.load_state_dict(state.components[name])
         self.evals = dict(state.components.get("_evals", {}))
-        self.flops.load_state_dict(state.components.get("_flops", {}))
-        restore_rng(state.rng)
+        self.flops.load_state_dict(self._own(state.components, "_flops"))
+        restore_rng(self._own({"_rng": state.rng, **state.components}, "_rng"))
         self.start_step = state.step
         log.info("resumed from %s (step %d)", checkpoint, state.step)
+
+    def _own(self, saved: dict[str, Any], key: str) -> Any:
+        """This rank's entry of a per-rank state (``<key>_by_rank``), else the shared one."""
+        by_rank = saved.get(f"{key}_by_rank")
+        if self.dist.enabled and by_rank and len(by_rank) == self.dist.world_size:
+            return by_rank[self.dist.rank]
+        return saved.get(key, {})
+
+    def _check_state_layout(self, checkpoint: Path, saved: str) -> None:
+        """FSDP keeps optimizer state by parameter name, DDP and one process by index."""
+        current = "sharded" if self.dist.sharded else "full"
+        if saved != current:
+            written = "distributed=fsdp" if saved == "sharded" else "distributed=ddp or one process"
+            raise OPDError(
+                f"Checkpoint {checkpoint} was written with {written}; resume it the same way."
+            )
 
     # ---------------------------------------------------------------- train
 
@@ -170,7 +212,11 @@ class Trainer:
                 self.evals["teacher"] = self.evaluate("teacher", step=0)
             if cfg.eval.at_start:
                 self.evals["student_before"] = self.evaluate("student", step=0)
-        progress = Progress(total=self.total_steps, initial=self.start_step, enabled=cfg.progress)
+        progress = Progress(
+            total=self.total_steps,
+            initial=self.start_step,
+            enabled=cfg.progress and self.dist.is_main,
+        )
         progress.show_eval(self.evals.get("student_before"))
         last: dict[str, float] = {}
         for step in range(self.start_step + 1, self.total_steps + 1):
@@ -179,7 +225,8 @@ class Trainer:
                 scores = self.evaluate("student", step)
                 last.update({f"eval/{k}": v for k, v in scores.items()})
                 progress.show_eval(scores)
-            self.metrics.write(last)
+            if self.metrics is not None:
+                self.metrics.write(last)
             self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=last)
             progress.update(last)
             if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
@@ -190,12 +237,14 @@ class Trainer:
         summary = {
             **self.evals,
             "steps": self.total_steps,
-            "flops": self.flops.metrics("flops"),
+            "flops": self.dist.combine_metrics(self.flops.metrics("flops")),
             "final_train_metrics": last,
             "checkpoint": str(checkpoint),
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
-        write_summary(self.output_dir, summary)
+        if self.dist.is_main:
+            write_summary(self.output_dir, summary)
+        self.dist.barrier()  # every rank is done before any leaves the process group
         self.hook.opd_run_end(ctx=self.ctx, summary=summary)
         return summary
 
@@ -205,6 +254,7 @@ class Trainer:
         prompts = hook.opd_select_prompts(
             step=step, pool=self.train_pool, count=cfg.train.prompts_per_step
         )
+        prompts = self.dist.shard(prompts)  # every rank picked the same; each takes its share
         with timer.stage("sample"):
             rollouts: RolloutBatch = hook.opd_sample_rollouts(
                 prompts=prompts, samples_per_prompt=cfg.train.samples_per_prompt
@@ -241,47 +291,55 @@ class Trainer:
         metrics: dict[str, float] = {"step": step}
         metrics.update(rollout_metrics(rollouts, scores, rewards_B))
         metrics.update(advantage_metrics(advantages))
+        if scores is not None:
+            metrics.update(scores.metrics)
         metrics.update(update_metrics)
         metrics["passes"] = step * cfg.train.prompts_per_step / len(self.train_pool)
         metrics.update(step_flops.metrics("flops_step"))
         metrics.update(self.flops.metrics("flops"))
         metrics.update(timer.pop())
-        return metrics
+        return self.dist.combine_metrics(metrics)
 
     def update(
         self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
     ) -> dict[str, float]:
         """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps."""
-        cfg, model = self.config.train, self.student.model
-        num_loss_tokens = max(int(advantages.mask_BT.sum().item()), 1)
+        cfg, model = self.config.train, self.train_model
+        # Normalised by the loss tokens of all ranks and scaled by the number of ranks, whose
+        # gradients are averaged: the step's gradient is the one a single process would get.
+        num_loss_tokens = max(int(self.dist.sum(float(advantages.mask_BT.sum()))), 1)
+        scale = float(self.dist.world_size)
         sums: dict[str, float] = {}
         model.train()
         grad_norm = 0.0
+        starts = range(0, rollouts.batch_size, cfg.micro_batch_size)
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for start in range(0, rollouts.batch_size, cfg.micro_batch_size):
+            for start in starts:
                 rows = slice(start, start + cfg.micro_batch_size)
                 micro = rollouts.select(rows).to(self.device)
                 micro_adv = advantages.select(rows).to(self.device)
                 micro_scores = scores.select(rows).to(self.device) if scores is not None else None
-                policy = policy_output(model, micro)
-                out = self.hook.opd_compute_loss(
-                    rollouts=micro,
-                    policy=policy,
-                    advantages=micro_adv,
-                    scores=micro_scores,
-                    num_loss_tokens=num_loss_tokens,
-                )
-                if out is None:
-                    raise OPDError("No loss is configured; set loss=<name>.")
-                out.loss.backward()
+                with self.dist.no_sync(model, last_micro_batch=start == starts[-1]):
+                    policy = policy_output(model, micro)
+                    out = self.hook.opd_compute_loss(
+                        rollouts=micro,
+                        policy=policy,
+                        advantages=micro_adv,
+                        scores=micro_scores,
+                        num_loss_tokens=num_loss_tokens,
+                    )
+                    if out is None:
+                        raise OPDError("No loss is configured; set loss=<name>.")
+                    (out.loss * scale).backward()
                 mask_BT = micro_adv.mask_BT
-                sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach())
-                sums["entropy"] = sums.get("entropy", 0.0) + float(
+                sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * scale
+                sums["entropy"] = sums.get("entropy", 0.0) + scale * float(
                     (policy.entropy_BT * mask_BT).sum() / num_loss_tokens
                 )
                 for key, value in out.metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value * int(mask_BT.sum()) / num_loss_tokens
+                    weight = scale * int(mask_BT.sum()) / num_loss_tokens
+                    sums[key] = sums.get(key, 0.0) + value * weight
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
             self.optimizer.step()
         lr = float(self.scheduler.get_last_lr()[0])
@@ -311,20 +369,29 @@ class Trainer:
         }
         components["_evals"] = dict(self.evals)
         components["_flops"] = self.flops.state_dict()
+        components["_state_layout"] = "sharded" if self.dist.sharded else "full"
+        if self.dist.enabled:
+            components["_rng_by_rank"] = self.dist.gather(capture_rng())
+            components["_flops_by_rank"] = self.dist.gather(self.flops.state_dict())
+        model_state = self.dist.full_state_dict(self.train_model)  # collective under FSDP
         state = TrainerState(
             step=step,
-            optimizer=self.optimizer.state_dict(),
+            optimizer=self.dist.optimizer_state_dict(self.train_model, self.optimizer),
             scheduler=self.scheduler.state_dict(),
             rng=capture_rng(),
             components=components,
         )
-        return save_checkpoint(
-            self.output_dir,
-            self.student.model,
-            self.student.tokenizer,
-            state,
-            keep=self.config.checkpoint.keep,
-        )
+        if self.dist.is_main:
+            save_checkpoint(
+                self.output_dir,
+                self.student.model,
+                self.student.tokenizer,
+                state,
+                keep=self.config.checkpoint.keep,
+                model_state=model_state,
+            )
+        self.dist.barrier()
+        return checkpoint_dir(self.output_dir, step)
 
     def cleanup(self) -> None:
         """Release components (servers, engines) and unregister them."""
@@ -333,6 +400,10 @@ class Trainer:
                 component.close()
             if self.pm.is_registered(component):
                 self.pm.unregister(component)
+        if hasattr(self, "dist"):
+            if hasattr(self, "train_model"):
+                del self.train_model  # DDP's reducer goes while the process group is alive
+            self.dist.close()
 
 
 # -------------------------------------------------------------------- helpers

@@ -29,7 +29,10 @@ class Prompt:
     answer: str | None = None
     """Reference answer for grading, when the task has one."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
-    """Task-specific extras (difficulty, source dataset, ...)."""
+    """Task-specific extras (difficulty, solution, ...)."""
+    source: str = ""
+    """Where the prompt comes from: its task, or the dataset of a task that mixes several.
+    The ``multi`` teacher routes prompts to teachers by it."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,20 @@ class RolloutBatch:
             sampler_logprobs_BT=self.sampler_logprobs_BT.to(device),
         )
 
+    def take(self, rows: Sequence[int]) -> RolloutBatch:
+        """The sequences at indices ``rows``, in that order (same width ``T``)."""
+        index_B = torch.tensor(list(rows), dtype=torch.long)
+        return replace(
+            self,
+            prompts=tuple(self.prompts[i] for i in rows),
+            group_ids_B=self.group_ids_B[index_B],
+            input_ids_BT=self.input_ids_BT[index_B],
+            attention_mask_BT=self.attention_mask_BT[index_B],
+            completion_mask_BT=self.completion_mask_BT[index_B],
+            sampler_logprobs_BT=self.sampler_logprobs_BT[index_B],
+            completions=tuple(self.completions[i] for i in rows),
+        )
+
     def select(self, rows: slice) -> RolloutBatch:
         """The sub-batch of sequences ``rows`` (used for micro-batching)."""
         return RolloutBatch(
@@ -112,6 +129,8 @@ class TeacherScores:
     """Ids of the teacher's top-k tokens at each position, when requested. (B, T, K) int64."""
     topk_logprobs_BTK: torch.Tensor | None = None
     """Teacher log-probabilities of those tokens. (B, T, K) float32."""
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    """Scalars the teacher wants logged with the step (e.g. per-teacher KL of a router)."""
 
     @property
     def top_k(self) -> int:

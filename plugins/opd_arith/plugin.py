@@ -31,6 +31,7 @@ def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
         messages=({"role": "user", "content": problem.question},),
         answer=problem.answer,
         metadata={"solution": problem.solution},
+        source="arithmetic",
     )
 
 

@@ -9,7 +9,7 @@ import torch
 from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
 from opd_core.modeling import gather_logprobs, next_token_logits
-from opd_hf.generation import HFGenerator, decode_completions, generate
+from opd_hf.generation import Generated, HFGenerator, decode_completions, generate
 
 
 class HFSampler:
@@ -39,10 +39,10 @@ class HFSampler:
     def opd_sample_rollouts(
         self, prompts: Sequence[Prompt], samples_per_prompt: int
     ) -> RolloutBatch:
-        model, tokenizer = self.student.model, self.student.tokenizer
+        tokenizer = self.student.tokenizer
         expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
         group_ids_B = torch.arange(len(prompts)).repeat_interleave(samples_per_prompt)
-        generated = generate(model, tokenizer, expanded, self.params, self.batch_size)
+        generated = self._generate(expanded)
         input_ids_BT = torch.cat([generated.prompt_ids_BP, generated.completion_ids_BC], dim=1)
         prompt_len = generated.prompt_ids_BP.shape[1]
         completion_mask_BT = torch.cat(
@@ -61,6 +61,12 @@ class HFSampler:
             sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
             completions=tuple(decode_completions(tokenizer, generated)),
             prompt_len=prompt_len,
+        )
+
+    def _generate(self, prompts: Sequence[Prompt]) -> Generated:
+        """One completion per prompt, sampled with ``self.params``."""
+        return generate(
+            self.student.model, self.student.tokenizer, prompts, self.params, self.batch_size
         )
 
     @torch.no_grad()

@@ -77,6 +77,7 @@ class MathTask:
                     id=f"math-{split}-{index}",
                     messages=({"role": "user", "content": content},),
                     answer=str(row[source.answer_field]),
+                    source=source.path,
                 )
             )
         return prompts

@@ -31,6 +31,8 @@ def shipped_options() -> list[tuple[str, str]]:
 def overrides_for(group: str, option: str) -> list[str]:
     if group == "task":
         return [f"+task={option}", "+teacher=hf", "teacher.model.path=/m"]
+    if group == "teacher" and option == "multi":  # its teachers have their own model paths
+        return ["+task=arithmetic", "+teacher=multi"]
     if group == "teacher":
         model = [] if option == "remote" else ["teacher.model.path=/m"]  # a URL, not weights
         return ["+task=arithmetic", f"+teacher={option}", *model]
