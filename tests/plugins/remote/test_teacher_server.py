@@ -176,6 +176,7 @@ def test_a_run_survives_the_server_being_killed_and_restarted(
 ) -> None:
     port = free_port()
     servers = [start_server(tiny_models.teacher, port)]
+    restarts: list[threading.Thread] = []
 
     class KillAfterFirstStep:
         @hookimpl
@@ -183,15 +184,19 @@ def test_a_run_survives_the_server_being_killed_and_restarted(
             if step == 1:
                 servers[0].kill()
                 servers[0].wait()
-                threading.Thread(
+                restart = threading.Thread(
                     target=lambda: servers.append(start_server(tiny_models.teacher, port))
-                ).start()
+                )
+                restart.start()
+                restarts.append(restart)
 
     out = tmp_path / "run"
     cfg = compose_config(remote_overrides(tiny_models, out, f"http://127.0.0.1:{port}", steps=3))
     try:
         run(cfg, out, pm=make_plugin_manager([KillAfterFirstStep()]))
     finally:
+        for restart in restarts:  # the client may reach the new server before its health poll
+            restart.join(timeout=150)
         for process in servers:
             process.kill()
     metrics = read_metrics(out / "metrics.jsonl")
