@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,math,bench,launchers]" -e $(EXAMPLE)
+	$(PY) -m pip install --quiet -e ".[dev,math,bench,launchers,eval,gguf]" -e $(EXAMPLE)
 	touch $(STAMP)
 
 setup: $(STAMP)

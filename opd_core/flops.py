@@ -141,15 +141,15 @@ def rollout_flops(
     scored: bool,
     update_epochs: int = 1,
 ) -> FlopsLedger:
-    """What one step spent: sampling ``rollouts`` (charged to whichever model wrote them),
-    the teacher scoring them (if ``scored``) and ``update_epochs`` passes of training. Teacher
-    FLOPs stay 0 when its shape is unknown."""
+    """What one step spent: sampling ``rollouts`` (charged to whichever model wrote them;
+    nothing when they are fixed data), the teacher scoring them (if ``scored``) and
+    ``update_epochs`` passes of training. Teacher FLOPs stay 0 when its shape is unknown."""
     prompt_B, completion_B = rollouts.sequence_lengths()
     total_B = prompt_B + completion_B
     flops = FlopsLedger(student_training=update_epochs * student.training_flops(total_B))
-    if rollouts.sampler_role != "teacher":
+    if rollouts.sampler_role == "student":
         flops.student_sampling = student.generation_flops(prompt_B, completion_B)
-    elif teacher is not None:
+    elif rollouts.sampler_role == "teacher" and teacher is not None:
         flops.teacher_sampling = teacher.generation_flops(prompt_B, completion_B)
     if scored and teacher is not None:
         flops.teacher_scoring = teacher.forward_flops(total_B)

@@ -206,6 +206,19 @@ def opd_eval_generator(role: str) -> Generator | None:
     """
 
 
+@hookspec(firstresult=True)
+def opd_eval_model(role: str) -> LoadedModel | None:
+    """Return the live ``transformers`` model and tokenizer playing ``role`` (``"student"`` or
+    ``"teacher"``), for evaluators that need the model object itself rather than a generator
+    (log-likelihood benchmarks such as lm-eval); ``None`` if this plugin does not hold that model
+    in this process (a remote or vLLM-served one). Without an answer for the student, an
+    evaluator uses :attr:`opd_core.context.RunContext.student`, the policy being trained.
+
+    Stops at first non-None result. The object is the one the run uses, not a copy: an evaluator
+    must not change its weights, and puts back its train/eval mode when done.
+    """
+
+
 @hookspec
 def opd_evaluate(generator: Generator, role: str, step: int) -> EvalResult | None:
     """Evaluate ``generator`` (the model playing ``role``) at training ``step``; every evaluator's

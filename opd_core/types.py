@@ -25,7 +25,8 @@ class Prompt:
     id: str
     """Stable identifier, unique within the task's split."""
     messages: tuple[ChatMessage, ...]
-    """Chat messages ending with the user turn the model must answer."""
+    """Chat messages ending with the user turn the model must answer. Empty for a plain-text
+    prompt (a document to continue, no chat template); only ``sampler=dataset`` renders those."""
     answer: str | None = None
     """Reference answer for grading, when the task has one."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
@@ -33,6 +34,9 @@ class Prompt:
     source: str = ""
     """Where the prompt comes from: its task, or the dataset of a task that mixes several.
     The ``multi`` teacher routes prompts to teachers by it."""
+    reference: str | None = None
+    """The completion to learn, when the task ships one (a chat response, a document's text):
+    ``sampler=dataset`` trains on it instead of sampling."""
 
 
 @dataclass(frozen=True)
@@ -61,8 +65,9 @@ class RolloutBatch:
     prompt_len: int
     """Number of (left-padded) prompt positions at the start of every row."""
     sampler_role: str = "student"
-    """Which model wrote the completions: ``student`` (on-policy) or ``teacher`` (off-policy,
-    e.g. the SFT baseline). FLOPs accounting charges the sampling to that model."""
+    """Which model wrote the completions: ``student`` (on-policy), ``teacher`` (off-policy,
+    e.g. the SFT baseline) or ``data`` (fixed reference texts, no model). FLOPs accounting
+    charges the sampling to that model (nothing for ``data``)."""
 
     @property
     def batch_size(self) -> int:

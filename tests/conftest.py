@@ -45,11 +45,19 @@ class TinyModels:
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    root = tmp_path_factory.mktemp("tiny_models")
+    return build_tiny_models(tmp_path_factory.mktemp("tiny_models"))
+
+
+def build_tiny_models(
+    root: Path,
+    teacher_shape: Architecture = TINY_TEACHER,
+    student_shape: Architecture = TINY_STUDENT,
+) -> TinyModels:
+    """Save a briefly trained teacher and a random student of the given shapes under ``root``."""
     torch.manual_seed(0)
     problems = make_problems(400, seed=0)
     tokenizer = build_tokenizer([f"{p.question} {p.solution}" for p in problems])
-    teacher = make_model(TINY_TEACHER, tokenizer, seed=0)
+    teacher = make_model(teacher_shape, tokenizer, seed=0)
     sft(
         teacher,
         tokenizer,
@@ -61,7 +69,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
         log_every=0,
         progress=False,
     )
-    student = make_model(TINY_STUDENT, tokenizer, seed=1)
+    student = make_model(student_shape, tokenizer, seed=1)
     for model, name in ((teacher, "teacher"), (student, "student")):
         model.save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)

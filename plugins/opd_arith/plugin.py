@@ -18,10 +18,14 @@ from opd_core.registry import Registry
 DEMO_SCHEME = "demo://arithmetic/"
 
 
+def cache_root() -> Path:
+    """opd-core's cache folder: ``$OPD_CORE_CACHE`` or ``~/.cache/opd_core``."""
+    return Path(os.environ.get("OPD_CORE_CACHE") or Path.home() / ".cache" / "opd_core")
+
+
 def cache_dir() -> Path:
-    """Where built demo models live: ``$OPD_CORE_CACHE`` or ``~/.cache/opd_core``."""
-    root = os.environ.get("OPD_CORE_CACHE") or Path.home() / ".cache" / "opd_core"
-    return Path(root) / "demo_arithmetic"
+    """Where built demo models live: ``<cache_root()>/demo_arithmetic``."""
+    return cache_root() / "demo_arithmetic"
 
 
 def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:

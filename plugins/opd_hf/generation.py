@@ -22,6 +22,21 @@ class Generated:
     completion_mask_BC: torch.Tensor
     """1 up to and including the first EOS."""
 
+    @property
+    def input_ids_BT(self) -> torch.Tensor:
+        """Prompt and completion ids side by side. (B, T)."""
+        return torch.cat([self.prompt_ids_BP, self.completion_ids_BC], dim=1)
+
+    @property
+    def attention_mask_BT(self) -> torch.Tensor:
+        """1 on real prompt and completion tokens. (B, T)."""
+        return torch.cat([self.prompt_mask_BP, self.completion_mask_BC], dim=1)
+
+    @property
+    def completion_mask_BT(self) -> torch.Tensor:
+        """1 on completion tokens only. (B, T)."""
+        return torch.cat([torch.zeros_like(self.prompt_mask_BP), self.completion_mask_BC], dim=1)
+
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
     """Every token id that ends a completion (tokenizer EOS and the generation config's)."""

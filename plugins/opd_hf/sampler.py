@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -39,28 +40,11 @@ class HFSampler:
     def opd_sample_rollouts(
         self, prompts: Sequence[Prompt], samples_per_prompt: int
     ) -> RolloutBatch:
-        tokenizer = self.student.tokenizer
         expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
-        group_ids_B = torch.arange(len(prompts)).repeat_interleave(samples_per_prompt)
         generated = self._generate(expanded)
-        input_ids_BT = torch.cat([generated.prompt_ids_BP, generated.completion_ids_BC], dim=1)
-        prompt_len = generated.prompt_ids_BP.shape[1]
-        completion_mask_BT = torch.cat(
-            [torch.zeros_like(generated.prompt_mask_BP), generated.completion_mask_BC], dim=1
-        )
-        attention_mask_BT = torch.cat(
-            [generated.prompt_mask_BP, generated.completion_mask_BC], dim=1
-        )
-        sampler_logprobs_BT = self._logprobs(input_ids_BT, attention_mask_BT)
-        return RolloutBatch(
-            prompts=expanded,
-            group_ids_B=group_ids_B,
-            input_ids_BT=input_ids_BT,
-            attention_mask_BT=attention_mask_BT,
-            completion_mask_BT=completion_mask_BT,
-            sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
-            completions=tuple(decode_completions(tokenizer, generated)),
-            prompt_len=prompt_len,
+        sampler_logprobs_BT = self._logprobs(generated.input_ids_BT, generated.attention_mask_BT)
+        return rollout_batch(
+            prompts, samples_per_prompt, generated, sampler_logprobs_BT, self.student.tokenizer
         )
 
     def _generate(self, prompts: Sequence[Prompt]) -> Generated:
@@ -91,3 +75,25 @@ class HFSampler:
         if role != "student":
             return None
         return HFGenerator("student", self.student.model, self.student.tokenizer, self.batch_size)
+
+
+def rollout_batch(
+    prompts: Sequence[Prompt],
+    samples_per_prompt: int,
+    generated: Generated,
+    sampler_logprobs_BT: torch.Tensor,
+    tokenizer: Any,
+) -> RolloutBatch:
+    """The rollouts of one sampling call whose ``generated`` rows answer each prompt
+    ``samples_per_prompt`` times in a row; log-probabilities off the completions are zeroed."""
+    completion_mask_BT = generated.completion_mask_BT
+    return RolloutBatch(
+        prompts=tuple(p for p in prompts for _ in range(samples_per_prompt)),
+        group_ids_B=torch.arange(len(prompts)).repeat_interleave(samples_per_prompt),
+        input_ids_BT=generated.input_ids_BT,
+        attention_mask_BT=generated.attention_mask_BT,
+        completion_mask_BT=completion_mask_BT,
+        sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
+        completions=tuple(decode_completions(tokenizer, generated)),
+        prompt_len=generated.prompt_ids_BP.shape[1],
+    )

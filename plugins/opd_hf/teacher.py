@@ -12,6 +12,7 @@ from opd_core.context import RunContext
 from opd_core.errors import OPDError
 from opd_core.flops import ModelShape
 from opd_core.modeling import (
+    LoadedModel,
     ModelSpec,
     check_same_rendering,
     gather_logprobs,
@@ -76,6 +77,10 @@ class HFTeacher:
         if role != "teacher":
             return None
         return HFGenerator("teacher", self.loaded.model, self.loaded.tokenizer, self.batch_size)
+
+    @hookimpl
+    def opd_eval_model(self, role: str) -> LoadedModel | None:
+        return self.loaded if role == "teacher" else None
 
 
 def check_same_vocabulary(student_tokenizer: Any, teacher_tokenizer: Any) -> None:

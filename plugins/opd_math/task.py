@@ -6,8 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opd_core import OPDError, Prompt, hookimpl
+from opd_core import Prompt, hookimpl
 from opd_math.grading import grade_math
+from opd_math.source import load_rows, require_columns
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,8 @@ class MathSource:
     """Where one split's problems come from: ``datasets.load_dataset(path, ...)``."""
 
     path: str
-    """A Hub id, or a loader name (``json``, ``parquet``) with ``data_files``."""
+    """A Hub id, a local ``.jsonl``/``.json``/``.parquet`` file, or a loader name (``json``,
+    ``parquet``) with ``data_files``."""
     split: str = "train"
     question_field: str = "problem"
     answer_field: str = "answer"
@@ -48,26 +50,21 @@ class MathTask:
         return self._prompts[split]
 
     def _load(self, split: str, source: MathSource) -> list[Prompt]:
-        import datasets
-
-        try:
-            data = datasets.load_dataset(
-                source.path, name=source.name, split=source.split, data_files=source.data_files
-            )
-        except Exception as err:
-            raise OPDError(
-                f"Cannot load the math task's {split} data '{source.path}' ({type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}); point task.{split}.path at a "
-                f"loader such as json with task.{split}.data_files=/path/to/file.jsonl."
-            ) from err
-        missing = {source.question_field, source.answer_field} - set(data.column_names)
-        if missing:
-            raise OPDError(
-                f"The math task's {split} data has no column {', '.join(sorted(missing))} "
-                f"(columns: {', '.join(data.column_names)}); set task.{split}.question_field and "
-                f"task.{split}.answer_field."
-            )
-        rows = data if source.limit is None else data.select(range(min(source.limit, len(data))))
+        rows = load_rows(
+            source.path,
+            split=source.split,
+            data_files=source.data_files,
+            name=source.name,
+            limit=source.limit,
+            where=f"task.{split}",
+            what=f"the math task's {split}",
+        )
+        require_columns(
+            rows,
+            {source.question_field, source.answer_field},
+            where=f"math task's {split}",
+            keys=f"task.{split}.question_field and task.{split}.answer_field",
+        )
         prompts = []
         for index, row in enumerate(rows):
             question = str(row[source.question_field])

@@ -1,0 +1,12 @@
+"""Chat: instruction prompts (local JSONL or any ``datasets`` source) for OPD recovery training."""
+
+from __future__ import annotations
+
+from opd_chat.task import ChatTask
+from opd_core import hookimpl
+from opd_core.registry import Registry
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("task", "chat", ChatTask)

@@ -1,0 +1,21 @@
+"""The vLLM backend: ``sampler=vllm`` (the student samples with a vLLM engine that follows its
+weights) and ``teacher=vllm`` (the teacher scores with vLLM's ``prompt_logprobs``).
+
+Registering the components imports no vLLM; the engines start (and vLLM is imported) when a run
+sets them up. docs/vllm.md
+"""
+
+from __future__ import annotations
+
+from opd_core import hookimpl
+from opd_core.registry import Registry
+from opd_vllm.sampler import VLLMSampler
+from opd_vllm.teacher import VLLMTeacher
+
+__all__ = ["VLLMSampler", "VLLMTeacher", "opd_register_components"]
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("sampler", "vllm", VLLMSampler)
+    registry.add("teacher", "vllm", VLLMTeacher)

@@ -1,0 +1,114 @@
+"""Sampling with a vLLM engine into the layout the HF sampler produces.
+
+Prompts are rendered and tokenized by :func:`opd_core.modeling.encode_prompts` (the student's chat
+template, exactly as ``sampler=hf`` does) and sent as token ids, so both backends sample after
+the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from opd_core.modeling import encode_prompts
+from opd_core.types import GenerationParams, Prompt
+from opd_hf.generation import Generated, completion_mask, decode_completions
+from opd_vllm.engine import import_vllm
+from opd_vllm.logprobs import sampled_logprobs
+
+
+def unpadded_rows(ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> list[list[int]]:
+    """The real tokens of each (left- or right-padded) row, as id lists."""
+    lengths = mask_BT.sum(1).tolist()
+    starts = (~mask_BT.bool()).long().cumprod(1).sum(1).tolist()  # padding before each row
+    return [
+        ids_BT[b, s : s + n].tolist() for b, (s, n) in enumerate(zip(starts, lengths, strict=True))
+    ]
+
+
+def sample(
+    llm: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    samples_per_prompt: int,
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    seeds: Sequence[int] | None = None,
+    with_logprobs: bool = True,
+) -> tuple[Generated, torch.Tensor | None]:
+    """Sample ``samples_per_prompt`` completions of each prompt (consecutive rows) and, when
+    asked, the log-probability of each sampled token at the sampling temperature: ``(generated,
+    logprobs_BC)``. ``seeds`` (one per prompt) make the samples reproducible."""
+    vllm = import_vllm()
+    from vllm.inputs import TokensPrompt
+
+    prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
+    requests = [
+        TokensPrompt(prompt_token_ids=row) for row in unpadded_rows(prompt_ids_BP, prompt_mask_BP)
+    ]
+    greedy = params.temperature <= 0
+    sampling = [
+        vllm.SamplingParams(
+            n=samples_per_prompt,
+            temperature=max(params.temperature, 0.0),
+            top_p=1.0 if greedy else params.top_p,
+            max_tokens=params.max_new_tokens,
+            stop_token_ids=list(stop_ids),
+            logprobs=0 if with_logprobs else None,
+            flat_logprobs=True,
+            detokenize=False,
+            seed=None if seeds is None else int(seeds[i]),
+        )
+        for i in range(len(prompts))
+    ]
+    outputs = llm.generate(requests, sampling, use_tqdm=False)
+    samples = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    completion_ids_BC = pad_sequence(
+        [torch.tensor(c.token_ids, dtype=torch.long) for c in samples],
+        batch_first=True,
+        padding_value=pad,
+    )
+    generated = Generated(
+        prompt_ids_BP=prompt_ids_BP.repeat_interleave(samples_per_prompt, dim=0),
+        prompt_mask_BP=prompt_mask_BP.repeat_interleave(samples_per_prompt, dim=0),
+        completion_ids_BC=completion_ids_BC,
+        completion_mask_BC=completion_mask(completion_ids_BC, stop_ids),
+    )
+    if not with_logprobs:
+        return generated, None
+    logprobs_BC = pad_sequence(
+        [sampled_logprobs(c.logprobs, c.token_ids) for c in samples], batch_first=True
+    )
+    return generated, logprobs_BC
+
+
+class VLLMGenerator:
+    """A :class:`opd_core.Generator` over a vLLM engine (used by evaluators); ``before`` runs
+    before each call (the student's weight sync)."""
+
+    def __init__(
+        self,
+        name: str,
+        llm: Any,
+        tokenizer: Any,
+        stop_ids: Sequence[int],
+        before: Callable[[], object] | None = None,
+    ) -> None:
+        self.name = name
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.stop_ids = list(stop_ids)
+        self.before = before
+
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
+        """One completion per prompt."""
+        if self.before is not None:
+            self.before()
+        generated, _ = sample(
+            self.llm, self.tokenizer, prompts, 1, params, self.stop_ids, with_logprobs=False
+        )
+        return decode_completions(self.tokenizer, generated)

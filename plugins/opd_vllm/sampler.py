@@ -1,0 +1,130 @@
+"""``sampler=vllm``: the student samples with a vLLM engine that follows its weights."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
+from opd_core.context import RunContext
+from opd_hf.generation import eos_ids
+from opd_hf.sampler import rollout_batch
+from opd_vllm.engine import EngineOptions, start_engine
+from opd_vllm.generation import VLLMGenerator, sample
+from opd_vllm.weights import WeightSync
+
+log = logging.getLogger("opd_core.vllm")
+
+
+class VLLMSampler:
+    """Samples completions from the current student weights with vLLM.
+
+    The engine starts from the student's config and tokenizer with placeholder weights and,
+    before each sampling call (and each student evaluation), receives the student's weights
+    when they changed since the last call (:class:`opd_vllm.weights.WeightSync`). The sampler's
+    per-token log-probabilities are vLLM's, at the sampling temperature (``processed_logprobs``:
+    after temperature and ``top_p``, i.e. of the distribution actually sampled).
+    """
+
+    def __init__(
+        self,
+        top_p: float = 1.0,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.3,
+        kv_cache_gib: float | None = None,
+        enforce_eager: bool = False,
+        tensor_parallel_size: int = 1,
+        seed: int | None = None,
+        max_num_seqs: int = 256,
+        max_num_batched_tokens: int | None = None,
+    ) -> None:
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        self.top_p = top_p
+        self.options = EngineOptions(
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            kv_cache_gib=kv_cache_gib,
+            enforce_eager=enforce_eager,
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+        )
+        self.llm: Any = None
+
+    def setup(self, ctx: RunContext) -> None:
+        self.student = ctx.student
+        self.params = GenerationParams(
+            max_new_tokens=ctx.config.train.max_new_tokens,
+            temperature=ctx.config.train.temperature,
+            top_p=self.top_p,
+        )
+        self.stop_ids = eos_ids(self.student.model, self.student.tokenizer)
+        self._folder = tempfile.TemporaryDirectory(prefix="opd-vllm-student-")
+        export_shape(self.student.model, self.student.tokenizer, Path(self._folder.name))
+        self.llm = start_engine(
+            self._folder.name,
+            "student",
+            load_format="dummy",  # the real weights arrive with the first sync
+            logprobs_mode="processed_logprobs",
+            **self.options.engine_kwargs(ctx.device, ctx.seed),
+        )
+        self.sync = WeightSync(self.llm)
+
+    def sync_weights(self) -> bool:
+        """Push the student's weights into the engine if they changed; return whether it did."""
+        return self.sync(self.student.model)
+
+    @hookimpl
+    def opd_sample_rollouts(
+        self, prompts: Sequence[Prompt], samples_per_prompt: int
+    ) -> RolloutBatch:
+        self.sync_weights()
+        # one seed per prompt from the run's RNG: reproducible, and exact on resume
+        seeds = torch.randint(0, 2**31 - samples_per_prompt, (len(prompts),)).tolist()
+        generated, logprobs_BC = sample(
+            self.llm,
+            self.student.tokenizer,
+            prompts,
+            samples_per_prompt,
+            self.params,
+            self.stop_ids,
+            seeds,
+        )
+        assert logprobs_BC is not None
+        logprobs_BT = torch.cat([torch.zeros(generated.prompt_ids_BP.shape), logprobs_BC], dim=1)
+        return rollout_batch(
+            prompts, samples_per_prompt, generated, logprobs_BT, self.student.tokenizer
+        )
+
+    @hookimpl
+    def opd_eval_generator(self, role: str) -> Generator | None:
+        if role != "student":
+            return None
+        return VLLMGenerator(
+            "student", self.llm, self.student.tokenizer, self.stop_ids, before=self.sync_weights
+        )
+
+    def close(self) -> None:
+        """Release the engine and its folder."""
+        self.llm = None
+        if hasattr(self, "_folder"):
+            self._folder.cleanup()
+
+
+def export_shape(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Write what a vLLM engine needs to build the student without its weights: the (base)
+    model's config, its generation config and the tokenizer."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.config.save_pretrained(folder)
+    if getattr(base, "generation_config", None) is not None:
+        base.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
