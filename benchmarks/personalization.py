@@ -158,6 +158,7 @@ def sft_overrides(paths: dict[str, Path], args: argparse.Namespace) -> list[str]
         f"task.chat_path={paths['chat_data']}",
         "task.docs_fraction=0.7",
         f"task.max_tokens={args.sft_max_tokens}",
+        f"train.max_new_tokens={args.sft_max_tokens}",  # the longest reference text trained on
         f"train.steps={args.sft_steps}",
         f"train.prompts_per_step={args.sft_batch}",
         f"train.micro_batch_size={args.sft_batch}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -12,15 +11,11 @@ import torch
 from opd_arith.build import DemoSpec, build_demo_models
 from opd_arith.problems import ArithmeticProblem, grade
 from opd_core import OPDError, Prompt, hookimpl
+from opd_core.cache import cache_root
 from opd_core.modeling import LoadedModel, ModelSpec
 from opd_core.registry import Registry
 
 DEMO_SCHEME = "demo://arithmetic/"
-
-
-def cache_root() -> Path:
-    """opd-core's cache folder: ``$OPD_CORE_CACHE`` or ``~/.cache/opd_core``."""
-    return Path(os.environ.get("OPD_CORE_CACHE") or Path.home() / ".cache" / "opd_core")
 
 
 def cache_dir() -> Path:

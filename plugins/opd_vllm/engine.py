@@ -87,8 +87,9 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as err:
-        raise OPDError(f"sampler=vllm and teacher=vllm need vLLM, which is not installed; "
-                       f"{INSTALL_HINT}.") from err
+        raise OPDError(
+            f"sampler=vllm and teacher=vllm need vLLM, which is not installed; {INSTALL_HINT}."
+        ) from err
     return vllm
 
 
@@ -104,12 +105,29 @@ def start_engine(model: str, role: str, **kwargs: Any) -> Any:
     try:
         llm = vllm.LLM(model=model, **kwargs)
     except Exception as err:  # vLLM raises many types; all mean "this model does not load"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
         raise OPDError(
-            f"vLLM could not load the {role} model {model} ({type(err).__name__}: "
-            f"{first_line}); check that it is a save_pretrained folder or Hub id of an "
-            f"architecture vLLM supports and that {role}'s max_model_len and memory settings "
-            "fit, or use the transformers backend (hf) for it."
+            f"vLLM could not load the {role} model {model} ({describe(err)}); check that it is "
+            f"a save_pretrained folder or Hub id of an architecture vLLM supports and that the "
+            f"{role}'s max_model_len and memory settings fit, or use {role}=hf for it."
         ) from err
     log.info("vLLM engine for the %s started in %.1f s", role, time.perf_counter() - started)
     return llm
+
+
+def generate(llm: Any, role: str, requests: list[Any], params: Any) -> list[Any]:
+    """``llm.generate`` in request order; an engine failure (e.g. a model shape the backend has
+    no kernel for) becomes one clear error."""
+    try:
+        return list(llm.generate(requests, params, use_tqdm=False))
+    except Exception as err:
+        raise OPDError(
+            f"vLLM failed to run the {role} model ({describe(err)}); check that this vLLM build "
+            f"supports its architecture on this hardware, or use {role}=hf for it."
+        ) from err
+
+
+def describe(err: Exception, limit: int = 300) -> str:
+    """An exception's type and its first few message lines, on one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = " / ".join(lines[:3]) or repr(err)
+    return f"{type(err).__name__}: {text[:limit]}"

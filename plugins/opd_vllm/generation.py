@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 from opd_core.modeling import encode_prompts
 from opd_core.types import GenerationParams, Prompt
 from opd_hf.generation import Generated, completion_mask, decode_completions
-from opd_vllm.engine import import_vllm
+from opd_vllm.engine import generate, import_vllm
 from opd_vllm.logprobs import sampled_logprobs
 
 
@@ -31,6 +31,7 @@ def unpadded_rows(ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> list[list[int]
 
 def sample(
     llm: Any,
+    role: str,
     tokenizer: Any,
     prompts: Sequence[Prompt],
     samples_per_prompt: int,
@@ -64,7 +65,7 @@ def sample(
         )
         for i in range(len(prompts))
     ]
-    outputs = llm.generate(requests, sampling, use_tqdm=False)
+    outputs = generate(llm, role, requests, sampling)
     samples = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     completion_ids_BC = pad_sequence(
@@ -109,6 +110,13 @@ class VLLMGenerator:
         if self.before is not None:
             self.before()
         generated, _ = sample(
-            self.llm, self.tokenizer, prompts, 1, params, self.stop_ids, with_logprobs=False
+            self.llm,
+            self.name,
+            self.tokenizer,
+            prompts,
+            1,
+            params,
+            self.stop_ids,
+            with_logprobs=False,
         )
         return decode_completions(self.tokenizer, generated)

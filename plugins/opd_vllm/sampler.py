@@ -92,6 +92,7 @@ class VLLMSampler:
         seeds = torch.randint(0, 2**31 - samples_per_prompt, (len(prompts),)).tolist()
         generated, logprobs_BC = sample(
             self.llm,
+            "student",
             self.student.tokenizer,
             prompts,
             samples_per_prompt,

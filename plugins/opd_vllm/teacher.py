@@ -13,7 +13,7 @@ from opd_core.flops import ModelShape
 from opd_core.modeling import ModelSpec, check_same_rendering
 from opd_hf.generation import eos_ids
 from opd_hf.teacher import PROBE, check_same_vocabulary
-from opd_vllm.engine import EngineOptions, import_vllm, start_engine
+from opd_vllm.engine import EngineOptions, generate, import_vllm, start_engine
 from opd_vllm.generation import VLLMGenerator, unpadded_rows
 from opd_vllm.logprobs import prompt_logprobs
 
@@ -91,12 +91,14 @@ class VLLMTeacher:
         vllm = import_vllm()
         rows = unpadded_rows(rollouts.input_ids_BT, rollouts.attention_mask_BT)
         params = vllm.SamplingParams(
-            max_tokens=1, temperature=0.0, prompt_logprobs=top_k, flat_logprobs=True,
+            max_tokens=1,
+            temperature=0.0,
+            prompt_logprobs=top_k,
+            flat_logprobs=True,
             detokenize=False,
         )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=row) for row in rows], params, use_tqdm=False
-        )
+        requests = [TokensPrompt(prompt_token_ids=row) for row in rows]
+        outputs = generate(self.llm, "teacher", requests, params)
         shape_BT = rollouts.input_ids_BT.shape
         logprobs_BT = torch.zeros(shape_BT)
         topk_ids_BTK = torch.zeros((*shape_BT, top_k), dtype=torch.long)

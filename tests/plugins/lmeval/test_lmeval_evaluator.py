@@ -44,8 +44,8 @@ QUESTIONS = [
 class FakeCtx:
     """The parts of RunContext the evaluator reads: the hook relay and the student."""
 
-    def __init__(self, student: LoadedModel, plugins: tuple[Any, ...] = ()) -> None:
-        self.pm = make_plugin_manager(plugins)
+    def __init__(self, student: LoadedModel) -> None:
+        self.pm = make_plugin_manager()
         self.hook = self.pm.hook
         self.student = student
         self.device = CPU

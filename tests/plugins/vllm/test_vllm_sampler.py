@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,7 +41,9 @@ def student(models: TinyModels) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def sampler(student: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMSampler]:
+def sampler(
+    student: LoadedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VLLMSampler]:
     """The engine every test here shares (one per session)."""
     ctx = run_context(
         student, tmp_path_factory.mktemp("run"), TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS
@@ -157,3 +160,28 @@ def test_eval_generator_syncs_and_decodes_like_hf(
     got = generator.generate(PROMPTS, params)
     assert sampler.sync.count == syncs + 1
     assert got == HFGenerator("student", model, student.tokenizer, 8).generate(PROMPTS, params)
+
+
+def test_a_lora_student_is_sampled_with_its_adapters_merged(
+    models: TinyModels, tmp_path: Path
+) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    base = load_hf_model(ModelSpec(str(models.teacher)), "student", CPU)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    peft_model = get_peft_model(base.model, lora)
+    with torch.no_grad():  # non-zero adapters that change the model a lot
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    student = LoadedModel(model=peft_model, tokenizer=base.tokenizer, spec=base.spec)
+    sampler = VLLMSampler(dtype="float32", **ENGINE)
+    sampler.setup(run_context(student, tmp_path, TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS))
+    try:
+        torch.manual_seed(2)
+        batch = sampler.opd_sample_rollouts(prompts=PROMPTS, samples_per_prompt=2)
+        assert max_logprob_error(peft_model, batch) < TOLERANCE
+        with peft_model.disable_adapter():  # the adapters matter: without them it is far off
+            assert max_logprob_error(peft_model, batch) > 100 * TOLERANCE
+    finally:
+        sampler.close()
