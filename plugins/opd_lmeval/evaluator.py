@@ -52,7 +52,7 @@ class LMEvalEvaluator:
         roles = (roles,) if isinstance(roles, str) else tuple(roles)
         unknown = sorted(set(roles) - set(ROLES))
         if unknown or not roles:
-            raise ValueError(f"roles must name student and/or teacher, got {list(roles)}")
+            raise ValueError(f"roles must be [student], [teacher] or both, got {list(roles)}")
         self.selection = TaskSelection.from_config(tasks, include_path, inline)
         self.limit = limit
         self.batch_size = batch_size

@@ -114,6 +114,13 @@ def start_engine(model: str, role: str, **kwargs: Any) -> Any:
     return llm
 
 
+def stop_engine(llm: Any) -> None:
+    """Shut an engine down (its executor and KV cache) instead of waiting for the collector."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+
+
 def generate(llm: Any, role: str, requests: list[Any], params: Any) -> list[Any]:
     """``llm.generate`` in request order; an engine failure (e.g. a model shape the backend has
     no kernel for) becomes one clear error."""

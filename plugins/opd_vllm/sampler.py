@@ -14,7 +14,7 @@ from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
 from opd_hf.generation import eos_ids
 from opd_hf.sampler import rollout_batch
-from opd_vllm.engine import EngineOptions, start_engine
+from opd_vllm.engine import EngineOptions, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, sample
 from opd_vllm.weights import WeightSync
 
@@ -116,7 +116,9 @@ class VLLMSampler:
 
     def close(self) -> None:
         """Release the engine and its folder."""
-        self.llm = None
+        if self.llm is not None:
+            stop_engine(self.llm)
+            self.llm = None
         if hasattr(self, "_folder"):
             self._folder.cleanup()
 

@@ -13,7 +13,7 @@ from opd_core.flops import ModelShape
 from opd_core.modeling import ModelSpec, check_same_rendering
 from opd_hf.generation import eos_ids
 from opd_hf.teacher import PROBE, check_same_vocabulary
-from opd_vllm.engine import EngineOptions, generate, import_vllm, start_engine
+from opd_vllm.engine import EngineOptions, generate, import_vllm, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, unpadded_rows
 from opd_vllm.logprobs import prompt_logprobs
 
@@ -136,7 +136,9 @@ class VLLMTeacher:
 
     def close(self) -> None:
         """Release the engine."""
-        self.llm = None
+        if self.llm is not None:
+            stop_engine(self.llm)
+            self.llm = None
 
 
 def load_tokenizer(spec: ModelSpec) -> Any:
