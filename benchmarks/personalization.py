@@ -236,19 +236,23 @@ def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], a
 
 
 def findings(scores: dict[str, dict[str, float]]) -> list[str]:
-    """The seed's three claims, each checked against this run's numbers."""
+    """The seed's three claims, each checked against this run's numbers, and their resolution."""
     original, sft, opd = scores["original"], scores["sft"], scores["sft_opd"]
+    prompts, questions = original["ifeval/examples"], original["qa_examples"]
 
     def change(metric: str, a: dict[str, float], b: dict[str, float]) -> str:
         return f"{a[metric]:.1%} -> {b[metric]:.1%} ({(b[metric] - a[metric]) * 100:+.1f} points)"
 
     return [
-        f"- SFT teaches the documents: internal QA {change('qa_accuracy', original, sft)}. "
-        "Seed: 18% -> 36%.",
-        f"- SFT damages instruction following: IF-eval {change(IFEVAL_METRIC, original, sft)}. "
-        "Seed: 85% -> 79%.",
-        f"- OPD restores it: IF-eval {change(IFEVAL_METRIC, sft, opd)}; and keeps the knowledge: "
-        f"internal QA {change('qa_accuracy', sft, opd)}. Seed: IF-eval 79% -> 83%, QA 36% -> 41%.",
+        f"- Does SFT teach the documents? Internal QA {change('qa_accuracy', original, sft)} "
+        "(seed: 18% -> 36%).",
+        f"- Does SFT damage instruction following? IF-eval {change(IFEVAL_METRIC, original, sft)} "
+        "(seed: 85% -> 79%).",
+        f"- Does OPD restore it? IF-eval {change(IFEVAL_METRIC, sft, opd)} (seed: 79% -> 83%). "
+        f"Does it keep the knowledge? Internal QA {change('qa_accuracy', sft, opd)} "
+        "(seed: 36% -> 41%).",
+        f"- Resolution: one IF-eval prompt is {100 / prompts:.1f} points and one question "
+        f"{100 / questions:.1f} points here; differences of a prompt or two are within noise.",
     ]
 
 
