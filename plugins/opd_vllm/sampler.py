@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,29 +35,13 @@ class VLLMSampler:
         self,
         top_p: float = 1.0,
         dtype: str = "auto",
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.3,
-        kv_cache_gib: float | None = None,
-        enforce_eager: bool = False,
-        tensor_parallel_size: int = 1,
-        seed: int | None = None,
-        max_num_seqs: int = 256,
-        max_num_batched_tokens: int | None = None,
+        engine: Mapping[str, Any] | None = None,
     ) -> None:
+        """``engine``: the :class:`opd_vllm.engine.EngineOptions` fields (``sampler.engine.*``)."""
         if not 0 < top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {top_p}")
         self.top_p = top_p
-        self.options = EngineOptions(
-            dtype=dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            kv_cache_gib=kv_cache_gib,
-            enforce_eager=enforce_eager,
-            tensor_parallel_size=tensor_parallel_size,
-            seed=seed,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-        )
+        self.options = EngineOptions(dtype=dtype, **(engine or {}))
         self.llm: Any = None
 
     def setup(self, ctx: RunContext) -> None:

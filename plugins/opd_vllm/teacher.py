@@ -31,31 +31,16 @@ class VLLMTeacher:
         model: Mapping[str, Any],
         check_template: bool = True,
         max_logprobs: int = 20,
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.5,
-        kv_cache_gib: float | None = None,
-        enforce_eager: bool = False,
-        tensor_parallel_size: int = 1,
-        seed: int | None = None,
-        max_num_seqs: int = 256,
-        max_num_batched_tokens: int | None = None,
+        engine: Mapping[str, Any] | None = None,
     ) -> None:
+        """``engine``: the :class:`opd_vllm.engine.EngineOptions` fields (``teacher.engine.*``)
+        but ``dtype``, which is ``model.dtype``."""
         if max_logprobs < 0:
             raise ValueError(f"max_logprobs must be >= 0, got {max_logprobs}")
         self.spec = ModelSpec(**model)
         self.check_template = check_template
         self.max_logprobs = max_logprobs
-        self.options = EngineOptions(
-            dtype=self.spec.dtype,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            kv_cache_gib=kv_cache_gib,
-            enforce_eager=enforce_eager,
-            tensor_parallel_size=tensor_parallel_size,
-            seed=seed,
-            max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens,
-        )
+        self.options = EngineOptions(dtype=self.spec.dtype, **(engine or {}))
         self.llm: Any = None
 
     def setup(self, ctx: RunContext) -> None:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def engine_overrides(group: str) -> list[str]:
     options = {**ENGINE, "enforce_eager": "true"}
-    return [f"{group}.{key}={value}" for key, value in options.items()]
+    return [f"{group}.engine.{key}={value}" for key, value in options.items()]
 
 
 @pytest.mark.slow

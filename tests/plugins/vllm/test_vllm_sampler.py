@@ -48,7 +48,7 @@ def sampler(
     ctx = run_context(
         student, tmp_path_factory.mktemp("run"), TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS
     )
-    sampler = VLLMSampler(dtype="float32", **ENGINE)
+    sampler = VLLMSampler(dtype="float32", engine=ENGINE)
     sampler.setup(ctx)
     yield sampler
     sampler.close()
@@ -175,7 +175,7 @@ def test_a_lora_student_is_sampled_with_its_adapters_merged(
             if "lora_B" in name:
                 param.normal_(0, 0.5)
     student = LoadedModel(model=peft_model, tokenizer=base.tokenizer, spec=base.spec)
-    sampler = VLLMSampler(dtype="float32", **ENGINE)
+    sampler = VLLMSampler(dtype="float32", engine=ENGINE)
     sampler.setup(run_context(student, tmp_path, TEMPERATURE, max_new_tokens=MAX_NEW_TOKENS))
     try:
         torch.manual_seed(2)

@@ -50,7 +50,7 @@ def vllm_teacher(
     models: TinyModels, hf_student: LoadedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VLLMTeacher]:
     """The engine every test here shares (one per session)."""
-    teacher = VLLMTeacher(model={"path": str(models.teacher), "dtype": "float32"}, **ENGINE)
+    teacher = VLLMTeacher(model={"path": str(models.teacher), "dtype": "float32"}, engine=ENGINE)
     teacher.setup(run_context(hf_student, tmp_path_factory.mktemp("vllm_teacher")))
     yield teacher
     teacher.close()
