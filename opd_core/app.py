@@ -1,4 +1,4 @@
-"""The command line: Hydra composes ``conf/``, the trainer runs it.
+"""The command line: Hydra composes ``opd_core/conf/``, the trainer runs it.
 
 ``python -m opd_core`` runs the embedded demo; ``python -m opd_core +task=math
 +teacher=qwen3_32b`` composes an experiment; ``-m`` sweeps. Bad input ends the run with one
@@ -20,7 +20,7 @@ from opd_core.errors import OPDError
 from opd_core.plugin_manager import make_plugin_manager
 from opd_core.trainer import Trainer
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from opd_core.errors import OPDError, unknown_choice
 
 KINDS: tuple[str, ...] = ("task", "teacher", "sampler", "prompts", "advantage", "loss", "evaluator")
-"""Component kinds; each has a config group of the same name under ``conf/``."""
+"""Component kinds; each has a config group of the same name under ``opd_core/conf/``."""
 
 
 @dataclass(frozen=True)

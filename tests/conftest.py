@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real models built offline, and config composition from ``conf/``."""
+"""Shared fixtures: tiny real models built offline, and config composition from ``opd_core/conf/``."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def tiny_run_overrides(models: TinyModels, out: Path, steps: int = 3) -> list[st
 
 @pytest.fixture
 def compose_config() -> Callable[[list[str]], DictConfig]:
-    """Compose ``conf/`` with overrides, as the command line would."""
+    """Compose ``opd_core/conf/`` with overrides, as the command line would."""
 
     def _compose(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

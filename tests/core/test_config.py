@@ -143,4 +143,4 @@ def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> Non
 
 
 def test_conf_dir_is_the_top_level_conf_folder() -> None:
-    assert Path(__file__).resolve().parents[2] / "conf" == CONF_DIR
+    assert Path(__file__).resolve().parents[2] / "opd_core" / "conf" == CONF_DIR
