@@ -1,4 +1,4 @@
-"""A remote teacher: scores come from ``python -m opd_core.serve`` or a real ``vllm serve``."""
+"""A remote teacher: scores come from ``python -m opd_remote.serve`` or a real ``vllm serve``."""
 
 from __future__ import annotations
 

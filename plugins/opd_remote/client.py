@@ -67,7 +67,7 @@ class CompletionsClient:
         raise OPDError(
             f"The teacher server at {self.url} did not answer {path} after "
             f"{self.max_retries + 1} tries ({last_error}); start it with "
-            "`python -m opd_core.serve --model <teacher>` or fix teacher.url."
+            "`python -m opd_remote.serve --model <teacher>` or fix teacher.url."
         )
 
 

@@ -14,7 +14,7 @@ from opd_remote.client import CompletionsClient
 
 class RemoteTeacher:
     """Scores rollouts through ``/v1/completions`` with ``prompt_logprobs``: the API of
-    ``python -m opd_core.serve`` and of ``vllm serve``. Sequences go as token ids (the server's
+    ``python -m opd_remote.serve`` and of ``vllm serve``. Sequences go as token ids (the server's
     model must share the student's tokenizer), ``batch_size`` per request; connection errors,
     timeouts and 5xx are retried with exponential backoff, so a run waits out a server restart.
 
@@ -101,7 +101,7 @@ class RemoteTeacher:
     def _malformed(self, what: str) -> OPDError:
         return OPDError(
             f"The teacher server at {self.client.url} sent a malformed reply: {what}. Is it "
-            "`python -m opd_core.serve` or `vllm serve` (with --max-logprobs >= the top-k)?"
+            "`python -m opd_remote.serve` or `vllm serve` (with --max-logprobs >= the top-k)?"
         )
 
     @hookimpl

@@ -38,9 +38,9 @@ def free_port() -> int:
 
 
 def start_server(model: Path, port: int) -> subprocess.Popen[bytes]:
-    """``python -m opd_core.serve`` in its own process, once it answers /health."""
+    """``python -m opd_remote.serve`` in its own process, once it answers /health."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "opd_core.serve", "--model", str(model), "--port", str(port)]
+        [sys.executable, "-m", "opd_remote.serve", "--model", str(model), "--port", str(port)]
         + ["--api-key", TOKEN, "--batch-size", "4"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -211,7 +211,7 @@ def test_a_dead_server_is_named_after_the_retries() -> None:
     )
     started = time.monotonic()
     with pytest.raises(
-        OPDError, match=r"did not answer /v1/completions after 3 tries.*opd_core\.serve"
+        OPDError, match=r"did not answer /v1/completions after 3 tries.*opd_remote\.serve"
     ):
         teacher.opd_score_rollouts(
             RolloutBatch(
