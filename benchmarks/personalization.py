@@ -94,9 +94,9 @@ def original_answers(prompts: list[str], max_new_tokens: int) -> list[dict[str, 
     import torch
 
     from opd_core import GenerationParams, Prompt
+    from opd_core.generation import HFGenerator
     from opd_core.modeling import ModelSpec, load_model
     from opd_core.plugin_manager import make_plugin_manager
-    from opd_hf.generation import HFGenerator
 
     print(f"[data] the original model answers {len(prompts)} chat prompts", flush=True)
     started = time.perf_counter()

@@ -64,6 +64,12 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return table[name]
 
 
+TEMPLATE_PROBE = Prompt(
+    id="template-probe", messages=({"role": "user", "content": "What is 7 + 5?"},)
+)
+"""The prompt whose rendering student and teacher tokenizers must agree on."""
+
+
 def render_prompt(tokenizer: Any, prompt: Prompt) -> str:
     """Render a prompt as the model sees it: its chat template with the generation header.
 
@@ -179,3 +185,12 @@ def _pad(
             ids_BT[row, cols] = torch.tensor(seq, dtype=torch.long)
             mask_BT[row, cols] = 1
     return ids_BT, mask_BT
+
+
+def check_same_vocabulary(student_tokenizer: Any, teacher_tokenizer: Any) -> None:
+    """The teacher scores the student's token ids, so both must map ids to the same tokens."""
+    if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
+        raise OPDError(
+            "The student and teacher tokenizers have different vocabularies, so the teacher "
+            "cannot score the student's tokens; choose a teacher from the student's model family."
+        )

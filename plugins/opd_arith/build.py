@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, Qwen3ForCausalLM
 
-from opd_arith.problems import ArithmeticProblem, grade, make_problems
+from opd_arith.problems import ArithmeticProblem, grade, make_problems, to_prompt
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
 
@@ -181,9 +181,8 @@ def evaluate_accuracy(
     batch_size: int = 100,
 ) -> float:
     """Fraction of ``problems`` the model answers exactly right with greedy decoding."""
-    from opd_arith.plugin import to_prompt
+    from opd_core.generation import HFGenerator
     from opd_core.types import GenerationParams
-    from opd_hf.generation import HFGenerator
 
     generator = HFGenerator("model", model, tokenizer, batch_size)
     prompts = [to_prompt(p, "eval", i) for i, p in enumerate(problems)]

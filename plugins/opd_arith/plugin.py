@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from opd_arith.build import DemoSpec, build_demo_models
-from opd_arith.problems import ArithmeticProblem, grade
+from opd_arith.problems import grade, to_prompt
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.cache import cache_root
 from opd_core.modeling import LoadedModel, ModelSpec
@@ -21,17 +21,6 @@ DEMO_SCHEME = "demo://arithmetic/"
 def cache_dir() -> Path:
     """Where built demo models live: ``<cache_root()>/demo_arithmetic``."""
     return cache_root() / "demo_arithmetic"
-
-
-def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
-    """A problem as a one-turn chat prompt."""
-    return Prompt(
-        id=f"arithmetic-{split}-{index}",
-        messages=({"role": "user", "content": problem.question},),
-        answer=problem.answer,
-        metadata={"solution": problem.solution},
-        source="arithmetic",
-    )
 
 
 class ArithmeticTask:
@@ -86,7 +75,7 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
         raise OPDError(
             f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or {DEMO_SCHEME}student."
         )
-    from opd_hf.loading import load_hf_model
+    from opd_core.hf_loading import load_hf_model
 
     paths = build_demo_models(DemoSpec(), cache_dir())
     folder = paths.teacher_dir if which == "teacher" else paths.student_dir

@@ -19,6 +19,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from opd_core.types import Prompt
+
 ANSWER_MARKER = "#"
 """Marks the final answer at the end of a solution (``... #11``)."""
 
@@ -158,3 +160,14 @@ def grade(completion: str, answer: str) -> float:
     """1.0 when the completion's extracted final answer equals ``answer`` exactly, else 0.0."""
     extracted = extract_answer(completion)
     return 1.0 if extracted is not None and extracted == answer.strip() else 0.0
+
+
+def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
+    """A problem as a one-turn chat prompt."""
+    return Prompt(
+        id=f"arithmetic-{split}-{index}",
+        messages=({"role": "user", "content": problem.question},),
+        answer=problem.answer,
+        metadata={"solution": problem.solution},
+        source="arithmetic",
+    )

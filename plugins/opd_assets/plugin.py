@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from opd_assets.smollm2 import fetch_smollm2
 from opd_core import OPDError, hookimpl
+from opd_core.assets.smollm2 import fetch_smollm2
 from opd_core.modeling import LoadedModel, ModelSpec
 
 ASSET_SCHEME = "asset://"
@@ -32,6 +32,6 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     """Load ``asset://...`` models through the transformers loader; other paths are not ours."""
     if not spec.path.startswith(ASSET_SCHEME):
         return None
-    from opd_hf.loading import load_hf_model
+    from opd_core.hf_loading import load_hf_model
 
     return load_hf_model(replace(spec, path=str(resolve_asset(spec.path))), role, device)

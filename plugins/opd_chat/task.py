@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opd_chat.data import ChatExample, ChatFields, parse_chat_record, read_chat_jsonl
 from opd_core import Prompt, hookimpl
-from opd_math.source import load_rows
+from opd_core.chat_data import ChatExample, ChatFields, parse_chat_record, read_chat_jsonl
+from opd_core.rows import load_rows
 
 
 @dataclass(frozen=True)

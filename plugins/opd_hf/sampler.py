@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
+from opd_core.generation import Generated, HFGenerator, generate, rollout_batch
 from opd_core.modeling import gather_logprobs, next_token_logits
-from opd_hf.generation import Generated, HFGenerator, decode_completions, generate
 
 
 class HFSampler:
@@ -75,25 +74,3 @@ class HFSampler:
         if role != "student":
             return None
         return HFGenerator("student", self.student.model, self.student.tokenizer, self.batch_size)
-
-
-def rollout_batch(
-    prompts: Sequence[Prompt],
-    samples_per_prompt: int,
-    generated: Generated,
-    sampler_logprobs_BT: torch.Tensor,
-    tokenizer: Any,
-) -> RolloutBatch:
-    """The rollouts of one sampling call whose ``generated`` rows answer each prompt
-    ``samples_per_prompt`` times in a row; log-probabilities off the completions are zeroed."""
-    completion_mask_BT = generated.completion_mask_BT
-    return RolloutBatch(
-        prompts=tuple(p for p in prompts for _ in range(samples_per_prompt)),
-        group_ids_B=torch.arange(len(prompts)).repeat_interleave(samples_per_prompt),
-        input_ids_BT=generated.input_ids_BT,
-        attention_mask_BT=generated.attention_mask_BT,
-        completion_mask_BT=completion_mask_BT,
-        sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
-        completions=tuple(decode_completions(tokenizer, generated)),
-        prompt_len=generated.prompt_ids_BP.shape[1],
-    )

@@ -7,22 +7,21 @@ from typing import Any
 
 import torch
 
-from opd_core import Generator, Prompt, RolloutBatch, TeacherScores, hookimpl
+from opd_core import Generator, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
-from opd_core.errors import OPDError
 from opd_core.flops import ModelShape
+from opd_core.generation import HFGenerator
 from opd_core.modeling import (
+    TEMPLATE_PROBE,
     LoadedModel,
     ModelSpec,
     check_same_rendering,
+    check_same_vocabulary,
     gather_logprobs,
     load_model,
     next_token_logits,
     topk_logprobs,
 )
-from opd_hf.generation import HFGenerator
-
-PROBE = Prompt(id="template-probe", messages=({"role": "user", "content": "What is 7 + 5?"},))
 
 
 class HFTeacher:
@@ -42,7 +41,7 @@ class HFTeacher:
         self.loaded.model.eval().requires_grad_(False)
         check_same_vocabulary(ctx.student.tokenizer, self.loaded.tokenizer)
         if self.check_template:
-            check_same_rendering(ctx.student.tokenizer, self.loaded.tokenizer, PROBE)
+            check_same_rendering(ctx.student.tokenizer, self.loaded.tokenizer, TEMPLATE_PROBE)
 
     @hookimpl
     @torch.no_grad()
@@ -81,12 +80,3 @@ class HFTeacher:
     @hookimpl
     def opd_eval_model(self, role: str) -> LoadedModel | None:
         return self.loaded if role == "teacher" else None
-
-
-def check_same_vocabulary(student_tokenizer: Any, teacher_tokenizer: Any) -> None:
-    """The teacher scores the student's token ids, so both must map ids to the same tokens."""
-    if student_tokenizer.get_vocab() != teacher_tokenizer.get_vocab():
-        raise OPDError(
-            "The student and teacher tokenizers have different vocabularies, so the teacher "
-            "cannot score the student's tokens; choose a teacher from the student's model family."
-        )

@@ -12,8 +12,7 @@ import torch
 
 from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
-from opd_hf.generation import eos_ids
-from opd_hf.sampler import rollout_batch
+from opd_core.generation import eos_ids, rollout_batch
 from opd_vllm.engine import EngineOptions, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, sample
 from opd_vllm.weights import WeightSync

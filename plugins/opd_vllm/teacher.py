@@ -10,9 +10,13 @@ import torch
 from opd_core import Generator, OPDError, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
 from opd_core.flops import ModelShape
-from opd_core.modeling import ModelSpec, check_same_rendering
-from opd_hf.generation import eos_ids
-from opd_hf.teacher import PROBE, check_same_vocabulary
+from opd_core.generation import eos_ids
+from opd_core.modeling import (
+    TEMPLATE_PROBE,
+    ModelSpec,
+    check_same_rendering,
+    check_same_vocabulary,
+)
 from opd_vllm.engine import EngineOptions, generate, import_vllm, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, unpadded_rows
 from opd_vllm.logprobs import prompt_logprobs
@@ -53,7 +57,7 @@ class VLLMTeacher:
         self.tokenizer = load_tokenizer(self.spec)
         check_same_vocabulary(ctx.student.tokenizer, self.tokenizer)
         if self.check_template:
-            check_same_rendering(ctx.student.tokenizer, self.tokenizer, PROBE)
+            check_same_rendering(ctx.student.tokenizer, self.tokenizer, TEMPLATE_PROBE)
         self.llm = start_engine(
             self.spec.path,
             "teacher",

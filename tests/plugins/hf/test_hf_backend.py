@@ -10,11 +10,11 @@ from transformers import AutoTokenizer
 
 from conftest import TinyModels
 from opd_core import OPDError, Prompt
-from opd_core.modeling import ModelSpec, check_same_rendering
-from opd_hf.generation import completion_mask
-from opd_hf.loading import load_hf_model
+from opd_core.generation import completion_mask
+from opd_core.hf_loading import load_hf_model
+from opd_core.modeling import ModelSpec, check_same_rendering, check_same_vocabulary
 from opd_hf.sampler import HFSampler
-from opd_hf.teacher import HFTeacher, check_same_vocabulary
+from opd_hf.teacher import HFTeacher
 
 CPU = torch.device("cpu")
 PROMPTS = [

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from opd_assets.cache import atomic_path, say
 from opd_core import OPDError
+from opd_core.assets.cache import atomic_path, say
 
 Check = Callable[[Path, str], str]
 """Validates a file (its path, and a label naming it in messages): returns a short description,

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from opd_assets.cache import assets_root, atomic_path
 from opd_core import OPDError
+from opd_core.assets.cache import assets_root, atomic_path
 
 PUNKT_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
 """The files NLTK's ``load_punkt_params`` opens in a ``punkt_tab/<language>/`` folder."""

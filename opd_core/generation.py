@@ -1,4 +1,5 @@
-"""Batched sampling with ``generate``: left-padded prompts, KV cache, completion masks."""
+"""Batched sampling with ``transformers``' ``generate``: left-padded prompts, completion masks,
+and the :class:`RolloutBatch` of a sampling call (shared by every sampler that writes one)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from opd_core.modeling import encode_prompts
-from opd_core.types import GenerationParams, Prompt
+from opd_core.types import GenerationParams, Prompt, RolloutBatch
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,25 @@ class HFGenerator:
         """One completion per prompt."""
         generated = generate(self.model, self.tokenizer, prompts, params, self.batch_size)
         return decode_completions(self.tokenizer, generated)
+
+
+def rollout_batch(
+    prompts: Sequence[Prompt],
+    samples_per_prompt: int,
+    generated: Generated,
+    sampler_logprobs_BT: torch.Tensor,
+    tokenizer: Any,
+) -> RolloutBatch:
+    """The rollouts of one sampling call whose ``generated`` rows answer each prompt
+    ``samples_per_prompt`` times in a row; log-probabilities off the completions are zeroed."""
+    completion_mask_BT = generated.completion_mask_BT
+    return RolloutBatch(
+        prompts=tuple(p for p in prompts for _ in range(samples_per_prompt)),
+        group_ids_B=torch.arange(len(prompts)).repeat_interleave(samples_per_prompt),
+        input_ids_BT=generated.input_ids_BT,
+        attention_mask_BT=generated.attention_mask_BT,
+        completion_mask_BT=completion_mask_BT,
+        sampler_logprobs_BT=sampler_logprobs_BT * completion_mask_BT,
+        completions=tuple(decode_completions(tokenizer, generated)),
+        prompt_len=generated.prompt_ids_BP.shape[1],
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from opd_core import OPDError
+from opd_core.errors import OPDError
 
 LOADERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 """The ``datasets`` loader for each local file extension."""

@@ -13,13 +13,14 @@ on-policy training, an error where training texts are required).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opd_core import OPDError, Prompt
-from opd_core.types import ChatMessage
+from opd_core.errors import OPDError
+from opd_core.jsonl import read_jsonl
+from opd_core.types import ChatMessage, Prompt
 
 ROLES = ("system", "user", "assistant")
 
@@ -115,24 +116,6 @@ def _from_prompt(record: Mapping[str, Any], where: str, fields: ChatFields) -> C
     if response is not None and not isinstance(response, str):
         raise OPDError(f"{where}: '{fields.response}' must be a string.")
     return ChatExample(({"role": "user", "content": prompt},), response)
-
-
-def read_jsonl(path: Path) -> Iterator[tuple[str, object]]:
-    """``(file:line, record)`` for each non-blank line; a line that is not JSON is an error."""
-    if not path.is_file():
-        raise OPDError(f"{path} does not exist; give the path of a JSONL file.")
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise OPDError(
-                    f"{where}: not valid JSON ({err.msg} at column {err.colno}); "
-                    "write one JSON object per line."
-                ) from None
 
 
 def read_chat_jsonl(
