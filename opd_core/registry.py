@@ -4,10 +4,14 @@ Plugins fill it through :func:`opd_core.hookspecs.opd_register_components`. A co
 ``{name: reverse_kl, coef: 1.0}`` picks the factory registered as ``("advantage", "reverse_kl")``
 and calls it with the remaining keys as keyword arguments. Binding those keys to the factory's
 signature validates a config without building anything heavy.
+
+A factory may be given as a ``"module:attr"`` string: its module is imported only when a config
+chooses the component, so registering every built-in costs no import of their dependencies.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,9 +29,33 @@ class Entry:
 
     kind: str
     name: str
-    factory: Callable[..., Any]
+    target: Callable[..., Any] | str
+    """The factory, or its ``"module:attr"`` path (imported on first use)."""
     provider: str
-    """The plugin that registered it, for error messages."""
+    """The module that provides it, for error messages."""
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory, imported now if it was registered by path."""
+        if callable(self.target):
+            return self.target
+        return import_factory(self.kind, self.name, self.target)
+
+
+def import_factory(kind: str, name: str, path: str) -> Callable[..., Any]:
+    """The object a ``"module:attr"`` path names; a bad path is one sentence naming it."""
+    module_name, _, attr = path.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise OPDError(
+            f"{kind} '{name}' is registered as '{path}', which cannot be imported "
+            f"({type(err).__name__}: {err}); fix the plugin's registration or install "
+            "what it needs."
+        ) from err
+    if not callable(factory):
+        raise OPDError(f"{kind} '{name}' is registered as '{path}', which is not callable.")
+    return factory
 
 
 class Registry:
@@ -36,16 +64,25 @@ class Registry:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], Entry] = {}
 
-    def add(self, kind: str, name: str, factory: Callable[..., Any]) -> None:
-        """Register ``factory`` as component ``name`` of ``kind``; names are unique per kind."""
-        provider = getattr(factory, "__module__", "?")
+    def add(self, kind: str, name: str, factory: Callable[..., Any] | str) -> None:
+        """Register ``factory`` (or its ``"module:attr"`` path, imported when chosen) as component
+        ``name`` of ``kind``; names are unique per kind."""
+        if isinstance(factory, str) and ":" not in factory:
+            raise OPDError(
+                f"Cannot register {kind} '{name}' as '{factory}': a factory path is 'module:attr'."
+            )
+        provider = (
+            factory.partition(":")[0]
+            if isinstance(factory, str)
+            else getattr(factory, "__module__", "?")
+        )
         if kind not in KINDS:
             raise OPDError(
                 f"Cannot register '{name}': unknown component kind '{kind}'. "
                 f"Kinds are: {', '.join(KINDS)}."
             )
         key = (kind, name)
-        if key in self._entries and self._entries[key].factory is not factory:
+        if key in self._entries and self._entries[key].target != factory:
             other = self._entries[key].provider
             raise OPDError(
                 f"Two plugins register {kind} '{name}' ({other} and {provider}); "

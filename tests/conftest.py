@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real models built offline, and config composition from ``opd_core/conf/``."""
+"""Shared fixtures: tiny real models built offline, and configs composed from ``opd_core/conf/``."""
 
 from __future__ import annotations
 

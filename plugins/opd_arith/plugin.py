@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 
-from opd_arith.build import DemoSpec, build_demo_models
 from opd_arith.problems import grade, to_prompt
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.cache import cache_root
@@ -36,6 +35,8 @@ class ArithmeticTask:
         ops: str | None = None,
     ) -> None:
         """Problem difficulty left at ``None`` is the demo models' (what the teacher learned)."""
+        from opd_arith.build import DemoSpec  # imports transformers: only when the task is built
+
         if train_size <= 0 or eval_size < 0:
             raise ValueError(
                 f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
@@ -75,6 +76,7 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
         raise OPDError(
             f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or {DEMO_SCHEME}student."
         )
+    from opd_arith.build import DemoSpec, build_demo_models
     from opd_core.hf_loading import load_hf_model
 
     paths = build_demo_models(DemoSpec(), cache_dir())

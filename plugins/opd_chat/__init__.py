@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from opd_chat.task import ChatTask
 from opd_core import hookimpl
 from opd_core.registry import Registry
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("task", "chat", ChatTask)
+    registry.add("task", "chat", "opd_chat.task:ChatTask")

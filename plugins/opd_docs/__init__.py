@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_docs.evaluator import QAAccuracy
-from opd_docs.task import CompanyDocsTask
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("task", "company_docs", CompanyDocsTask)
-    registry.add("evaluator", "qa_accuracy", QAAccuracy)
+    registry.add("task", "company_docs", "opd_docs.task:CompanyDocsTask")
+    registry.add("evaluator", "qa_accuracy", "opd_docs.evaluator:QAAccuracy")

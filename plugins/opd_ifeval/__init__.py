@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_ifeval.evaluator import IFEvalEvaluator
-from opd_ifeval.task import IFEvalTask
 
-__all__ = ["IFEvalEvaluator", "IFEvalTask", "opd_register_components"]
+__all__ = ["opd_register_components"]
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("task", "ifeval", IFEvalTask)
-    registry.add("evaluator", "ifeval", IFEvalEvaluator)
+    registry.add("task", "ifeval", "opd_ifeval.task:IFEvalTask")
+    registry.add("evaluator", "ifeval", "opd_ifeval.evaluator:IFEvalEvaluator")

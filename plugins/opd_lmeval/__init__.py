@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_lmeval.evaluator import LMEvalEvaluator
 
-__all__ = ["LMEvalEvaluator", "opd_register_components"]
+__all__ = ["opd_register_components"]
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("evaluator", "lm_eval", LMEvalEvaluator)
+    registry.add("evaluator", "lm_eval", "opd_lmeval.evaluator:LMEvalEvaluator")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_math.task import MathTask
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("task", "math", MathTask)
+    registry.add("task", "math", "opd_math.task:MathTask")

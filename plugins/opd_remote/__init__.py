@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_remote.teacher import RemoteTeacher
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("teacher", "remote", RemoteTeacher)
+    registry.add("teacher", "remote", "opd_remote.teacher:RemoteTeacher")

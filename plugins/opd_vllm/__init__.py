@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_vllm.sampler import VLLMSampler
-from opd_vllm.teacher import VLLMTeacher
 
-__all__ = ["VLLMSampler", "VLLMTeacher", "opd_register_components"]
+__all__ = ["opd_register_components"]
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("sampler", "vllm", VLLMSampler)
-    registry.add("teacher", "vllm", VLLMTeacher)
+    registry.add("sampler", "vllm", "opd_vllm.sampler:VLLMSampler")
+    registry.add("teacher", "vllm", "opd_vllm.teacher:VLLMTeacher")

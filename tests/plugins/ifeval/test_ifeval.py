@@ -15,9 +15,10 @@ from conftest import TinyModels
 from opd_core import GenerationParams, OPDError, Prompt
 from opd_core.generation import HFGenerator
 from opd_core.plugin_manager import build_registry, make_plugin_manager
-from opd_ifeval import IFEvalEvaluator, IFEvalTask
 from opd_ifeval.data import choose, load_prompts
+from opd_ifeval.evaluator import IFEvalEvaluator
 from opd_ifeval.scoring import IFEvalScorer
+from opd_ifeval.task import IFEvalTask
 
 # Four records of google/IFEval (Apache-2.0), as the IFEval JSONL holds them.
 RECORDS: list[dict[str, Any]] = [

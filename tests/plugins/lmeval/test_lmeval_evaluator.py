@@ -18,7 +18,7 @@ from opd_core import OPDError
 from opd_core.modeling import LoadedModel, ModelSpec
 from opd_core.plugin_manager import make_plugin_manager
 from opd_hf.teacher import HFTeacher
-from opd_lmeval import LMEvalEvaluator
+from opd_lmeval.evaluator import LMEvalEvaluator
 from opd_lmeval.results import flatten_results
 
 CPU = torch.device("cpu")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import TINY_STUDENT
-from opd_arith import plugin
+from opd_arith import build, plugin
 from opd_arith.build import DemoSpec, build_demo_models
 from opd_core import OPDError
 from opd_core.modeling import ModelSpec
@@ -35,7 +35,7 @@ def test_demo_models_build_once_and_load_through_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPD_CORE_CACHE", str(tmp_path))
-    monkeypatch.setattr(plugin, "DemoSpec", lambda: TINY_SPEC)
+    monkeypatch.setattr(build, "DemoSpec", lambda: TINY_SPEC)  # the loader imports it lazily
     cpu = torch.device("cpu")
     loaded = plugin.opd_load_model(
         spec=ModelSpec("demo://arithmetic/teacher"), role="teacher", device=cpu

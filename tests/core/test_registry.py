@@ -1,0 +1,73 @@
+"""Components registered by ``"module:attr"`` path: imported only when a config chooses them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from opd_core.errors import OPDError
+from opd_core.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("transformers", "datasets", "peft", "accelerate", "lm_eval", "vllm", "math_verify")
+"""Dependencies a plugin may need at run time but start-up must not import."""
+
+
+def test_a_path_is_imported_when_the_component_is_built(tmp_path: Path) -> None:
+    (tmp_path / "opd_lazy_probe.py").write_text(
+        "class Thing:\n    def __init__(self, size: int = 1) -> None:\n        self.size = size\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        registry = Registry()
+        registry.add("task", "thing", "opd_lazy_probe:Thing")
+        assert "opd_lazy_probe" not in sys.modules
+        assert registry.entry("task", "thing").provider == "opd_lazy_probe"
+        assert registry.build("task", {"name": "thing", "size": 3}).size == 3
+        with pytest.raises(OPDError, match="has no option colour"):
+            registry.bind("task", {"name": "thing", "colour": "red"})
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("opd_lazy_probe", None)
+
+
+def test_a_bad_path_is_one_sentence_naming_it() -> None:
+    registry = Registry()
+    registry.add("task", "missing", "opd_no_such_module:Task")
+    with pytest.raises(
+        OPDError, match=r"task 'missing' is registered as 'opd_no_such_module:Task'"
+    ):
+        registry.build("task", {"name": "missing"})
+    with pytest.raises(OPDError, match="a factory path is 'module:attr'"):
+        registry.add("task", "bare", "opd_no_such_module")
+
+
+def test_the_same_path_twice_is_one_component_and_another_is_a_clash() -> None:
+    registry = Registry()
+    registry.add("task", "t", "a.b:C")
+    registry.add("task", "t", "a.b:C")
+    with pytest.raises(OPDError, match="Two plugins register task 't'"):
+        registry.add("task", "t", "a.b:D")
+
+
+@pytest.mark.parametrize("args", [["--cfg", "job"], ["--help"]])
+def test_start_up_imports_no_heavy_dependency(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "opd_core", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "opd_core" in imported
+    assert imported & set(HEAVY) == set()
