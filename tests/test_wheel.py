@@ -135,3 +135,4 @@ def test_a_two_step_run_from_an_empty_folder(
     metrics = (work / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(metrics) == 2
     assert (work / "run" / "summary.json").is_file()
+    assert (work / "run" / "learning_curve.png").is_file()  # the report plugin's entry point
