@@ -1,31 +1,43 @@
 """The command line: Hydra composes ``opd_core/conf/``, the trainer runs it.
 
 ``python -m opd_core`` runs the embedded demo; ``python -m opd_core +task=math
-+teacher=qwen3_32b`` composes an experiment; ``-m`` sweeps. Bad input ends the run with one
-sentence on stderr and exit status 2.
++teacher=qwen3_32b`` composes an experiment; ``-m`` sweeps. Whatever ends a run early is one line
+on stderr: bad input (Hydra's errors included) is ``opd_core: error: ...`` with exit status 2, a
+signal is ``opd_core: interrupted at step N; ...`` with 130 (SIGINT) or 143 (SIGTERM). A sweep
+point that fails is named, and the other points still run. ``OPD_DEBUG=1`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pluggy
 from omegaconf import DictConfig
 
 from opd_core.config import RunConfig
-from opd_core.errors import OPDError
+from opd_core.failures import PREFIX, debug_requested, describe
+from opd_core.interrupts import Interrupts, RunInterrupted
 from opd_core.plugin_manager import make_plugin_manager
 from opd_core.trainer import Trainer
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
 
+failed_points: list[str] = []
+"""Sweep points of this process that ended with an error (the sweep goes on, then exits 2)."""
+
 
 def run(
-    cfg: DictConfig, output_dir: Path, pm: pluggy.PluginManager | None = None
+    cfg: DictConfig,
+    output_dir: Path,
+    pm: pluggy.PluginManager | None = None,
+    interrupts: Interrupts | None = None,
 ) -> dict[str, Any]:
     """Validate ``cfg`` and run it into ``output_dir``; return the summary.
 
@@ -34,7 +46,7 @@ def run(
     """
     config = RunConfig.from_dict(cfg)
     pm = pm or make_plugin_manager()
-    trainer = Trainer(config, pm, output_dir)
+    trainer = Trainer(config, pm, output_dir, interrupts)
     try:
         trainer.setup()
         summary = trainer.train()
@@ -46,27 +58,93 @@ def run(
 
 def main() -> None:
     """Entry point of ``python -m opd_core`` and the ``opd-core`` script."""
+    try:
+        _main()
+    except KeyboardInterrupt:  # Ctrl-C before or after a run (a run handles its own)
+        if debug_requested():
+            raise
+        print("opd_core: interrupted", file=sys.stderr)
+        sys.exit(128 + signal.SIGINT)
+
+
+def _main() -> None:
     import hydra
     from hydra.core.config_store import ConfigStore
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
+    report_hydra_errors()
     try:
         pm = make_plugin_manager()
         pm.hook.opd_register_configs(store=ConfigStore.instance())
-    except OPDError as err:
+    except Exception as err:
         _fail(err)
 
     @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
     def hydra_entry(cfg: DictConfig) -> None:
-        output_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
+        output_dir = Path(hydra_cfg.runtime.output_dir)
+        overrides = list(hydra_cfg.overrides.task)
+        sweeping = hydra_cfg.mode == RunMode.MULTIRUN
         try:
-            run(cfg, output_dir)
-        except OPDError as err:
-            _fail(err)
+            with Interrupts() as interrupts:
+                run(cfg, output_dir, interrupts=interrupts)
+        except RunInterrupted as stop:
+            print(interrupt_line(stop, output_dir, overrides), file=sys.stderr, flush=True)
+            sys.exit(stop.exit_status)
+        except Exception as err:
+            if debug_requested():
+                raise
+            if not sweeping:
+                _fail(err)
+            point = f"sweep point {hydra_cfg.job.num} ({' '.join(overrides)})"
+            print(f"{PREFIX}{point} failed: {describe(err)}", file=sys.stderr, flush=True)
+            failed_points.append(point)
 
     hydra_entry()
+    if failed_points:
+        sys.exit(2)
 
 
-def _fail(err: OPDError) -> None:
-    print(f"opd_core: error: {err}", file=sys.stderr)
+def interrupt_line(stop: RunInterrupted, output_dir: Path, overrides: Sequence[str]) -> str:
+    """The one line an interrupted run ends with: where its work is and how to continue."""
+    kept = [o for o in overrides if not o.startswith(("hydra.run.dir=", "resume="))]
+    command = shlex.join(
+        ["python", "-m", "opd_core", *kept, f"hydra.run.dir={output_dir}", "resume=true"]
+    )
+    step = stop.step if stop.step is not None else 0
+    if stop.checkpoint is None:
+        return f"opd_core: interrupted at step {step}; nothing to keep yet; rerun the command"
+    return (
+        f"opd_core: interrupted at step {step}; checkpoint written to {stop.checkpoint}; "
+        f"continue with {command}"
+    )
+
+
+def report_hydra_errors() -> None:
+    """Make Hydra's own errors (composition, overrides, output folder) the project's sentence.
+
+    Hydra prints them itself, over several lines, and exits 1; its ``run_and_report`` is replaced
+    by one that prints one ``opd_core: error:`` line and exits 2 (``HYDRA_FULL_ERROR=1`` or
+    ``OPD_DEBUG=1`` still raise with the traceback).
+    """
+    from hydra._internal import utils as hydra_utils
+
+    if hasattr(hydra_utils, "run_and_report"):
+        hydra_utils.run_and_report = _run_and_report
+
+
+def _run_and_report(func: Callable[[], Any]) -> Any:
+    try:
+        return func()
+    except Exception as err:
+        if debug_requested():
+            raise
+        _fail(err)
+
+
+def _fail(err: BaseException) -> NoReturn:
+    if debug_requested():
+        raise err
+    print(f"{PREFIX}{describe(err)}", file=sys.stderr, flush=True)
     sys.exit(2)

@@ -100,6 +100,23 @@ def _prune(root: Path, keep: int, protect: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_partial_checkpoints(output_dir: Path) -> list[Path]:
+    """Delete what interrupted checkpoint writes left behind (``.step_*.tmp``, ``.step_*.old``,
+    ``.latest.*.tmp``); return what was removed. Only for a run folder no process writes to."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    leftovers = [
+        p for pattern in (".step_*.tmp", ".step_*.old", ".latest.*.tmp") for p in root.glob(pattern)
+    ]
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return leftovers
+
+
 def latest_checkpoint(output_dir: Path) -> Path | None:
     """The newest complete checkpoint of a run folder, or ``None``."""
     root = checkpoint_root(output_dir)
@@ -127,8 +144,8 @@ def load_trainer_state(checkpoint: Path) -> TrainerState:
         return TrainerState(**raw)
     except Exception as err:
         raise OPDError(
-            f"Checkpoint {checkpoint} is unreadable ({err}); resume from an earlier "
-            "one by pointing checkpoints/latest at it, or start a new run."
+            f"Checkpoint {checkpoint} is unreadable ({_first_line(err)}); resume from an "
+            "earlier one by writing its name into checkpoints/latest, or start a new run."
         ) from err
 
 
@@ -142,8 +159,6 @@ def weight_shards(folder: Path) -> list[str]:
 
 def read_model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     """Every weight of a checkpoint's full model, by name (for loading into a sharded model)."""
-    from safetensors.torch import load_file
-
     folder = checkpoint / "model"
     if (folder / "adapter_model.safetensors").exists():
         raise OPDError(
@@ -152,8 +167,26 @@ def read_model_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
         )
     weights: dict[str, torch.Tensor] = {}
     for shard in weight_shards(folder):
-        weights.update(load_file(folder / shard))
+        weights.update(read_shard(checkpoint, folder / shard))
     return weights
+
+
+def read_shard(checkpoint: Path, path: Path) -> dict[str, torch.Tensor]:
+    """One safetensors file of a checkpoint; a missing, empty or damaged one is named."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as err:  # safetensors raises its own error type for a damaged header
+        raise OPDError(
+            f"Checkpoint {checkpoint} is unreadable ({path.name}: {_first_line(err)}); resume "
+            "from an earlier one by writing its name into checkpoints/latest, or start a new run."
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_model_weights(model: Any, checkpoint: Path) -> None:
@@ -161,19 +194,17 @@ def load_model_weights(model: Any, checkpoint: Path) -> None:
     folder = checkpoint / "model"
     if (folder / "adapter_model.safetensors").exists():
         from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
 
-        set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        adapter = read_shard(checkpoint, folder / "adapter_model.safetensors")
+        set_peft_model_state_dict(model, adapter)
         return
-    from safetensors.torch import load_file
-
     shards = weight_shards(folder)
     expected = set(model.state_dict())
     loaded: set[str] = set()
     unexpected: list[str] = []
     for shard in shards:  # one shard in memory at a time
         try:
-            result = model.load_state_dict(load_file(folder / shard), strict=False)
+            result = model.load_state_dict(read_shard(checkpoint, folder / shard), strict=False)
         except RuntimeError as err:  # shape mismatch: another model's weights
             raise OPDError(
                 f"Checkpoint {checkpoint} does not match the student model "

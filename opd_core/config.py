@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -19,6 +19,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from opd_core.distributed import STRATEGIES, DistributedConfig
 from opd_core.errors import OPDError
 from opd_core.modeling import ModelSpec
+from opd_core.typecheck import check_value, field_types, invalid
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,13 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     """0 disables gradient clipping."""
     max_new_tokens: int = 256
+    """At most this many tokens per sampled answer; must fit the student with its prompt."""
     temperature: float = 1.0
+    max_prompt_tokens: int | None = None
+    """Training prompts longer than this (in student tokens) are skipped with a warning that
+    counts them; null: the student's maximum length minus ``max_new_tokens``."""
+    long_prompts: Literal["skip", "error"] = "skip"
+    """What to do with a prompt over ``max_prompt_tokens``: skip it (counted) or stop the run."""
 
 
 @dataclass(frozen=True)
@@ -116,22 +123,38 @@ class RunConfig:
 
     @staticmethod
     def from_dict(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
-        """Validate a composed config; an incomplete run config names what to add."""
+        """Validate a composed config (types, then ranges); an unknown or missing key is named."""
         raw = to_plain_dict(cfg)
         raw = select_demo(raw)
+        unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+        if unknown:
+            raise OPDError(
+                f"Unknown config key '{unknown[0]}'; the top-level keys are: "
+                f"{', '.join(sorted(TOP_LEVEL_KEYS))}."
+            )
         for key in ("task", "teacher", "student", "sampler", "prompts", "advantage", "loss"):
             if raw.get(key) is None:
                 raise OPDError(
                     f"No {key} is configured; add one with +{key}=<name> "
                     f"(python -m opd_core --help lists the options)."
                 )
-        student_raw = dict(raw["student"])
+            if not isinstance(raw[key], Mapping):
+                raise invalid(key, raw[key], f"a config group such as {key}=<name>")
+        student_raw = dict(_section(raw, "student"))
         lora = student_raw.pop("lora", None)
         student = StudentConfig(
             model=_build(ModelSpec, student_raw.pop("model", None) or {}, "student.model"),
             lora=_build(LoraConfig, lora, "student.lora") if lora else None,
             **_only(student_raw, StudentConfig, "student"),
         )
+        scalars = _only(
+            {k: raw[k] for k in ("seed", "device", "resume", "progress", "plugins") if k in raw},
+            _RunScalars,
+            "",
+        )
+        evaluators = raw.get("evaluators") or {}
+        if not isinstance(evaluators, Mapping):
+            raise invalid("evaluators", evaluators, "a mapping of evaluator configs")
         run = RunConfig(
             student=student,
             task=raw["task"],
@@ -140,16 +163,12 @@ class RunConfig:
             prompts=raw["prompts"],
             advantage=raw["advantage"],
             loss=raw["loss"],
-            evaluators=raw.get("evaluators") or {},
-            train=_build(TrainConfig, raw.get("train") or {}, "train"),
-            eval=_build(EvalConfig, raw.get("eval") or {}, "eval"),
-            checkpoint=_build(CheckpointConfig, raw.get("checkpoint") or {}, "checkpoint"),
-            distributed=_build(DistributedConfig, raw.get("distributed") or {}, "distributed"),
-            seed=int(raw.get("seed", 0)),
-            device=str(raw.get("device", "auto")),
-            resume=bool(raw.get("resume", False)),
-            progress=bool(raw.get("progress", True)),
-            plugins=tuple(raw.get("plugins") or ()),
+            evaluators=evaluators,
+            train=_build(TrainConfig, _section(raw, "train"), "train"),
+            eval=_build(EvalConfig, _section(raw, "eval"), "eval"),
+            checkpoint=_build(CheckpointConfig, _section(raw, "checkpoint"), "checkpoint"),
+            distributed=_build(DistributedConfig, _section(raw, "distributed"), "distributed"),
+            **scalars,
         )
         run.validate()
         return run
@@ -170,6 +189,8 @@ class RunConfig:
         _require(t.lr > 0, "train.lr", t.lr, "a positive learning rate such as 1e-5")
         _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
         _require(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, ">= 0")
+        for i, beta in enumerate(t.betas):
+            _require(0 <= beta < 1, f"train.betas[{i}]", beta, "a number in [0, 1)")
         _require(
             t.max_grad_norm >= 0,
             "train.max_grad_norm",
@@ -186,6 +207,13 @@ class RunConfig:
             _require(t.passes > 0, "train.passes", t.passes, "a positive number of passes or null")
         if t.pool_size is not None:
             _require(t.pool_size > 0, "train.pool_size", t.pool_size, "a positive count or null")
+        if t.max_prompt_tokens is not None:
+            _require(
+                t.max_prompt_tokens > 0,
+                "train.max_prompt_tokens",
+                t.max_prompt_tokens,
+                "a positive count of tokens or null (the model's length minus max_new_tokens)",
+            )
         _require(self.eval.every >= 0, "eval.every", self.eval.every, ">= 0")
         _require(
             self.eval.max_new_tokens > 0,
@@ -193,16 +221,41 @@ class RunConfig:
             self.eval.max_new_tokens,
             "a positive integer",
         )
+        _require(
+            self.eval.temperature >= 0,
+            "eval.temperature",
+            self.eval.temperature,
+            ">= 0 (0 is greedy decoding)",
+        )
         _require(self.checkpoint.every >= 0, "checkpoint.every", self.checkpoint.every, ">= 0")
         _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32)")
         _require(
             self.distributed.strategy in STRATEGIES,
             "distributed.strategy",
             self.distributed.strategy,
             " or ".join(STRATEGIES),
         )
-        if self.student.lora is not None:
-            _require(self.student.lora.r > 0, "student.lora.r", self.student.lora.r, "> 0")
+        lora = self.student.lora
+        if lora is not None:
+            _require(lora.r > 0, "student.lora.r", lora.r, "> 0")
+            _require(lora.alpha > 0, "student.lora.alpha", lora.alpha, "> 0")
+            _require(0 <= lora.dropout < 1, "student.lora.dropout", lora.dropout, "in [0, 1)")
+
+
+@dataclass(frozen=True)
+class _RunScalars:
+    """The top-level scalar keys of a run config, typed for :func:`_only`."""
+
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+    plugins: tuple[str, ...] = ()
+
+
+TOP_LEVEL_KEYS = frozenset({f.name for f in dataclasses.fields(RunConfig)} | {"demo"})
+"""Every key a composed run config may hold (``demo`` is consumed by :func:`select_demo`)."""
 
 
 def to_plain_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
@@ -247,25 +300,36 @@ def select_demo(raw: dict[str, Any]) -> dict[str, Any]:
 T = TypeVar("T")
 
 
+def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """A config section such as ``train``; a scalar where a section belongs is named."""
+    node = raw.get(key) or {}
+    if not isinstance(node, Mapping):
+        raise invalid(key, node, f"a section of {key}.* settings")
+    return node
+
+
 def _build(cls: type[T], node: Mapping[str, Any], where: str) -> T:
+    if not isinstance(node, Mapping):
+        raise invalid(where, node, f"a section of {where}.* settings")
     return cls(**_only(node, cls, where))
 
 
 def _only(node: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
-    """The keys of ``node`` that ``cls`` accepts; an unknown key is an error naming the options."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(node) - set(fields))
+    """``node``'s values checked against ``cls``'s field types; an unknown key names the options."""
+    types = field_types(cls)
+    unknown = sorted(set(node) - set(types))
+    prefix = f"{where}." if where else ""
     if unknown:
-        raise OPDError(f"Unknown key {where}.{unknown[0]}; {where} accepts: {', '.join(fields)}.")
-    out = {}
-    for key, value in node.items():
-        out[key] = tuple(value) if isinstance(value, list) else value
-    return out
+        raise OPDError(
+            f"Unknown key {prefix}{unknown[0]}; {where or 'the config'} accepts: "
+            f"{', '.join(types)}."
+        )
+    return {key: check_value(f"{prefix}{key}", value, types[key]) for key, value in node.items()}
 
 
 def _require(ok: bool, key: str, value: object, expected: str) -> None:
     if not ok:
-        raise OPDError(f"Invalid {key}={value!r}: expected {expected}.")
+        raise invalid(key, value, expected)
 
 
 def store_config_dir(store: Any, package: str, subdir: str = "conf") -> list[str]:

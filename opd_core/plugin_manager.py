@@ -28,8 +28,9 @@ def make_plugin_manager(extra_plugins: Iterable[Any] = ()) -> pluggy.PluginManag
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as err:  # a broken third-party package must not look like our bug
         raise OPDError(
-            f"An installed opd_core plugin failed to import ({type(err).__name__}: {err}); "
-            "fix or uninstall the package that provides it (pip list | grep opd)."
+            f"The installed opd_core plugin {broken_entry_point() or '?'} failed to import "
+            f"({type(err).__name__}: {_first_line(err)}); fix or uninstall the package that "
+            "provides it (pip list | grep opd)."
         ) from err
     for plugin in extra_plugins:
         register_plugin(pm, plugin)
@@ -47,7 +48,30 @@ def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = No
                 f"Cannot import plugin module '{plugin}' ({err}); check the name in "
                 "the 'plugins' config list and that its package is installed."
             ) from err
+        except Exception as err:
+            raise OPDError(
+                f"Plugin module '{plugin}' failed while importing ({type(err).__name__}: "
+                f"{_first_line(err)}); fix the module or remove it from the 'plugins' list."
+            ) from err
     pm.register(plugin, name=name)
+
+
+def broken_entry_point() -> str | None:
+    """``name = module`` (and its package) of the first entry point that fails to import."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception:
+            package = f" from package {ep.dist.name}" if ep.dist is not None else ""
+            return f"'{ep.name}' ({ep.value}{package})"
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def check_hooks(pm: pluggy.PluginManager) -> None:

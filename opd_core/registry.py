@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opd_core.errors import OPDError, unknown_choice
+from opd_core.typecheck import check_finite, check_value, parameter_types
 
 KINDS: tuple[str, ...] = ("task", "teacher", "sampler", "prompts", "advantage", "loss", "evaluator")
 """Component kinds; each has a config group of the same name under ``opd_core/conf/``."""
@@ -131,6 +132,10 @@ class Registry:
                 f"{kind} '{entry.name}' needs {', '.join(missing)}; "
                 f"set {', '.join(f'{kind}.{m}=...' for m in missing)}."
             )
+        types = parameter_types(entry.factory)
+        for key, value in kwargs.items():
+            check_value(f"{kind}.{key}", value, types.get(key, Any))
+            check_finite(f"{kind}.{key}", value)
         return entry, kwargs
 
     def build(self, kind: str, node: Mapping[str, Any]) -> Any:

@@ -14,11 +14,14 @@ Every step also books the FLOPs it spent (``opd_core.flops``) into metrics and t
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ from opd_core.checkpoint import (
     load_model_weights,
     load_trainer_state,
     read_model_weights,
+    remove_partial_checkpoints,
     restore_rng,
     save_checkpoint,
 )
@@ -41,6 +45,15 @@ from opd_core.context import RunContext
 from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
+from opd_core.interrupts import Interrupts, RunInterrupted
+from opd_core.limits import (
+    check_generation_lengths,
+    check_top_k,
+    limit_prompts,
+    model_max_length,
+    prompt_token_limit,
+    vocab_size,
+)
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
 from opd_core.plugin_manager import build_registry, check_hooks, register_plugin
@@ -61,11 +74,28 @@ log = logging.getLogger("opd_core")
 COMPONENT_KINDS = ("task", "teacher", "sampler", "prompts", "advantage", "loss")
 
 
+@dataclass(frozen=True)
+class _Boundary:
+    """What changes during a step besides the weights, as it was when step ``step`` ended."""
+
+    step: int
+    rng: dict[str, Any]
+    components: dict[str, Any]
+
+
 class Trainer:
     """Runs one on-policy distillation experiment into ``output_dir``."""
 
-    def __init__(self, config: RunConfig, pm: pluggy.PluginManager, output_dir: Path) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        pm: pluggy.PluginManager,
+        output_dir: Path,
+        interrupts: Interrupts | None = None,
+    ) -> None:
         self.config = config
+        self.interrupts = interrupts or Interrupts()
+        """Signals wait while a step changes the student (see :meth:`update`)."""
         self.pm = pm
         self.hook = pm.hook
         self.output_dir = output_dir
@@ -97,6 +127,14 @@ class Trainer:
         log.info("loading student %s", cfg.student.model.path)
         with main_process_first(self.dist):  # rank 0 fills shared caches first
             student = load_model(self.hook, cfg.student.model, "student", self.device)
+        max_length = model_max_length(student.model)
+        check_generation_lengths(
+            max_length,
+            {
+                "train.max_new_tokens": cfg.train.max_new_tokens,
+                "eval.max_new_tokens": cfg.eval.max_new_tokens,
+            },
+        )
         student.model = prepare_student(student.model, cfg)
         self.student = student
         self.ctx = RunContext(
@@ -134,6 +172,10 @@ class Trainer:
                 f"Task '{cfg.task['name']}' has no training prompts; check its data "
                 "source in the task config."
             )
+        limit = prompt_token_limit(
+            cfg.train.max_prompt_tokens, max_length, cfg.train.max_new_tokens
+        )
+        pool = limit_prompts(pool, student.tokenizer, limit, cfg.train.long_prompts)
         self.train_pool: Sequence[Prompt] = prompt_pool(pool, cfg.train.pool_size, cfg.seed)
         if cfg.train.passes is not None:
             self.total_steps = math.ceil(
@@ -146,6 +188,8 @@ class Trainer:
                 self.total_steps,
             )
         self.score_request = merge_score_requests(self.hook.opd_score_request())
+        if self.score_request is not None:
+            check_top_k(self.score_request.top_k, vocab_size(student.model))
         self.student_shape = ModelShape.of(student.model)
         self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
         self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
@@ -161,6 +205,9 @@ class Trainer:
             )
 
     def _resume(self) -> None:
+        if self.dist.is_main:
+            for leftover in remove_partial_checkpoints(self.output_dir):
+                log.info("removed %s, left by an interrupted checkpoint write", leftover)
         checkpoint = latest_checkpoint(self.output_dir)
         if checkpoint is None:
             log.info(
@@ -208,10 +255,11 @@ class Trainer:
         cfg = self.config
         started = time.perf_counter()
         if self.start_step == 0:
-            if cfg.eval.teacher:
-                self.evals["teacher"] = self.evaluate("teacher", step=0)
-            if cfg.eval.at_start:
-                self.evals["student_before"] = self.evaluate("student", step=0)
+            with self._keep_work(0):
+                if cfg.eval.teacher and "teacher" not in self.evals:
+                    self.evals["teacher"] = self.evaluate("teacher", step=0)
+                if cfg.eval.at_start and "student_before" not in self.evals:
+                    self.evals["student_before"] = self.evaluate("student", step=0)
         progress = Progress(
             total=self.total_steps,
             initial=self.start_step,
@@ -219,20 +267,27 @@ class Trainer:
         )
         progress.show_eval(self.evals.get("student_before"))
         last: dict[str, float] = {}
-        for step in range(self.start_step + 1, self.total_steps + 1):
-            last = self.train_step(step)
-            if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
-                scores = self.evaluate("student", step)
-                last.update({f"eval/{k}": v for k, v in scores.items()})
-                progress.show_eval(scores)
-            if self.metrics is not None:
-                self.metrics.write(last)
-            self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=last)
-            progress.update(last)
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                self.save(step)
-        progress.close()
-        self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
+        try:
+            for step in range(self.start_step + 1, self.total_steps + 1):
+                with self._keep_work(step - 1):  # until update() holds off signals
+                    last = self.train_step(step)
+                    if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
+                        scores = self.evaluate("student", step)
+                        last.update({f"eval/{k}": v for k, v in scores.items()})
+                        progress.show_eval(scores)
+                    if self.metrics is not None:
+                        self.metrics.write(last)
+                    self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=last)
+                    progress.update(last)
+                    if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
+                        self.save(step)
+                with self._keep_work(step):
+                    self.interrupts.release()  # a signal that waited for step's end stops here
+        finally:
+            progress.close()
+        with self._keep_work(self.total_steps):
+            self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
+        self.interrupts.hold()  # the run is complete: a signal now no longer stops it
         checkpoint = self.save(self.total_steps)
         summary = {
             **self.evals,
@@ -247,6 +302,41 @@ class Trainer:
         self.dist.barrier()  # every rank is done before any leaves the process group
         self.hook.opd_run_end(ctx=self.ctx, summary=summary)
         return summary
+
+    @contextmanager
+    def _keep_work(self, finished: int) -> Iterator[None]:
+        """An interrupt inside checkpoints step ``finished`` as it was on entry, then re-raises."""
+        state = self._boundary(finished)
+        try:
+            yield
+        except RunInterrupted as stop:
+            raise self._interrupted(stop, state) from None
+
+    def _boundary(self, step: int) -> _Boundary:
+        components = {
+            name: copy.deepcopy(c.state_dict())
+            for name, c in self.components.items()
+            if hasattr(c, "state_dict") and hasattr(c, "load_state_dict")
+        }
+        return _Boundary(step, capture_rng(), components)
+
+    def _interrupted(self, stop: RunInterrupted, state: _Boundary) -> RunInterrupted:
+        """Checkpoint the last finished step (as it was at its end) unless one exists already."""
+        stop.step = state.step
+        latest = latest_checkpoint(self.output_dir)
+        stop.checkpoint = str(latest) if latest is not None else None
+        if stop.forced or self.dist.enabled:  # half-updated state, or ranks at different points
+            return stop
+        if latest is not None and latest.name == checkpoint_dir(self.output_dir, state.step).name:
+            return stop
+        if state.step == 0 and not self.evals:
+            return stop  # nothing done yet
+        restore_rng(state.rng)
+        for name, saved in state.components.items():
+            self.components[name].load_state_dict(saved)
+        self.interrupts.hold()  # another signal now stops at once, leaving no partial checkpoint
+        stop.checkpoint = str(self.save(state.step))
+        return stop
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step of on-policy distillation; returns its metrics."""
@@ -303,7 +393,11 @@ class Trainer:
     def update(
         self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
     ) -> dict[str, float]:
-        """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps."""
+        """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps.
+
+        From here to the end of the step a signal waits (:class:`opd_core.interrupts.Interrupts`).
+        """
+        self.interrupts.hold()
         cfg, model = self.config.train, self.train_model
         # Normalised by the loss tokens of all ranks and scaled by the number of ranks, whose
         # gradients are averaged: the step's gradient is the one a single process would get.

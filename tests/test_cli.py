@@ -65,9 +65,7 @@ def test_missing_local_teacher_folder(tiny_models: TinyModels, tmp_path: Path) -
 def test_bad_value_and_unknown_option(tmp_path: Path) -> None:
     assert_one_sentence_error(opd("train.lr=-1", f"hydra.run.dir={tmp_path}"), "train.lr=-1")
     result = opd("+task=nosuchtask", f"hydra.run.dir={tmp_path}")
-    assert result.returncode != 0
-    assert "Available options in 'task'" in result.stderr  # Hydra lists the options
-    assert "arithmetic" in result.stderr and "math" in result.stderr
+    assert_one_sentence_error(result, "Unknown task 'nosuchtask'. Available: arithmetic, chat")
 
 
 def test_malformed_data_file_is_named(tiny_models: TinyModels, tmp_path: Path) -> None:
@@ -82,6 +80,8 @@ def test_malformed_data_file_is_named(tiny_models: TinyModels, tmp_path: Path) -
         f"task.train.data_files={bad}",
         "task.eval=null",
         "~evaluators.task_accuracy",
+        "train.max_new_tokens=16",  # the math schedule's 8192 does not fit the tiny student
+        "eval.max_new_tokens=16",
         f"hydra.run.dir={tmp_path / 'run'}",
     )
     assert_one_sentence_error(result, "Cannot load the math task's train data 'json'")

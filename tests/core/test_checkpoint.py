@@ -14,6 +14,7 @@ from opd_core.checkpoint import (
     capture_rng,
     latest_checkpoint,
     load_model_weights,
+    remove_partial_checkpoints,
     save_checkpoint,
 )
 from opd_core.errors import OPDError
@@ -72,3 +73,26 @@ def test_weights_of_another_model_are_refused(tiny_models: TinyModels, tmp_path:
     checkpoint = save_checkpoint(tmp_path, teacher, tok, _state(1), keep=1)
     with pytest.raises(OPDError, match="does not match the student model"):
         load_model_weights(student, checkpoint)
+
+
+def test_leftovers_of_interrupted_writes_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "checkpoints"
+    (root / "step_000002").mkdir(parents=True)
+    (root / ".step_000004.abc123.tmp" / "model").mkdir(parents=True)
+    (root / ".step_000002.old").mkdir()
+    (root / ".latest.x1.tmp").write_text("step_000004")
+    removed = remove_partial_checkpoints(tmp_path)
+    assert len(removed) == 3
+    assert [p.name for p in root.iterdir()] == ["step_000002"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all"])
+def test_a_damaged_checkpoint_is_named(
+    tiny_models: TinyModels, tmp_path: Path, content: bytes
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.student)
+    saved = save_checkpoint(tmp_path, model, tokenizer, _state(1), keep=2)
+    (saved / "model" / "model.safetensors").write_bytes(content)
+    with pytest.raises(OPDError, match=r"step_000001 is unreadable \(model.safetensors: "):
+        load_model_weights(model, saved)

@@ -96,6 +96,28 @@ def test_task_without_teacher_is_an_error(compose_config: Compose) -> None:
         ("train.temperature=0", r"Invalid train.temperature=0"),
         ("checkpoint.keep=0", r"Invalid checkpoint.keep=0"),
         ("+train.learning_rate=1", r"Unknown key train.learning_rate; train accepts: steps"),
+        ("train.steps=abc", r"Invalid train.steps='abc': expected an integer\."),
+        ("train.steps=2.5", r"Invalid train.steps=2.5: expected an integer\."),
+        ("train.steps=true", r"Invalid train.steps=True: expected an integer\."),
+        ("train.lr=fast", r"Invalid train.lr='fast': expected a finite number\."),
+        ("train.lr=nan", r"Invalid train.lr=nan: expected a finite number\."),
+        ("train.max_grad_norm=inf", r"Invalid train.max_grad_norm=inf: expected a finite"),
+        ("+train.betas=[2.0,3.0]", r"Invalid train.betas\[0\]=2.0: expected a number in \[0, 1\)"),
+        ("+train.betas=[0.9]", r"Invalid train.betas=\[0.9\]: expected a list of 2 values"),
+        ("+train.betas=[a,b]", r"expected a list of finite numbers"),
+        ("train.pool_size=abc", r"Invalid train.pool_size='abc': expected an integer or null"),
+        ("train.long_prompts=cut", r"Invalid train.long_prompts=.cut.: expected one of skip"),
+        ("seed=abc", r"Invalid seed='abc': expected an integer\."),
+        ("seed=-1", r"Invalid seed=-1"),
+        ("resume=maybe", r"Invalid resume='maybe': expected true or false\."),
+        ("progress=1", r"Invalid progress=1: expected true or false\."),
+        ("eval.temperature=-1", r"Invalid eval.temperature=-1: expected >= 0"),
+        ("eval.temperature=nan", r"Invalid eval.temperature=nan: expected a finite number"),
+        ("eval.at_start=yes", r"Invalid eval.at_start='yes': expected true or false"),
+        ("checkpoint.every=1.5", r"Invalid checkpoint.every=1.5: expected an integer"),
+        ("+student.lora.r=abc", r"Invalid student.lora.r='abc': expected an integer"),
+        ("+bogus=1", r"Unknown config key 'bogus'; the top-level keys are: advantage"),
+        ("train=5", r"Invalid train=5: expected a section of train\.\* settings"),
     ],
 )
 def test_invalid_values_get_one_clear_sentence(
@@ -123,12 +145,17 @@ def test_missing_required_value_is_named(compose_config: Compose) -> None:
         ),
         ("advantage.coef=-1", r"Invalid advantage 'reverse_kl' config: coef must be positive"),
         ("+advantage.beta=1", r"advantage 'reverse_kl' has no option beta; its options are"),
+        ("advantage.coef=nan", r"Invalid advantage.coef=nan: expected a finite number\."),
+        ("advantage.coef=abc", r"Invalid advantage.coef='abc': expected a finite number\."),
+        ("loss=forward_kl loss.top_k=nan", r"Invalid loss.top_k=nan: expected an integer\."),
+        ("loss=forward_kl loss.top_k=2.5", r"Invalid loss.top_k=2.5: expected an integer\."),
+        ("loss.clip_eps=nan", r"Invalid loss.clip_eps=nan: expected a finite number"),
     ],
 )
 def test_component_errors_list_the_options(
     compose_config: Compose, override: str, message: str
 ) -> None:
-    config = RunConfig.from_dict(compose_config([override]))
+    config = RunConfig.from_dict(compose_config(override.split()))
     with pytest.raises(OPDError, match=message):
         build_components(build_registry(make_plugin_manager()), config)
 
