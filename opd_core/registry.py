@@ -54,6 +54,12 @@ def import_factory(kind: str, name: str, path: str) -> Callable[..., Any]:
             f"({type(err).__name__}: {err}); fix the plugin's registration or install "
             "what it needs."
         ) from err
+    except Exception as err:  # the plugin module itself raised while importing
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        raise OPDError(
+            f"Plugin module '{module_name}' (providing {kind} '{name}') failed while importing "
+            f"({type(err).__name__}: {first_line}); fix the module or uninstall the plugin."
+        ) from err
     if not callable(factory):
         raise OPDError(f"{kind} '{name}' is registered as '{path}', which is not callable.")
     return factory
