@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml $(EXAMPLE)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,math,bench,launchers,eval,gguf]" -e $(EXAMPLE)
+	$(PY) -m pip install --quiet -e ".[dev,math,bench,launchers,eval,gguf,trackers]" -e $(EXAMPLE)
 	touch $(STAMP)
 
 setup: $(STAMP)

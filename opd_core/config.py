@@ -120,6 +120,8 @@ class RunConfig:
     progress: bool = True
     plugins: tuple[str, ...] = ()
     """Extra plugin modules to register for this run (like pytest's ``-p``)."""
+    loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Trackers that receive every step's metrics besides ``metrics.jsonl`` (``logger=[...]``)."""
 
     @staticmethod
     def from_dict(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
@@ -155,6 +157,9 @@ class RunConfig:
         evaluators = raw.get("evaluators") or {}
         if not isinstance(evaluators, Mapping):
             raise invalid("evaluators", evaluators, "a mapping of evaluator configs")
+        loggers = raw.get("loggers") or {}
+        if not isinstance(loggers, Mapping):
+            raise invalid("loggers", loggers, "a mapping of logger configs (logger=[...])")
         run = RunConfig(
             student=student,
             task=raw["task"],
@@ -164,6 +169,7 @@ class RunConfig:
             advantage=raw["advantage"],
             loss=raw["loss"],
             evaluators=evaluators,
+            loggers=loggers,
             train=_build(TrainConfig, _section(raw, "train"), "train"),
             eval=_build(EvalConfig, _section(raw, "eval"), "eval"),
             checkpoint=_build(CheckpointConfig, _section(raw, "checkpoint"), "checkpoint"),

@@ -20,7 +20,16 @@ from typing import Any
 from opd_core.errors import OPDError, unknown_choice
 from opd_core.typecheck import check_finite, check_value, parameter_types
 
-KINDS: tuple[str, ...] = ("task", "teacher", "sampler", "prompts", "advantage", "loss", "evaluator")
+KINDS: tuple[str, ...] = (
+    "task",
+    "teacher",
+    "sampler",
+    "prompts",
+    "advantage",
+    "loss",
+    "evaluator",
+    "logger",
+)
 """Component kinds; each has a config group of the same name under ``opd_core/conf/``."""
 
 

@@ -509,6 +509,9 @@ def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
     for key, node in cfg.evaluators.items():
         if node is not None:
             components[f"evaluator:{key}"] = registry.build("evaluator", node)
+    for key, node in cfg.loggers.items():
+        if node is not None:
+            components[f"logger:{key}"] = registry.build("logger", node)
     return components
 
 

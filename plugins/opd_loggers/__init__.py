@@ -1,0 +1,15 @@
+"""Trackers as components: ``logger=[tensorboard,wandb,mlflow]`` sends every step's metrics and
+the run's summary to each, alongside ``metrics.jsonl`` (which every run writes). The libraries
+come with ``pip install 'opd-core[trackers]'`` and are imported only when a logger is chosen."""
+
+from __future__ import annotations
+
+from opd_core import hookimpl
+from opd_core.registry import Registry
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("logger", "tensorboard", "opd_loggers.tensorboard:TensorBoardLogger")
+    registry.add("logger", "wandb", "opd_loggers.wandb:WandbLogger")
+    registry.add("logger", "mlflow", "opd_loggers.mlflow:MLflowLogger")
