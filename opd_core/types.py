@@ -220,9 +220,11 @@ class GenerationParams:
     """How to sample completions."""
 
     max_new_tokens: int = 256
+    """Most tokens a completion may have (it stops earlier at EOS)."""
     temperature: float = 1.0
     """0 means greedy decoding."""
     top_p: float = 1.0
+    """Nucleus sampling: sample from the smallest set of tokens holding this probability."""
 
 
 @runtime_checkable

@@ -1,4 +1,5 @@
-"""Regenerate the reference section of docs/hooks.md from opd_core/hookspecs.py.
+"""Regenerate the reference section of docs/hooks.md: the hooks from opd_core/hookspecs.py and
+the data types they pass (tools/type_reference.py).
 
 python tools/hook_reference.py          # rewrite docs/hooks.md
 python tools/hook_reference.py --check  # exit 1 if it is out of date (the tests do this)
@@ -9,6 +10,8 @@ from __future__ import annotations
 import inspect
 import sys
 from pathlib import Path
+
+from type_reference import type_reference
 
 from opd_core import hookspecs
 
@@ -33,7 +36,8 @@ def section(name: str) -> str:
 
 
 def reference() -> str:
-    return HEADING + "\n" + "\n".join(section(n) for n in hook_names())
+    hooks = "\n".join(section(n) for n in hook_names())
+    return HEADING + "\n" + hooks + "\n" + type_reference()
 
 
 def updated(text: str) -> str:

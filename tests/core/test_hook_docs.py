@@ -52,3 +52,14 @@ def test_reference_section_is_generated_from_the_hookspecs() -> None:
         [sys.executable, str(ROOT / "tools" / "hook_reference.py"), "--check"], check=False
     )
     assert result.returncode == 0, "docs/hooks.md is stale: run python tools/hook_reference.py"
+
+
+def test_every_public_data_type_has_its_fields_documented() -> None:
+    import opd_core
+
+    text = (ROOT / "docs" / "hooks.md").read_text()
+    public = [n for n in opd_core.__all__ if n[0].isupper() and n != "OPDError"]
+    for name in [*public, "RunContext", "ModelSpec", "LoadedModel"]:
+        assert "### `opd_core." in text and f".{name}`\n" in text, f"{name} is not in docs/hooks.md"
+    for field in ("completion_mask_BT", "topk_logprobs_BTK", "output_dir", "world_size"):
+        assert f"| `{field}` |" in text
