@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_objectives.distribution import ForwardKL, GeneralizedJSD
+from opd_objectives.distribution import (
+    EntropyAwareKL,
+    ForwardKL,
+    GeneralizedJSD,
+    TopKReverseKL,
+    TruncatedReverseKL,
+)
 from opd_objectives.grpo import GRPO
 from opd_objectives.importance_sampling import ImportanceSampling
 from opd_objectives.mixed import RewardPlusKL
@@ -22,4 +28,7 @@ def opd_register_components(registry: Registry) -> None:
     registry.add("loss", "importance_sampling", ImportanceSampling)
     registry.add("loss", "forward_kl", ForwardKL)
     registry.add("loss", "jsd", GeneralizedJSD)
+    registry.add("loss", "reverse_kl_topk", TopKReverseKL)
+    registry.add("loss", "reverse_kl_truncated", TruncatedReverseKL)
+    registry.add("loss", "entropy_aware_kl", EntropyAwareKL)
     registry.add("loss", "cross_entropy", CrossEntropy)

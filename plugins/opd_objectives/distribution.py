@@ -97,7 +97,11 @@ class GeneralizedJSD:
     completion position, over the teacher's top-k tokens plus a tail bucket.
 
     ``beta = 0``: forward KL (mass covering); ``beta = 1``: reverse KL (mode seeking). The
-    gradient flows through the student's full distribution, not only the sampled token.
+    gradient flows through the student's full distribution, not only the sampled token: an
+    exact per-position divergence (no sampling noise) on the student's own samples.
+
+    Subclasses change what is compared by overriding :meth:`buckets` (which distributions) or
+    :meth:`divergence` (which divergence of them).
     """
 
     objective = "jsd"
@@ -114,6 +118,18 @@ class GeneralizedJSD:
     def opd_score_request(self) -> ScoreRequest:
         return ScoreRequest(top_k=self.top_k)
 
+    def buckets(
+        self, student_logits_BSV: torch.Tensor, topk_ids_BSK: torch.Tensor, topk_BSK: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher and student log-probabilities over the compared outcomes. (B, S, b) each."""
+        return bucket_logprobs(student_logits_BSV, topk_ids_BSK, topk_BSK)
+
+    def divergence(
+        self, teacher_BSb: torch.Tensor, student_BSb: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The per-position divergence (B, S) and per-position diagnostics to average."""
+        return generalized_jsd(teacher_BSb, student_BSb, self.beta), {}
+
     @hookimpl
     def opd_compute_loss(
         self,
@@ -128,17 +144,20 @@ class GeneralizedJSD:
         if policy.logits_BSV is None:
             raise ValueError(f"{self.objective} needs the policy's logits (logits_BSV)")
         # position s of the logits predicts token s + 1: drop position 0 of the *_BT tensors
-        teacher_BSb, student_BSb = bucket_logprobs(
+        teacher_BSb, student_BSb = self.buckets(
             policy.logits_BSV,
             scores.topk_ids_BTK[:, 1:, : self.top_k],
             scores.topk_logprobs_BTK[:, 1:, : self.top_k],
         )
-        divergence_BS = generalized_jsd(teacher_BSb, student_BSb, self.beta)
+        divergence_BS, diagnostics = self.divergence(teacher_BSb, student_BSb)
         mask_BS = advantages.mask_BT[:, 1:].float()
         loss = (divergence_BS * mask_BS).sum() / num_loss_tokens
         with torch.no_grad():
-            mean = float((divergence_BS * mask_BS).sum() / mask_BS.sum().clamp(min=1))
-        return LossOutput(loss=loss, metrics={self.objective: mean})
+            positions = mask_BS.sum().clamp(min=1)
+            metrics = {self.objective: float((divergence_BS * mask_BS).sum() / positions)}
+            for name, values_BS in diagnostics.items():
+                metrics[name] = float((values_BS.float() * mask_BS).sum() / positions)
+        return LossOutput(loss=loss, metrics=metrics)
 
 
 class ForwardKL(GeneralizedJSD):
@@ -149,3 +168,79 @@ class ForwardKL(GeneralizedJSD):
 
     def __init__(self, top_k: int = 20) -> None:
         super().__init__(beta=0.0, top_k=top_k)
+
+
+class TopKReverseKL(GeneralizedJSD):
+    """The exact per-position reverse KL ``KL(student || teacher)`` over the teacher's top-k
+    tokens plus a tail bucket (the generalized JSD at ``beta = 1``).
+
+    The seed's objective without its sampling noise: instead of one sampled token's
+    ``log q - log p`` per position, the whole (bucketed) student distribution at that position
+    is compared with the teacher's, and the gradient is taken directly. Biased only by the
+    bucketing (exact when ``top_k`` covers the vocabulary: the tail lumps the teacher's
+    remaining tokens into one outcome, which can only lower the divergence).
+    """
+
+    objective = "reverse_kl_topk"
+
+    def __init__(self, top_k: int = 20) -> None:
+        super().__init__(beta=1.0, top_k=top_k)
+
+
+class TruncatedReverseKL(GeneralizedJSD):
+    """Reverse KL on the teacher's top-k *local support*: both distributions are renormalised
+    over the teacher's ``top_k`` tokens and the rest of the vocabulary is ignored (the truncated
+    estimator of "Revisiting On-Policy Distillation", arXiv 2603.25562).
+
+    Lower variance and no tail term; biased where the teacher's top-k hold little of its mass
+    or the student puts mass outside them (that mass is neither rewarded nor penalised).
+    """
+
+    objective = "reverse_kl_truncated"
+
+    def __init__(self, top_k: int = 20) -> None:
+        super().__init__(beta=1.0, top_k=top_k)
+
+    def buckets(
+        self, student_logits_BSV: torch.Tensor, topk_ids_BSK: torch.Tensor, topk_BSK: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        student_BSK = torch.log_softmax(student_logits_BSV.float(), dim=-1).gather(-1, topk_ids_BSK)
+        teacher_BSK = topk_BSK.float()
+        return (
+            teacher_BSK - torch.logsumexp(teacher_BSK, dim=-1, keepdim=True),
+            student_BSK - torch.logsumexp(student_BSK, dim=-1, keepdim=True),
+        )
+
+
+def bucket_entropy(logprobs_BSb: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of a bucketed distribution along the last axis. (B, S).
+
+    With a tail bucket this is a lower bound on the full distribution's entropy (the tail's
+    tokens count as one outcome); exact when the buckets are the whole vocabulary.
+    """
+    p = logprobs_BSb.exp()
+    return -torch.where(p > 0, p * logprobs_BSb, torch.zeros_like(p)).sum(-1)
+
+
+class EntropyAwareKL(GeneralizedJSD):
+    """Reverse KL everywhere, plus the forward KL at positions where the teacher is uncertain
+    (its entropy above ``entropy_threshold`` nats), both over the teacher's top-k + tail
+    (entropy-aware OPD, arXiv 2603.07079): mode seeking where the teacher is sure, mass
+    covering where several continuations are plausible.
+    """
+
+    objective = "entropy_aware_kl"
+
+    def __init__(self, top_k: int = 20, entropy_threshold: float = 0.5) -> None:
+        if not math.isfinite(entropy_threshold) or entropy_threshold < 0:
+            raise ValueError(f"entropy_threshold must be >= 0 nats, got {entropy_threshold}")
+        super().__init__(beta=1.0, top_k=top_k)
+        self.entropy_threshold = entropy_threshold
+
+    def divergence(
+        self, teacher_BSb: torch.Tensor, student_BSb: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        uncertain_BS = (bucket_entropy(teacher_BSb.detach()) > self.entropy_threshold).float()
+        reverse_BS = generalized_jsd(teacher_BSb, student_BSb, 1.0)
+        forward_BS = generalized_jsd(teacher_BSb, student_BSb, 0.0)
+        return reverse_BS + uncertain_BS * forward_BS, {"uncertain_fraction": uncertain_BS}
