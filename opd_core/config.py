@@ -63,6 +63,10 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: keep ``lr`` (constant) or decay it along a half cosine to
+    ``min_lr_ratio * lr`` at the last step (cosine)."""
+    min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     """0 disables gradient clipping."""
     max_new_tokens: int = 256
@@ -195,6 +199,7 @@ class RunConfig:
         _require(t.lr > 0, "train.lr", t.lr, "a positive learning rate such as 1e-5")
         _require(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, ">= 0")
         _require(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, ">= 0")
+        _require(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio", t.min_lr_ratio, "in [0, 1]")
         for i, beta in enumerate(t.betas):
             _require(0 <= beta < 1, f"train.betas[{i}]", beta, "a number in [0, 1)")
         _require(

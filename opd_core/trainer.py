@@ -162,9 +162,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas
         )
-        warmup = cfg.train.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0
+            self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.train)
         )
         pool = self.hook.opd_task_prompts(split="train")
         if not pool:
@@ -564,6 +563,20 @@ def prepare_student(model: Any, cfg: RunConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
+
+
+def lr_factor(step: int, total_steps: int, train: Any) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a fraction of ``train.lr``:
+    linear warm-up over ``train.warmup_steps``, then constant or a half cosine down to
+    ``train.min_lr_ratio`` at the last step (``train.lr_schedule``)."""
+    warmup = train.warmup_steps
+    if step < warmup:
+        return (step + 1) / warmup
+    if train.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup))
+    floor = train.min_lr_ratio
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from opd_core.app import CONF_DIR
 from opd_core.config import RunConfig
 from opd_core.errors import OPDError
 from opd_core.plugin_manager import build_registry, make_plugin_manager
-from opd_core.trainer import build_components
+from opd_core.trainer import build_components, lr_factor
 
 Compose = Callable[[list[str]], DictConfig]
 ADDED_GROUPS = {"task", "teacher", "experiment"}  # chosen with "+", not in the defaults list
@@ -171,3 +172,17 @@ def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> Non
 
 def test_conf_dir_is_the_top_level_conf_folder() -> None:
     assert Path(__file__).resolve().parents[2] / "opd_core" / "conf" == CONF_DIR
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor() -> None:
+    from types import SimpleNamespace
+
+    train = SimpleNamespace(warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.1)
+    factors = [lr_factor(s, 12, train) for s in range(12)]
+    assert factors[:2] == [0.5, 1.0]
+    assert factors[2] == pytest.approx(1.0)  # the decay starts after warm-up
+    assert factors[-1] == pytest.approx(0.1)  # and reaches the floor at the last step
+    assert factors[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 9)))
+    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    constant = SimpleNamespace(warmup_steps=2, lr_schedule="constant", min_lr_ratio=0.1)
+    assert [lr_factor(s, 12, constant) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
