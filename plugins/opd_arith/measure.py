@@ -26,7 +26,7 @@ def _spec_from_args(args: argparse.Namespace) -> DemoSpec:
     """The default spec with the command line's overrides."""
     overrides = {
         name: getattr(args, name)
-        for name in ("teacher_steps", "student_steps", "num_train", "seed")
+        for name in ("teacher_steps", "student_steps", "num_train", "seed", "student_target_accuracy")
         if getattr(args, name) is not None
     }
     return dataclasses.replace(DemoSpec(), **overrides)
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--student-steps", type=int, default=None)
     parser.add_argument("--num-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--student-target-accuracy", type=float, default=None)
     args = parser.parse_args(argv)
     spec = _spec_from_args(args)
     print(f"[measure] torch threads: {torch.get_num_threads()}; spec digest {spec.digest()}")

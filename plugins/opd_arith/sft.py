@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,11 +103,15 @@ def sft(
     progress: bool = True,
     weight_decay: float = 0.01,
     name: str = "sft",
+    stop_when: Callable[[int], bool] | None = None,
+    check_every: int = 10,
 ) -> list[float]:
     """Fine-tune ``model`` in place on the problems' solutions; returns the loss of every step.
 
     AdamW with linear warmup (5% of steps) and cosine decay, gradient norm clipped at 1. With
-    ``progress``, prints a line every ``log_every`` steps, prefixed by ``name``.
+    ``progress``, prints a line every ``log_every`` steps, prefixed by ``name``. With
+    ``stop_when``, training ends early after the first step ``s`` (a multiple of ``check_every``)
+    for which ``stop_when(s)`` is true; the model is left in eval mode either way.
     """
     if steps <= 0:
         return []
@@ -135,5 +139,11 @@ def sft(
                 f"lr {scheduler.get_last_lr()[0]:.2e}  {time.perf_counter() - start:.0f}s",
                 flush=True,
             )
+        if stop_when is not None and (step + 1) % check_every == 0:
+            model.eval()
+            stop = stop_when(step + 1)
+            model.train()
+            if stop:
+                break
     model.eval()
     return losses

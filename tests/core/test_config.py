@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -183,6 +184,6 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor() -> None:
     assert factors[2] == pytest.approx(1.0)  # the decay starts after warm-up
     assert factors[-1] == pytest.approx(0.1)  # and reaches the floor at the last step
     assert factors[7] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 5 / 9)))
-    assert all(a >= b for a, b in zip(factors[1:], factors[2:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors[1:]))
     constant = SimpleNamespace(warmup_steps=2, lr_schedule="constant", min_lr_ratio=0.1)
     assert [lr_factor(s, 12, constant) for s in range(4)] == [0.5, 1.0, 1.0, 1.0]
