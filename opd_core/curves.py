@@ -25,6 +25,9 @@ class CurvePoint:
     score: float
     student_flops: float
     teacher_flops: float
+    train_seconds: float = 0.0
+    """Seconds the training steps took until then (the sum of every step's stage times:
+    sampling, grading, scoring, update; evaluations excluded)."""
 
     @property
     def total_flops(self) -> float:
@@ -60,7 +63,10 @@ def load_curve(run_dir: Path, metric: str = "accuracy", name: str | None = None)
     before = summary.get("student_before", {})
     if metric in before:
         points.append(CurvePoint(0, float(before[metric]), 0.0, 0.0))
+    seconds = 0.0
     for record in records:
+        seconds += sum(v for k, v in record.items() if k.startswith("time/") and k.endswith("_s"))
+        record["_train_seconds"] = seconds
         if f"eval/{metric}" in record:
             points.append(_point(record, float(record[f"eval/{metric}"])))
     after = summary.get("student_after", {})
@@ -85,6 +91,7 @@ def _point(record: dict[str, Any], score: float) -> CurvePoint:
         score=score,
         student_flops=float(record.get("flops/student", 0.0)),
         teacher_flops=float(record.get("flops/teacher", 0.0)),
+        train_seconds=float(record.get("_train_seconds", 0.0)),
     )
 
 

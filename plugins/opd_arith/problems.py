@@ -168,6 +168,7 @@ def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
         id=f"arithmetic-{split}-{index}",
         messages=({"role": "user", "content": problem.question},),
         answer=problem.answer,
+        reference=problem.solution,
         metadata={"solution": problem.solution},
         source="arithmetic",
     )

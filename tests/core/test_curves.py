@@ -50,3 +50,18 @@ def test_unfinished_run_or_unknown_metric_is_named(tmp_path: Path) -> None:
     write_run(tmp_path / "run", {"student_after": {"accuracy": 0.5}}, [{"step": 1}])
     with pytest.raises(OPDError, match=r"no student_after\.reward; choose one of accuracy"):
         load_curve(tmp_path / "run", metric="reward")
+
+
+def test_curve_points_carry_the_training_seconds_so_far(tmp_path: Path) -> None:
+    records = [
+        {"step": s, "time/sample_s": 1.0, "time/update_s": 0.5, "time/eval_note": 9.0}
+        for s in range(1, 4)
+    ]
+    records[0]["eval/accuracy"] = 0.3
+    write_run(
+        tmp_path / "run",
+        {"student_before": {"accuracy": 0.1}, "student_after": {"accuracy": 0.5}},
+        records,
+    )
+    curve = load_curve(tmp_path / "run")
+    assert [p.train_seconds for p in curve.points] == [0.0, 1.5, 4.5]
