@@ -26,7 +26,13 @@ def _spec_from_args(args: argparse.Namespace) -> DemoSpec:
     """The default spec with the command line's overrides."""
     overrides = {
         name: getattr(args, name)
-        for name in ("teacher_steps", "student_steps", "num_train", "seed", "student_target_accuracy")
+        for name in (
+            "teacher_steps",
+            "student_steps",
+            "num_train",
+            "seed",
+            "student_target_accuracy",
+        )
         if getattr(args, name) is not None
     }
     return dataclasses.replace(DemoSpec(), **overrides)
