@@ -1,7 +1,7 @@
 """The seed's comparison on this CPU: SFT, RL and every on-policy distillation objective,
 continued from one SFT-initialised student, over several seeds.
 
-    python benchmarks/compare_objectives.py                  # ~2 h of CPU; --jobs 2 halves it
+    python benchmarks/compare_objectives.py                  # ~3 h of CPU, run 2 at a time
     python benchmarks/compare_objectives.py --steps 100 --seeds 1   # a quick, noisy look
     python benchmarks/compare_objectives.py --report-only    # rewrite the report from the runs
 
@@ -405,7 +405,7 @@ def plot(curves: dict[str, list[Curve]], teacher: float) -> None:
         plt.close(fig)
 
 
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 200
 SINGLE_PROMPT_STEPS = 50
 EVAL_PROBLEMS = 500
 
