@@ -97,13 +97,24 @@ def _main() -> None:
                 raise
             if not sweeping:
                 _fail(err)
-            point = f"sweep point {hydra_cfg.job.num} ({' '.join(overrides)})"
+            point = f"sweep point {hydra_cfg.job.num} ({' '.join(swept(overrides, sys.argv))})"
             print(f"{PREFIX}{point} failed: {describe(err)}", file=sys.stderr, flush=True)
             failed_points.append(point)
 
     hydra_entry()
     if failed_points:
         sys.exit(2)
+
+
+def swept(overrides: Sequence[str], argv: Sequence[str]) -> list[str]:
+    """The overrides of a sweep point that the sweep varies (``key=a,b``, ``range(...)``, ...)."""
+    keys = set()
+    for arg in argv[1:]:
+        key, sep, value = arg.partition("=")
+        if sep and ("," in value or "(" in value):
+            keys.add(key.lstrip("+~"))
+    chosen = [o for o in overrides if o.partition("=")[0].lstrip("+~") in keys]
+    return chosen or list(overrides)
 
 
 def interrupt_line(stop: RunInterrupted, output_dir: Path, overrides: Sequence[str]) -> str:

@@ -58,6 +58,11 @@ def _describe(err: BaseException) -> str:
         )
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         return f"The disk is full writing {err.filename or 'a file'}; free space and rerun."
+    if isinstance(err, OSError) and err.filename:
+        return (
+            f"Cannot use {err.filename} ({err.strerror or type(err).__name__}); check the path, "
+            "or choose another run folder with hydra.run.dir=/path/to/folder."
+        )
     return describe_bug(err)
 
 

@@ -43,7 +43,7 @@ def load_hf_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMod
         model: Any = AutoModelForCausalLM.from_pretrained(
             source, revision=spec.revision, trust_remote_code=spec.trust_remote_code, dtype=dtype
         )
-    except (OSError, ValueError) as err:
+    except Exception as err:  # missing, damaged or empty files; safetensors has its own error
         raise OPDError(_missing_message(spec, role, err)) from err
     return _finish(model, tokenizer, spec, device)
 
