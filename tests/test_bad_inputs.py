@@ -97,25 +97,20 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # -------------------------------------------------- refused before any weights load
 
-CONFIG_CASES = [
+CONFIG_CASES = [  # more values of each kind are checked in-process by tests/core/test_config.py
     (["train.steps=abc"], "Invalid train.steps='abc': expected an integer."),
     (["train.steps=2.5"], "Invalid train.steps=2.5: expected an integer."),
     (["train.lr=fast"], "Invalid train.lr='fast': expected a finite number."),
-    (["train.lr=-1"], "Invalid train.lr=-1"),
-    (["seed=abc"], "Invalid seed='abc': expected an integer."),
     (["+train.betas=[2.0,3.0]"], "Invalid train.betas[0]=2.0: expected a number in [0, 1)"),
     (["resume=maybe"], "Invalid resume='maybe': expected true or false."),
     (["eval.temperature=-1"], "Invalid eval.temperature=-1: expected >= 0"),
     (["eval.temperature=nan"], "Invalid eval.temperature=nan: expected a finite number."),
     (["loss=forward_kl", "loss.top_k=nan"], "Invalid loss.top_k=nan: expected an integer."),
-    (["loss=forward_kl", "loss.top_k=2.5"], "Invalid loss.top_k=2.5: expected an integer."),
     (["advantage.coef=nan"], "Invalid advantage.coef=nan: expected a finite number."),
     (["+bogus=1"], "Unknown config key 'bogus'; the top-level keys are: advantage"),
     (["train.stepz=2"], "Unknown config key train.stepz; train accepts: steps, passes"),
     (["+task=nosuchtask"], "Unknown task 'nosuchtask'. Available: arithmetic, chat"),
-    (["+teacher=nope"], "Unknown teacher 'nope'. Available: hf, multi"),
     (["loss=nope"], "Unknown loss 'nope'. Available: cross_entropy, forward_kl"),
-    (["sampler=nope"], "Unknown sampler 'nope'. Available: dataset, hf"),
     (["evaluator=[nope]"], "Unknown evaluator 'nope'. Available: aime, ifeval"),
     (["train.lr=[1"], "Cannot parse an override"),
     (["task=math"], "use +task=math"),
