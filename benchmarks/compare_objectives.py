@@ -119,7 +119,7 @@ METHODS: dict[str, Method] = {
         main=False,
     ),
 }
-SHARED = ("train.lr=5e-4", "+train.lr_schedule=cosine", "eval.every=25")
+SHARED = ("train.lr=5e-4", "++train.lr_schedule=cosine", "eval.every=25")
 SINGLE_PROMPT = ("eval.every=10",)
 SEED_CLAIMS = {
     "flops_vs_sft": "9-30x less compute than SFT",

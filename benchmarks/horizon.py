@@ -38,7 +38,7 @@ METHODS = {
 }
 SHARED = (
     "train.lr=5e-4",
-    "+train.lr_schedule=cosine",
+    "++train.lr_schedule=cosine",
     "eval.every=25",
     "train.max_new_tokens=64",
     "eval.max_new_tokens=64",

@@ -145,13 +145,28 @@ def test_missing_required_value_is_named(compose_config: Compose) -> None:
             "loss.name=nope",
             r"Unknown loss 'nope'. Available: cross_entropy, (\w+, )*forward_kl, (\w+, )*jsd",
         ),
-        ("advantage.coef=-1", r"Invalid advantage 'reverse_kl' config: coef must be positive"),
-        ("+advantage.beta=1", r"advantage 'reverse_kl' has no option beta; its options are"),
-        ("advantage.coef=nan", r"Invalid advantage.coef=nan: expected a finite number\."),
-        ("advantage.coef=abc", r"Invalid advantage.coef='abc': expected a finite number\."),
+        (
+            "advantage=reverse_kl advantage.coef=-1",
+            r"Invalid advantage 'reverse_kl' config: coef must be positive",
+        ),
+        (
+            "advantage=reverse_kl +advantage.beta=1",
+            r"advantage 'reverse_kl' has no option beta; its options are",
+        ),
+        (
+            "advantage=reverse_kl advantage.coef=nan",
+            r"Invalid advantage.coef=nan: expected a finite number\.",
+        ),
+        (
+            "advantage=reverse_kl advantage.coef=abc",
+            r"Invalid advantage.coef='abc': expected a finite number\.",
+        ),
         ("loss=forward_kl loss.top_k=nan", r"Invalid loss.top_k=nan: expected an integer\."),
         ("loss=forward_kl loss.top_k=2.5", r"Invalid loss.top_k=2.5: expected an integer\."),
-        ("loss.clip_eps=nan", r"Invalid loss.clip_eps=nan: expected a finite number"),
+        (
+            "loss=importance_sampling loss.clip_eps=nan",
+            r"Invalid loss.clip_eps=nan: expected a finite number",
+        ),
     ],
 )
 def test_component_errors_list_the_options(
