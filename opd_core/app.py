@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from opd_core.config import RunConfig
 from opd_core.failures import PREFIX, debug_requested, describe
 from opd_core.interrupts import Interrupts, RunInterrupted
-from opd_core.plugin_manager import make_plugin_manager
+from opd_core.plugin_manager import command_line_plugins, make_plugin_manager
 from opd_core.trainer import Trainer
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
@@ -45,7 +45,7 @@ def run(
     given.
     """
     config = RunConfig.from_dict(cfg)
-    pm = pm or make_plugin_manager()
+    pm = pm or make_plugin_manager(disabled=config.disable_plugins)
     trainer = Trainer(config, pm, output_dir, interrupts)
     try:
         trainer.setup()
@@ -75,7 +75,8 @@ def _main() -> None:
 
     report_hydra_errors()
     try:
-        pm = make_plugin_manager()
+        plugins, disabled = command_line_plugins(sys.argv[1:])
+        pm = make_plugin_manager(plugins, disabled=disabled)
         pm.hook.opd_register_configs(store=ConfigStore.instance())
     except Exception as err:
         _fail(err)

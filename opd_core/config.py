@@ -8,10 +8,11 @@ sections (``train``, ``eval``, ``checkpoint``, ``student``) and keeps each compo
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
@@ -20,6 +21,9 @@ from opd_core.distributed import STRATEGIES, DistributedConfig
 from opd_core.errors import OPDError
 from opd_core.modeling import ModelSpec
 from opd_core.typecheck import check_value, field_types, invalid
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class RunConfig:
     progress: bool = True
     plugins: tuple[str, ...] = ()
     """Extra plugin modules to register for this run (like pytest's ``-p``)."""
+    disable_plugins: tuple[str, ...] = ()
+    """Installed plugins to turn off for this run, by entry-point name (pytest's ``-p no:``)."""
     loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Trackers that receive every step's metrics besides ``metrics.jsonl`` (``logger=[...]``)."""
 
@@ -154,7 +160,7 @@ class RunConfig:
             **_only(student_raw, StudentConfig, "student"),
         )
         scalars = _only(
-            {k: raw[k] for k in ("seed", "device", "resume", "progress", "plugins") if k in raw},
+            {f.name: raw[f.name] for f in dataclasses.fields(_RunScalars) if f.name in raw},
             _RunScalars,
             "",
         )
@@ -263,6 +269,7 @@ class _RunScalars:
     resume: bool = False
     progress: bool = True
     plugins: tuple[str, ...] = ()
+    disable_plugins: tuple[str, ...] = ()
 
 
 TOP_LEVEL_KEYS = frozenset({f.name for f in dataclasses.fields(RunConfig)} | {"demo"})
@@ -347,17 +354,48 @@ def store_config_dir(store: Any, package: str, subdir: str = "conf") -> list[str
     """Store every ``<group>/<option>.yaml`` under ``package/subdir`` in Hydra's ConfigStore.
 
     Third-party plugins call this from ``opd_register_configs`` so their options compose like
-    built-in ones (``+task=<option>``). Returns the ``group/option`` names stored.
+    built-in ones (``+task=<option>``). Nested folders are nested groups (``hydra/launcher``);
+    a file's ``# @package`` line is kept, so ``# @package evaluators.<name>`` in
+    ``evaluator/<name>.yaml`` lands where ``evaluator=[...]`` expects it. Returns the
+    ``group/option`` names stored.
     """
     root = resources.files(package).joinpath(subdir)
-    stored = []
+    if not root.is_dir():
+        raise OPDError(f"Package '{package}' has no config folder '{subdir}/' to store.")
+    stored: list[str] = []
     for group_dir in sorted(root.iterdir(), key=lambda p: p.name):
-        if not group_dir.is_dir():
-            continue
-        for item in sorted(group_dir.iterdir(), key=lambda p: p.name):
-            if item.name.endswith(".yaml"):
-                node = OmegaConf.create(item.read_text(encoding="utf-8"))
-                option = item.name[: -len(".yaml")]
-                store.store(group=group_dir.name, name=option, node=node, provider=package)
-                stored.append(f"{group_dir.name}/{option}")
+        if group_dir.is_dir():
+            stored += _store_group(store, package, group_dir, group_dir.name)
     return stored
+
+
+def _store_group(store: Any, package: str, folder: Traversable, group: str) -> list[str]:
+    stored = []
+    for item in sorted(folder.iterdir(), key=lambda p: p.name):
+        if item.is_dir():
+            stored += _store_group(store, package, item, f"{group}/{item.name}")
+        elif item.name.endswith(".yaml"):
+            text = item.read_text(encoding="utf-8")
+            option = item.name[: -len(".yaml")]
+            store.store(
+                group=group,
+                name=option,
+                node=OmegaConf.create(text),
+                package=package_line(text),
+                provider=package,
+            )
+            stored.append(f"{group}/{option}")
+    return stored
+
+
+def package_line(text: str) -> str | None:
+    """The value of a config file's ``# @package`` header line (Hydra reads only the comment
+    lines before the first key), or ``None`` when it has none."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            return None
+        found = re.match(r"#\s*@package\s+(\S+)\s*$", stripped)
+        if found:
+            return found.group(1)
+    return None

@@ -20,10 +20,14 @@ class RunContext:
     hook: Any
     """The plugin manager's hook relay: ``ctx.hook.opd_grade_completions(...)``."""
     device: torch.device
+    """Where the student and the stage tensors live (``device=auto``: the first GPU, else CPU)."""
     output_dir: Path
+    """The run folder (Hydra's output folder): ``metrics.jsonl``, ``summary.json`` and
+    checkpoints go here, and so do a plugin's own files (written on rank 0)."""
     student: LoadedModel
     """The policy being trained (its weights change every step)."""
     seed: int
+    """The run's ``seed``."""
     rank: int = 0
     """This process's index among the data-parallel training processes (0 when alone)."""
     world_size: int = 1
@@ -40,4 +44,5 @@ class Component(Protocol):
     Components with resumable state also define ``state_dict``/``load_state_dict``.
     """
 
-    def setup(self, ctx: RunContext) -> None: ...
+    def setup(self, ctx: RunContext) -> None:
+        """Optional: called once the student is loaded, before training starts."""

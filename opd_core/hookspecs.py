@@ -47,6 +47,19 @@ PROJECT = "opd_core"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+STAGES: tuple[str, ...] = (
+    "opd_task_prompts",
+    "opd_grade_completions",
+    "opd_select_prompts",
+    "opd_sample_rollouts",
+    "opd_score_rollouts",
+    "opd_compute_advantages",
+    "opd_compute_loss",
+)
+"""First-result hooks answered by the one component a config chose. A second plugin answering
+one of them must say ``tryfirst=True`` (or ``trylast=True``), else the run refuses to start
+(:func:`opd_core.plugin_manager.check_stage_answers`)."""
+
 
 # --------------------------------------------------------------------------------------------
 # 1. Registration

@@ -8,7 +8,8 @@ in a plugin fails loudly (``check_pending``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -18,12 +19,18 @@ from opd_core.errors import OPDError
 from opd_core.registry import Registry
 
 ENTRY_POINT_GROUP = "opd_core"
+COMPONENT_PREFIX = "opd-component-"
+"""Configured components are registered as ``opd-component-<kind>`` plugins."""
 
 
-def make_plugin_manager(extra_plugins: Iterable[Any] = ()) -> pluggy.PluginManager:
-    """A plugin manager with the hook specs, every installed plugin, and ``extra_plugins``."""
+def make_plugin_manager(
+    extra_plugins: Iterable[Any] = (), disabled: Iterable[str] = ()
+) -> pluggy.PluginManager:
+    """A plugin manager with the hook specs, every installed plugin but the ``disabled`` ones
+    (by entry-point name, never imported), and ``extra_plugins``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    disable_plugins(pm, disabled)
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     except Exception as err:  # a broken third-party package must not look like our bug
@@ -36,6 +43,29 @@ def make_plugin_manager(extra_plugins: Iterable[Any] = ()) -> pluggy.PluginManag
         register_plugin(pm, plugin)
     check_hooks(pm)
     return pm
+
+
+def command_line_plugins(args: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``plugins=[...]`` and ``disable_plugins=[...]`` of a command line, read before Hydra
+    composes it so that those plugins' ``opd_register_configs`` count (sweeps and anything
+    Hydra would refuse are left to Hydra)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found: dict[str, list[str]] = {"plugins": [], "disable_plugins": []}
+    parser = OverridesParser.create()
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra reports it when it composes
+            continue
+        key = override.key_or_group
+        if key in found and not override.is_sweep_override():
+            value = override.value()
+            values = value if isinstance(value, list) else [value]
+            found[key] = [str(v) for v in values if isinstance(v, str)]
+    return found["plugins"], found["disable_plugins"]
 
 
 def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = None) -> None:
@@ -54,6 +84,62 @@ def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = No
                 f"{_first_line(err)}); fix the module or remove it from the 'plugins' list."
             ) from err
     pm.register(plugin, name=name)
+
+
+def installed_plugin_names() -> list[str]:
+    """Entry-point names of the installed plugins (``hf``, ``report``, ...), sorted."""
+    from importlib.metadata import entry_points
+
+    return sorted({ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)})
+
+
+def disable_plugins(pm: pluggy.PluginManager, names: Iterable[str]) -> None:
+    """Turn installed plugins off by entry-point name (``disable_plugins=[...]``, like pytest's
+    ``-p no:NAME``); an unknown name lists the installed ones."""
+    names = list(names)
+    if not names:
+        return
+    installed = installed_plugin_names()
+    for name in names:
+        if name not in installed:
+            raise OPDError(
+                f"disable_plugins names '{name}', which is not an installed plugin; "
+                f"installed: {', '.join(installed)}."
+            )
+        pm.set_blocked(name)
+
+
+def check_stage_answers(pm: pluggy.PluginManager) -> None:
+    """Refuse two plugins answering one stage hook at the same precedence.
+
+    Each stage (:data:`opd_core.hookspecs.STAGES`) is answered by the component the config
+    chose; another plugin takes over only by saying ``tryfirst=True`` (or stays a fallback with
+    ``trylast=True``). Wrappers do not answer and are not counted.
+    """
+    for stage in hookspecs.STAGES:
+        by_order: dict[str, list[str]] = {}
+        for impl in getattr(pm.hook, stage).get_hookimpls():
+            if impl.wrapper or impl.hookwrapper:
+                continue
+            order = "tryfirst" if impl.tryfirst else "trylast" if impl.trylast else "plain"
+            by_order.setdefault(order, []).append(describe_plugin(impl.plugin_name, impl.plugin))
+        for order, answering in by_order.items():
+            if len(answering) > 1:
+                marked = "" if order == "plain" else f" (both {order})"
+                raise OPDError(
+                    f"Both {answering[-1]} and {answering[-2]} answer {stage}{marked}; mark the "
+                    "one that should answer first @hookimpl(tryfirst=True), or turn the other "
+                    "off (drop it from plugins=[...] or disable_plugins=[name])."
+                )
+
+
+def describe_plugin(name: str, plugin: Any) -> str:
+    """A plugin as an error message names it: the configured component, or its module/class."""
+    if name.startswith(COMPONENT_PREFIX):
+        return f"the configured {name[len(COMPONENT_PREFIX) :]} ({type(plugin).__name__})"
+    if isinstance(plugin, ModuleType):
+        return f"plugin {name} ({plugin.__name__})" if name != plugin.__name__ else name
+    return f"plugin {type(plugin).__name__}"
 
 
 def broken_entry_point() -> str | None:

@@ -56,7 +56,14 @@ from opd_core.limits import (
 )
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
-from opd_core.plugin_manager import build_registry, check_hooks, register_plugin
+from opd_core.plugin_manager import (
+    COMPONENT_PREFIX,
+    build_registry,
+    check_hooks,
+    check_stage_answers,
+    disable_plugins,
+    register_plugin,
+)
 from opd_core.progress import Progress
 from opd_core.registry import Registry
 from opd_core.types import (
@@ -114,8 +121,10 @@ class Trainer:
         self.dist = Distributed(cfg.distributed, pick_device(cfg.device))
         self.output_dir = self.dist.broadcast(self.output_dir)  # one folder, rank 0's
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
+        disable_plugins(self.pm, cfg.disable_plugins)
         for module in cfg.plugins:
-            register_plugin(self.pm, module)
+            if self.pm.get_plugin(module) is None:  # unless the caller registered it already
+                register_plugin(self.pm, module)
         check_hooks(self.pm)
         registry = build_registry(self.pm)
         self.components = build_components(registry, cfg)  # validates before loading weights
@@ -149,10 +158,11 @@ class Trainer:
         )
         with main_process_first(self.dist):
             for name, component in self.components.items():
-                self.pm.register(component, name=f"opd-component-{name}")
+                self.pm.register(component, name=f"{COMPONENT_PREFIX}{name}")
                 if hasattr(component, "setup"):
                     component.setup(self.ctx)
         check_hooks(self.pm)
+        check_stage_answers(self.pm)
         if self.dist.enabled:
             torch.manual_seed(cfg.seed + self.dist.rank)  # ranks sample independently
         self.train_model = self.dist.wrap(student.model)

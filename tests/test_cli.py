@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from conftest import TinyModels, tiny_run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,17 +105,42 @@ def test_multirun_sweeps_two_points(tiny_models: TinyModels, tmp_path: Path) -> 
     assert lrs == {1e-3, 2e-3}
 
 
-@pytest.mark.parametrize("task", ["reverse_digits"])
-def test_third_party_task_from_the_example_package(
-    tiny_models: TinyModels, tmp_path: Path, task: str
+def test_every_component_of_the_example_package_runs(
+    tiny_models: TinyModels, tmp_path: Path
 ) -> None:
+    """Task, advantage, evaluator and logger from the package's configs, a wrapper hook from
+    plugins=[...]: all in one run, each leaving its mark."""
     out = tmp_path / "run"
     overrides = [
-        o.replace("+task=arithmetic", f"+task={task}")
-        for o in tiny_run_overrides(tiny_models, out, steps=1)
+        o.replace("+task=arithmetic", "+task=reverse_digits")
+        for o in tiny_run_overrides(tiny_models, out, steps=2)
         if not o.startswith("task.")
     ]
-    result = opd(*overrides, "eval.teacher=false", cwd=tmp_path)
+    result = opd(
+        *overrides,
+        "eval.teacher=false",
+        "advantage=clipped_reverse_kl",
+        "advantage.clip=0.25",
+        "evaluator=[task_accuracy,answer_format]",
+        "evaluators.answer_format.max_examples=4",
+        "logger=[csv]",
+        "plugins=[opd_example_task.stage_times]",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["student_after"]["eval_examples"] == 50  # the example config's eval_size
+    assert summary["student_after"]["eval_examples"] == 50  # the task config's eval_size
+    assert 0.0 <= summary["student_after"]["format_rate"] <= 1.0  # the evaluator
+    steps = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(-0.25 <= s["advantage/min"] <= s["advantage/max"] <= 0.25 for s in steps)
+    assert all("clipped_fraction" in s for s in steps)  # the advantage's own metric
+    rows = (out / "metrics.csv").read_text().splitlines()  # the logger
+    assert rows[0] == "step,metric,value"
+    assert {row.split(",")[0] for row in rows[1:]} == {"1", "2"}
+    assert any(row.startswith("2,loss,") for row in rows)
+    times = json.loads((out / "stage_times.json").read_text())  # the wrapper
+    assert {k: len(v) for k, v in times.items()} == {
+        "opd_sample_rollouts": 2,
+        "opd_score_rollouts": 2,
+        "opd_compute_advantages": 2,
+    }

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, hookimpl
 from opd_core.context import RunContext
 from opd_core.registry import Registry
+
+log = logging.getLogger("opd_core")
 
 
 class TaskAccuracy:
@@ -41,13 +45,14 @@ class TaskAccuracy:
 
     def setup(self, ctx: RunContext) -> None:
         self.hook = ctx.hook
-        prompts = list(ctx.hook.opd_task_prompts(split="eval") or [])
-        if not prompts:
-            raise OPDError(
-                "The task has no eval prompts, so task_accuracy cannot run; remove "
-                "it with '~evaluators.task_accuracy' or give the task an eval split."
+        self.prompts = list(ctx.hook.opd_task_prompts(split="eval") or [])[: self.max_examples]
+        self.graded = True
+        if not self.prompts:
+            log.info(
+                "evaluator task_accuracy: task '%s' has no eval prompts; skipping it "
+                "(evaluator=[] turns it off)",
+                ctx.config.task.get("name", "?"),
             )
-        self.prompts = prompts[: self.max_examples]
         temperature = ctx.config.eval.temperature if self.temperature is None else self.temperature
         if temperature == 0 and self.samples_per_prompt > 1:
             raise OPDError(
@@ -62,16 +67,17 @@ class TaskAccuracy:
         )
 
     @hookimpl
-    def opd_evaluate(self, generator: Generator, role: str, step: int) -> EvalResult:
+    def opd_evaluate(self, generator: Generator, role: str, step: int) -> EvalResult | None:
+        if not self.prompts or not self.graded:
+            return None
         k = self.samples_per_prompt
         prompts = [p for p in self.prompts for _ in range(k)]
         completions = generator.generate(prompts, self.params)
         grades = self.hook.opd_grade_completions(prompts=prompts, completions=completions)
         if grades is None:
-            raise OPDError(
-                "The task has no grader, so task_accuracy cannot score it; remove "
-                "it with '~evaluators.task_accuracy'."
-            )
+            log.info("evaluator task_accuracy: the task has no grader; skipping it")
+            self.graded = False
+            return None
         return EvalResult(
             evaluator="task_accuracy", target=role, metrics=accuracy_metrics(grades, k)
         )

@@ -139,7 +139,8 @@ def test_missing_required_value_is_named(compose_config: Compose) -> None:
     [
         (
             "advantage.name=reverse_kll",
-            r"Unknown advantage 'reverse_kll'. Available: grpo, mixed, reverse_kl, uniform",
+            r"Unknown advantage 'reverse_kll'. Available: (clipped_reverse_kl, )?grpo, mixed, "
+            r"reverse_kl, uniform",
         ),
         (
             "loss.name=nope",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -13,7 +17,13 @@ from omegaconf import DictConfig
 from conftest import TinyModels, tiny_run_overrides
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.app import run
-from opd_core.plugin_manager import build_registry, make_plugin_manager
+from opd_core.config import RunConfig
+from opd_core.plugin_manager import (
+    build_registry,
+    check_stage_answers,
+    command_line_plugins,
+    make_plugin_manager,
+)
 from opd_core.registry import Registry
 
 Compose = Callable[[list[str]], DictConfig]
@@ -35,7 +45,7 @@ def test_built_ins_and_the_example_package_come_from_the_entry_point_group() -> 
     assert loaded >= BUILT_INS | {"opd_example_task"}
     registry = build_registry(pm)
     assert "reverse_digits" in registry.names("task")
-    assert registry.entry("task", "reverse_digits").provider == "opd_example_task"
+    assert registry.entry("task", "reverse_digits").provider == "opd_example_task.task"
 
 
 def test_opd_register_components_fills_every_kind() -> None:
@@ -165,3 +175,104 @@ def test_opd_register_configs_stores_a_packages_yaml_options() -> None:
     node = store.load("task/reverse_digits.yaml")
     assert node.provider == "opd_example_task"
     assert node.node["name"] == "reverse_digits"
+    assert store.load("evaluator/answer_format.yaml").package == "evaluators.answer_format"
+    assert store.load("logger/csv.yaml").package == "loggers.csv"
+
+
+class FixedLoss:
+    @hookimpl
+    def opd_compute_loss(self, rollouts: Any, policy: Any, advantages: Any) -> None:
+        return None
+
+
+class OverridingLoss:
+    @hookimpl(tryfirst=True)
+    def opd_compute_loss(self, rollouts: Any, policy: Any, advantages: Any) -> None:
+        return None
+
+
+class LossWrapper:
+    @hookimpl(wrapper=True)
+    def opd_compute_loss(self, rollouts: Any, policy: Any, advantages: Any) -> Any:
+        return (yield)
+
+
+def test_two_answers_to_one_stage_are_refused_unless_one_says_tryfirst() -> None:
+    with pytest.raises(
+        OPDError, match=r"^Both plugin FixedLoss and plugin FixedLoss answer opd_co"
+    ):
+        check_stage_answers(make_plugin_manager([FixedLoss(), FixedLoss()]))
+    check_stage_answers(make_plugin_manager([FixedLoss(), OverridingLoss(), LossWrapper()]))
+    with pytest.raises(OPDError, match=r"answer opd_compute_loss \(both tryfirst\)"):
+        check_stage_answers(make_plugin_manager([OverridingLoss(), OverridingLoss()]))
+
+
+def test_a_second_sampler_without_tryfirst_stops_the_run_naming_both(
+    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
+) -> None:
+    class Sampler:
+        @hookimpl
+        def opd_sample_rollouts(self, prompts: Any, samples_per_prompt: int) -> None:
+            return None
+
+    out = tmp_path / "run"
+    cfg = compose_config(tiny_run_overrides(tiny_models, out, steps=1))
+    with pytest.raises(OPDError, match=r"Both the configured sampler \(HFSampler\) and plugin "):
+        run(cfg, out, pm=make_plugin_manager([Sampler()]))
+
+
+def test_disable_plugins_turns_an_installed_plugin_off_by_name(compose_config: Compose) -> None:
+    pm = make_plugin_manager(disabled=["report", "reverse_digits"])
+    loaded = {getattr(p, "__name__", "") for p in pm.get_plugins()}
+    assert "opd_report" not in loaded and "opd_example_task" not in loaded
+    assert "reverse_digits" not in build_registry(pm).names("task")
+    with pytest.raises(OPDError, match=r"names 'reprot', which is not an installed plugin; instal"):
+        make_plugin_manager(disabled=["reprot"])
+    config = RunConfig.from_dict(compose_config(["disable_plugins=[report]"]))
+    assert config.disable_plugins == ("report",)
+
+
+def test_command_line_plugins_are_read_before_composing() -> None:
+    args = ["-m", "plugins=[a.b,c]", "--cfg", "job", "disable_plugins=[report]", "seed=1"]
+    assert command_line_plugins(args) == (["a.b", "c"], ["report"])
+    assert command_line_plugins(["plugins=x", "plugins=[oops"]) == (["x"], [])
+
+
+def test_a_plugins_module_contributes_configs_and_components(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_opd_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from omegaconf import OmegaConf
+            from opd_core import hookimpl
+
+            class Echo:
+                def __init__(self, words: int = 3) -> None:
+                    self.words = words
+
+            @hookimpl
+            def opd_register_components(registry):
+                registry.add("task", "echo_words", Echo)
+
+            @hookimpl
+            def opd_register_configs(store):
+                store.store(group="task", name="echo_words", node=OmegaConf.create(
+                    {"name": "echo_words", "words": 5}))
+            """
+        )
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["plugins=[my_opd_plugin]", "+task=echo_words", "+teacher=demo", "--cfg", "job"]
+    result = subprocess.run(
+        [sys.executable, "-m", "opd_core", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "name: echo_words\n  words: 5" in result.stdout
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "echo_words" in build_registry(make_plugin_manager(["my_opd_plugin"])).names("task")

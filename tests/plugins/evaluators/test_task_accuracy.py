@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TinyModels
 from opd_arith.plugin import ArithmeticTask
-from opd_core import GenerationParams, OPDError, Prompt
+from opd_core import GenerationParams, OPDError, Prompt, hookimpl
 from opd_core.generation import HFGenerator
 from opd_core.plugin_manager import make_plugin_manager
 from opd_evaluators import TaskAccuracy, accuracy_metrics
@@ -72,3 +72,31 @@ def test_temperature_defaults_to_eval_temperature_and_refuses_k_greedy_copies() 
         TaskAccuracy(samples_per_prompt=8).setup(evaluator_ctx(0.0))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\]"):
         TaskAccuracy(top_p=0.0)
+
+
+class NoEvalSplit:
+    """A task like ``chat``: training prompts only, no grader."""
+
+    @hookimpl
+    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
+        return [] if split == "eval" else [Prompt(id="p", messages=())]
+
+
+def test_a_task_without_eval_prompts_makes_it_step_aside_with_one_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = SimpleNamespace(
+        task={"name": "chat"}, eval=SimpleNamespace(temperature=0.0, max_new_tokens=12)
+    )
+    ctx = SimpleNamespace(hook=make_plugin_manager([NoEvalSplit()]).hook, config=config)
+    evaluator = TaskAccuracy()
+    with caplog.at_level("INFO", logger="opd_core"):
+        evaluator.setup(ctx)  # type: ignore[arg-type]
+        for step in (0, 5):
+            generator = SimpleNamespace(generate=lambda prompts, params: pytest.fail("generated"))
+            assert evaluator.opd_evaluate(generator=generator, role="student", step=step) is None
+    lines = [r.getMessage() for r in caplog.records if "task_accuracy" in r.getMessage()]
+    assert lines == [
+        "evaluator task_accuracy: task 'chat' has no eval prompts; skipping it "
+        "(evaluator=[] turns it off)"
+    ]
