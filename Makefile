@@ -38,7 +38,8 @@ $(VLLM_STAMP): pyproject.toml
 setup-vllm: $(VLLM_STAMP)
 
 demo: setup
-	$(PY) -m opd_core
+	$(VENV)/bin/opd-core
+	@echo "Next: source $(VENV)/bin/activate, then opd-core --help, opd-core +task=<name> +teacher=demo, ... (README: Composing experiments)"
 
 lint: setup
 	$(PY) -m ruff check .
