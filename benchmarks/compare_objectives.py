@@ -56,6 +56,9 @@ class Method:
     main: bool = True
     """Main methods run every seed; the others (variants) run the first seed only unless
     ``--all-seeds``."""
+    tier: int = 1
+    """Order of the work: every main method's first seed comes first, then the further seeds
+    of tier 1, tier 2, and the variants (so an interrupted run leaves the most useful part)."""
 
 
 METHODS: dict[str, Method] = {
@@ -63,10 +66,10 @@ METHODS: dict[str, Method] = {
         "OPD, exact reverse KL over top-20 + tail", ("+experiment=reverse_kl_topk",), "opd"
     ),
     "opd_reverse_kl_sampled": Method(
-        "OPD, sampled-token reverse KL (the seed's estimator)", ("+experiment=opd",), "opd"
+        "OPD, sampled-token reverse KL (the seed's estimator)", ("+experiment=opd",), "opd", tier=2
     ),
     "opd_forward_kl_topk": Method(
-        "OPD, forward KL over top-20 + tail", ("+experiment=forward_kl",), "opd"
+        "OPD, forward KL over top-20 + tail", ("+experiment=forward_kl",), "opd", tier=2
     ),
     "sft_teacher_samples": Method(
         "SFT on teacher samples (off-policy distillation)", ("+experiment=sft",), "sft"
@@ -81,6 +84,7 @@ METHODS: dict[str, Method] = {
             "train.samples_per_prompt=1",
         ),
         "sft",
+        tier=2,
     ),
     "rl_grpo": Method("RL (GRPO, 16 prompts x 8 samples)", ("+experiment=rl",), "rl"),
     "opd_reverse_kl_truncated": Method(
@@ -152,7 +156,7 @@ def run_one(key: str, seed: int, steps: int, out: Path, fresh: bool) -> float | 
     when an earlier run is reused."""
     if fresh and out.exists():
         shutil.rmtree(out)
-    if (out / "summary.json").exists():
+    if (out / "summary.json").exists() or wait_if_running_elsewhere(out):
         return None
     if out.exists():
         shutil.rmtree(out)  # an unfinished run of this benchmark: start it again
@@ -167,6 +171,21 @@ def run_one(key: str, seed: int, steps: int, out: Path, fresh: bool) -> float | 
     status = "done" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
     print(f"[{key} seed {seed}] {status} in {seconds / 60:.1f} min", flush=True)
     return seconds
+
+
+def wait_if_running_elsewhere(out: Path, fresh_s: float = 180.0) -> bool:
+    """If another process is still writing the run in ``out`` (its metrics changed in the last
+    ``fresh_s`` seconds), wait until it finishes; True when it finished, False when it stalls."""
+    metrics = out / "metrics.jsonl"
+    announced = False
+    while metrics.exists() and time.time() - metrics.stat().st_mtime < fresh_s:
+        if (out / "summary.json").exists():
+            return True
+        if not announced:
+            print(f"[{out}] another process is running it; waiting", flush=True)
+            announced = True
+        time.sleep(15)
+    return (out / "summary.json").exists()
 
 
 def seeds_of(key: str, seeds: Sequence[int], all_seeds: bool) -> list[int]:
@@ -422,7 +441,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     args = parser.parse_args()
     seeds = list(range(args.seeds))
-    # main methods seed by seed first, so that an interrupted benchmark has whole seeds
+    # the first seed of every main method first, then further seeds by tier, then variants
     work = sorted(
         (
             (key, seed)
@@ -430,7 +449,15 @@ def main() -> None:
             for key in args.methods
             if seed in seeds_of(key, seeds, args.all_seeds)
         ),
-        key=lambda item: (not METHODS[item[0]].main, item[1], list(METHODS).index(item[0])),
+        key=lambda item: (
+            0
+            if item[1] == 0 and (METHODS[item[0]].main or item[0] == "opd_single_prompt")
+            else METHODS[item[0]].tier
+            if METHODS[item[0]].main
+            else 3,
+            item[1],
+            list(METHODS).index(item[0]),
+        ),
     )
     wall_s: dict[str, float] = {}
     if not args.report_only:
