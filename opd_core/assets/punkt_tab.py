@@ -17,6 +17,7 @@ from pathlib import Path
 
 from opd_core import OPDError
 from opd_core.assets.cache import assets_root, atomic_path
+from opd_core.locks import cache_lock
 
 PUNKT_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
 """The files NLTK's ``load_punkt_params`` opens in a ``punkt_tab/<language>/`` folder."""
@@ -38,10 +39,13 @@ def ensure_punkt_tab(dest: Path | None = None, language: str = "english") -> Pat
     folder = punkt_tab_dir(nltk_data, language)
     if all((folder / name).is_file() for name in PUNKT_FILES):
         return nltk_data
-    tables = _punkt_tables(language)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in PUNKT_FILES:
-        _write_atomic(folder / name, tables[name])
+    with cache_lock(folder, "writing NLTK punkt_tab"):  # one process writes, others reuse
+        if all((folder / name).is_file() for name in PUNKT_FILES):
+            return nltk_data
+        tables = _punkt_tables(language)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in PUNKT_FILES:
+            _write_atomic(folder / name, tables[name])
     return nltk_data
 
 

