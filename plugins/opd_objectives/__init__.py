@@ -1,34 +1,35 @@
 """Advantage functions and losses: on-policy distillation, its distribution-matching variants,
-and the RL and SFT baselines it is compared with."""
+and the RL and SFT baselines it is compared with.
+
+Registered by ``module:attr`` path, so a run imports (and pulls in torch for) only the ones its
+config chooses.
+"""
 
 from __future__ import annotations
 
 from opd_core import hookimpl
 from opd_core.registry import Registry
-from opd_objectives.distribution import (
-    EntropyAwareKL,
-    ForwardKL,
-    GeneralizedJSD,
-    TopKReverseKL,
-    TruncatedReverseKL,
-)
-from opd_objectives.grpo import GRPO
-from opd_objectives.importance_sampling import ImportanceSampling
-from opd_objectives.mixed import RewardPlusKL
-from opd_objectives.reverse_kl import ReverseKL
-from opd_objectives.supervised import CrossEntropy, Uniform
+
+ADVANTAGES = {
+    "reverse_kl": "opd_objectives.reverse_kl:ReverseKL",
+    "grpo": "opd_objectives.grpo:GRPO",
+    "mixed": "opd_objectives.mixed:RewardPlusKL",
+    "uniform": "opd_objectives.supervised:Uniform",
+}
+LOSSES = {
+    "importance_sampling": "opd_objectives.importance_sampling:ImportanceSampling",
+    "reverse_kl_topk": "opd_objectives.distribution:TopKReverseKL",
+    "reverse_kl_truncated": "opd_objectives.distribution:TruncatedReverseKL",
+    "entropy_aware_kl": "opd_objectives.distribution:EntropyAwareKL",
+    "forward_kl": "opd_objectives.distribution:ForwardKL",
+    "jsd": "opd_objectives.distribution:GeneralizedJSD",
+    "cross_entropy": "opd_objectives.supervised:CrossEntropy",
+}
 
 
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
-    registry.add("advantage", "reverse_kl", ReverseKL)
-    registry.add("advantage", "grpo", GRPO)
-    registry.add("advantage", "mixed", RewardPlusKL)
-    registry.add("advantage", "uniform", Uniform)
-    registry.add("loss", "importance_sampling", ImportanceSampling)
-    registry.add("loss", "forward_kl", ForwardKL)
-    registry.add("loss", "jsd", GeneralizedJSD)
-    registry.add("loss", "reverse_kl_topk", TopKReverseKL)
-    registry.add("loss", "reverse_kl_truncated", TruncatedReverseKL)
-    registry.add("loss", "entropy_aware_kl", EntropyAwareKL)
-    registry.add("loss", "cross_entropy", CrossEntropy)
+    for name, path in ADVANTAGES.items():
+        registry.add("advantage", name, path)
+    for name, path in LOSSES.items():
+        registry.add("loss", name, path)
