@@ -27,15 +27,10 @@ from typing import Any, TypeVar
 import torch
 
 from opd_core.errors import OPDError
+from opd_core.reduction import combine_rank_metrics, plain
 
 STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T")
-
-SUMMED_METRICS = frozenset({"tokens", "sequences"})
-"""Step metrics that count things (also as the last part of a name, ``teacher/a/tokens``): added
-over ranks, like FLOPs (``flops/*``, ``flops_step/*``). Others are averaged, except ``*/min``
-(minimum), ``*/max`` and ``time/*`` (maximum: the slowest rank sets the pace)."""
-SUMMED_PREFIXES = ("flops/", "flops_step/")
 
 
 @dataclass(frozen=True)
@@ -121,9 +116,10 @@ class Distributed:
         return float(total.item())
 
     def combine_metrics(self, metrics: Mapping[str, float]) -> dict[str, float]:
-        """One set of step metrics from every rank's (see :data:`SUMMED_METRICS`)."""
+        """One set of step metrics from every rank's, each merged as its producer declared
+        (:mod:`opd_core.reduction`)."""
         if not self.enabled:
-            return dict(metrics)
+            return plain(metrics)
         return combine_rank_metrics(self.gather(dict(metrics)))
 
     def gather(self, value: T) -> list[T]:
@@ -219,28 +215,6 @@ class Distributed:
             self.accelerator.free_memory()  # its references to the DDP wrapper
             gc.collect()  # (a reducer freed after the group is destroyed can hang on exit)
             torch.distributed.destroy_process_group()
-
-
-def combine_rank_metrics(per_rank: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Merge per-rank step metrics: counts add, ``*/min`` take the min, ``*/max`` and ``time/*``
-    the max, everything else the mean over the ranks that report it."""
-    out: dict[str, Any] = {}
-    keys = sorted({k for m in per_rank for k in m})
-    for key in keys:
-        values = [float(m[key]) for m in per_rank if key in m]
-        first = next(m[key] for m in per_rank if key in m)
-        counted = key.rsplit("/", 1)[-1] in SUMMED_METRICS or key.startswith(SUMMED_PREFIXES)
-        if all(v == values[0] for v in values) and not counted:
-            out[key] = first  # the same on every rank (step, lr, grad_norm): kept as is
-        elif counted:
-            out[key] = sum(values)
-        elif key.endswith("/min"):
-            out[key] = min(values)
-        elif key.endswith("/max") or key.startswith("time/"):
-            out[key] = max(values)
-        else:
-            out[key] = sum(values) / len(values)
-    return out
 
 
 def shard_fsdp(model: Any, device: torch.device, world_size: int) -> Any:

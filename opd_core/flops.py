@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from opd_core.reduction import Sum
 from opd_core.types import RolloutBatch
 
 
@@ -116,14 +117,15 @@ class FlopsLedger:
         return self.teacher_sampling + self.teacher_scoring
 
     def metrics(self, prefix: str) -> dict[str, float]:
-        """``{prefix}/student``, ``{prefix}/teacher`` and the four parts, for logging."""
+        """``{prefix}/student``, ``{prefix}/teacher`` and the four parts, for logging (counts:
+        added over processes)."""
         return {
-            f"{prefix}/student": self.student,
-            f"{prefix}/teacher": self.teacher,
-            f"{prefix}/student_sampling": self.student_sampling,
-            f"{prefix}/student_training": self.student_training,
-            f"{prefix}/teacher_sampling": self.teacher_sampling,
-            f"{prefix}/teacher_scoring": self.teacher_scoring,
+            f"{prefix}/student": Sum(self.student),
+            f"{prefix}/teacher": Sum(self.teacher),
+            f"{prefix}/student_sampling": Sum(self.student_sampling),
+            f"{prefix}/student_training": Sum(self.student_training),
+            f"{prefix}/teacher_sampling": Sum(self.teacher_sampling),
+            f"{prefix}/teacher_scoring": Sum(self.teacher_scoring),
         }
 
     def state_dict(self) -> dict[str, float]:

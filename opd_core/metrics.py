@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from opd_core.io import write_json_atomic
+from opd_core.reduction import Max
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -63,7 +64,10 @@ class StageTimer:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
     def pop(self) -> dict[str, float]:
-        """Return ``{"time/<stage>_s": seconds}`` and reset."""
-        out = {f"time/{name}_s": round(sec, 4) for name, sec in self.seconds.items()}
+        """Return ``{"time/<stage>_s": seconds}`` (the slowest process's, when several) and
+        reset."""
+        out: dict[str, float] = {
+            f"time/{name}_s": Max(round(sec, 4)) for name, sec in self.seconds.items()
+        }
         self.seconds = {}
         return out

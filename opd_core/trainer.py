@@ -65,6 +65,7 @@ from opd_core.plugin_manager import (
     register_plugin,
 )
 from opd_core.progress import Progress
+from opd_core.reduction import Max, Min, Sum
 from opd_core.registry import Registry
 from opd_core.types import (
     Advantages,
@@ -619,9 +620,9 @@ def rollout_metrics(
     """Sampled-token counts, task reward and (when scored) teacher reverse KL of the rollouts."""
     mask_BT = rollouts.completion_mask_BT.float()
     out = {
-        "tokens": float(mask_BT.sum()),
+        "tokens": Sum(mask_BT.sum()),
         "completion_len": float(mask_BT.sum(1).mean()),
-        "sequences": float(rollouts.batch_size),
+        "sequences": Sum(rollouts.batch_size),
     }
     if scores is not None:
         reverse_kl_BT = rollouts.sampler_logprobs_BT - scores.logprobs_BT
@@ -640,8 +641,8 @@ def advantage_metrics(advantages: Advantages) -> dict[str, float]:
     return {
         "advantage/mean": float(values.mean()),
         "advantage/std": float(values.std()) if values.numel() > 1 else 0.0,
-        "advantage/min": float(values.min()),
-        "advantage/max": float(values.max()),
+        "advantage/min": Min(values.min()),
+        "advantage/max": Max(values.max()),
         **advantages.metrics,
     }
 

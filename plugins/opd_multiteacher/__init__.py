@@ -17,6 +17,7 @@ import torch
 
 from opd_core import Generator, OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
+from opd_core.reduction import Sum
 from opd_core.registry import Registry
 
 
@@ -137,7 +138,7 @@ def scoring_flops(name: str, teacher: Any, rollouts: RolloutBatch) -> dict[str, 
     if model_shape is None:
         return {}
     prompt_B, completion_B = rollouts.sequence_lengths()
-    return {f"flops_step/teacher/{name}": model_shape.forward_flops(prompt_B + completion_B)}
+    return {f"flops_step/teacher/{name}": Sum(model_shape.forward_flops(prompt_B + completion_B))}
 
 
 def teacher_metrics(
@@ -149,8 +150,8 @@ def teacher_metrics(
     tokens = float(mask_BT.sum())
     return {
         f"teacher/{name}/reverse_kl": float(reverse_kl_BT.sum()) / max(tokens, 1.0),
-        f"teacher/{name}/tokens": tokens,
-        f"teacher/{name}/sequences": float(rollouts.batch_size),
+        f"teacher/{name}/tokens": Sum(tokens),
+        f"teacher/{name}/sequences": Sum(rollouts.batch_size),
     }
 
 

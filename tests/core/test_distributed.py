@@ -15,14 +15,17 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import TinyModels, tiny_run_overrides
-from opd_core import OPDError
+from opd_core import Advantages, OPDError
 from opd_core.distributed import (
     Distributed,
     DistributedConfig,
     combine_rank_metrics,
     launched_world_size,
 )
-from opd_core.metrics import read_metrics
+from opd_core.flops import FlopsLedger
+from opd_core.metrics import StageTimer, read_metrics
+from opd_core.reduction import Max, Min, Sum, plain
+from opd_core.trainer import advantage_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -132,13 +135,15 @@ def test_an_fsdp_run_resumes_from_its_gathered_checkpoint(
     assert "was written with distributed=fsdp; resume it the same way" in as_ddp.stderr
 
 
-def test_rank_metrics_combine_by_kind() -> None:
+def test_rank_metrics_combine_as_their_producer_declared() -> None:
     per_rank = [
-        {"step": 3, "tokens": 10.0, "loss": 1.0, "advantage/min": -2.0, "time/sample_s": 1.0},
-        {"step": 3, "tokens": 30.0, "loss": 3.0, "advantage/min": -5.0, "time/sample_s": 4.0},
+        {"step": 3, "tokens": Sum(10), "loss": 1.0, "advantage/min": Min(-2), "time/x_s": Max(1)},
+        {"step": 3, "tokens": Sum(30), "loss": 3.0, "advantage/min": Min(-5), "time/x_s": Max(4)},
     ]
     for rank, flops in enumerate((5.0, 5.0)):  # counts add up even when the ranks agree
-        per_rank[rank]["flops/student"] = flops
+        per_rank[rank]["flops/student"] = Sum(flops)
+    per_rank[0]["sequences"] = 4.0  # undeclared: averaged, whatever its name
+    per_rank[1]["sequences"] = 8.0
     combined = combine_rank_metrics(per_rank)
     assert combined == {
         "step": 3,
@@ -146,9 +151,24 @@ def test_rank_metrics_combine_by_kind() -> None:
         "tokens": 40.0,
         "loss": 2.0,
         "advantage/min": -5.0,
-        "time/sample_s": 4.0,
+        "time/x_s": 4.0,
+        "sequences": 6.0,
     }
     assert isinstance(combined["step"], int)
+    assert all(type(v) in (int, float) for v in combined.values())  # plain numbers again
+
+
+def test_the_loop_declares_counts_extremes_and_durations() -> None:
+    timer = StageTimer()
+    with timer.stage("sample"):
+        pass
+    assert type(timer.pop()["time/sample_s"]) is Max
+    assert all(type(v) is Sum for v in FlopsLedger().metrics("flops").values())
+    advantages = Advantages(advantages_BT=torch.tensor([[1.0, -2.0]]), mask_BT=torch.ones(1, 2))
+    declared = advantage_metrics(advantages)
+    assert (type(declared["advantage/min"]), type(declared["advantage/max"])) == (Min, Max)
+    assert type(declared["advantage/mean"]) is float
+    assert plain({"tokens": Sum(3), "step": 1}) == {"tokens": 3.0, "step": 1}
 
 
 def test_a_single_process_shards_nothing() -> None:
