@@ -20,6 +20,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from opd_core.distributed import STRATEGIES, DistributedConfig
 from opd_core.errors import OPDError
 from opd_core.modeling import ModelSpec
+from opd_core.registry import COMPONENT_KINDS
 from opd_core.typecheck import check_value, field_types, invalid
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class RunConfig:
                 f"Unknown config key '{unknown[0]}'; the top-level keys are: "
                 f"{', '.join(sorted(TOP_LEVEL_KEYS))}."
             )
-        for key in ("task", "teacher", "student", "sampler", "prompts", "advantage", "loss"):
+        for key in (*(k.node for k in COMPONENT_KINDS if not k.many), "student"):
             if raw.get(key) is None:
                 raise OPDError(
                     f"No {key} is configured; add one with +{key}=<name> "
@@ -164,22 +165,17 @@ class RunConfig:
             _RunScalars,
             "",
         )
-        evaluators = raw.get("evaluators") or {}
-        if not isinstance(evaluators, Mapping):
-            raise invalid("evaluators", evaluators, "a mapping of evaluator configs")
-        loggers = raw.get("loggers") or {}
-        if not isinstance(loggers, Mapping):
-            raise invalid("loggers", loggers, "a mapping of logger configs (logger=[...])")
+        components: dict[str, Any] = {}
+        for kind in COMPONENT_KINDS:
+            node = raw[kind.node] if not kind.many else raw.get(kind.node) or {}
+            if kind.many and not isinstance(node, Mapping):
+                raise invalid(
+                    kind.node, node, f"a mapping of {kind.name} configs ({kind.name}=[...])"
+                )
+            components[kind.node] = node
         run = RunConfig(
             student=student,
-            task=raw["task"],
-            teacher=raw["teacher"],
-            sampler=raw["sampler"],
-            prompts=raw["prompts"],
-            advantage=raw["advantage"],
-            loss=raw["loss"],
-            evaluators=evaluators,
-            loggers=loggers,
+            **components,
             train=_build(TrainConfig, _section(raw, "train"), "train"),
             eval=_build(EvalConfig, _section(raw, "eval"), "eval"),
             checkpoint=_build(CheckpointConfig, _section(raw, "checkpoint"), "checkpoint"),

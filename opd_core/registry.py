@@ -20,17 +20,33 @@ from typing import Any
 from opd_core.errors import OPDError, unknown_choice
 from opd_core.typecheck import check_finite, check_value, parameter_types
 
-KINDS: tuple[str, ...] = (
-    "task",
-    "teacher",
-    "sampler",
-    "prompts",
-    "advantage",
-    "loss",
-    "evaluator",
-    "logger",
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of component: its registry name, config group and where the config holds it."""
+
+    name: str
+    """The registry kind (``registry.add(name, ...)``) and config group (``conf/<name>/``)."""
+    node: str
+    """The composed config's key: the node itself, or a mapping of nodes when ``many``."""
+    many: bool = False
+    """A list chosen with ``<name>=[a,b]``, each node at ``<node>.<option>``."""
+
+
+COMPONENT_KINDS: tuple[Kind, ...] = (
+    Kind("task", "task"),
+    Kind("teacher", "teacher"),
+    Kind("sampler", "sampler"),
+    Kind("prompts", "prompts"),
+    Kind("advantage", "advantage"),
+    Kind("loss", "loss"),
+    Kind("evaluator", "evaluators", many=True),
+    Kind("logger", "loggers", many=True),
 )
-"""Component kinds; each has a config group of the same name under ``opd_core/conf/``."""
+"""Every component kind, the one list the registry, the config and the trainer read."""
+
+KINDS: tuple[str, ...] = tuple(kind.name for kind in COMPONENT_KINDS)
+"""Component kinds by registry name."""
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ from opd_core.plugin_manager import (
 )
 from opd_core.progress import Progress
 from opd_core.reduction import Max, Min, Sum
-from opd_core.registry import Registry
+from opd_core.registry import COMPONENT_KINDS, Registry
 from opd_core.types import (
     Advantages,
     EvalResult,
@@ -78,8 +78,6 @@ from opd_core.types import (
 )
 
 log = logging.getLogger("opd_core")
-
-COMPONENT_KINDS = ("task", "teacher", "sampler", "prompts", "advantage", "loss")
 
 
 @dataclass(frozen=True)
@@ -515,13 +513,15 @@ class Trainer:
 
 def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
     """Construct every configured component (cheap; checks each config against its factory)."""
-    components = {kind: registry.build(kind, getattr(cfg, kind)) for kind in COMPONENT_KINDS}
-    for key, node in cfg.evaluators.items():
-        if node is not None:
-            components[f"evaluator:{key}"] = registry.build("evaluator", node)
-    for key, node in cfg.loggers.items():
-        if node is not None:
-            components[f"logger:{key}"] = registry.build("logger", node)
+    components: dict[str, Any] = {}
+    for kind in COMPONENT_KINDS:
+        node = getattr(cfg, kind.node)
+        if not kind.many:
+            components[kind.name] = registry.build(kind.name, node)
+            continue
+        for key, item in node.items():
+            if item is not None:
+                components[f"{kind.name}:{key}"] = registry.build(kind.name, item)
     return components
 
 

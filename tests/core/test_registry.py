@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from opd_core.app import CONF_DIR
+from opd_core.config import RunConfig
 from opd_core.errors import OPDError
-from opd_core.registry import Registry
+from opd_core.registry import COMPONENT_KINDS, KINDS, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("transformers", "datasets", "peft", "accelerate", "lm_eval", "vllm", "math_verify")
@@ -71,3 +74,14 @@ def test_start_up_imports_no_heavy_dependency(args: list[str], tmp_path: Path) -
     }
     assert "opd_core" in imported
     assert imported & set(HEAVY) == set()
+
+
+def test_one_list_of_component_kinds_names_groups_and_config_nodes() -> None:
+    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    for kind in COMPONENT_KINDS:
+        assert (CONF_DIR / kind.name).is_dir(), f"no config group for kind {kind.name}"
+        assert kind.node in fields, f"RunConfig has no {kind.node}"
+        assert kind.many == (kind.node != kind.name)
+    assert KINDS == tuple(kind.name for kind in COMPONENT_KINDS)
+    with pytest.raises(OPDError, match="unknown component kind 'evaluators'. Kinds are: task, "):
+        Registry().add("evaluators", "x", "m:x")
