@@ -116,28 +116,48 @@ class Trainer:
 
     def setup(self) -> None:
         """Build components, load the student, set up the optimizer, resume if asked."""
+        self._start_processes()
+        self._build_components()  # validates every config before weights load
+        self._refuse_to_overwrite()
+        self._load_student()
+        self._set_up_components()
+        self._make_optimizer()
+        self._load_train_pool()
+        self._plan_scoring()
+        self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
+        if self.config.resume:
+            self._resume()
+        self.hook.opd_run_start(ctx=self.ctx)
+
+    def _start_processes(self) -> None:
+        """Join the other training processes (if any) and agree on one run folder, rank 0's."""
         cfg = self.config
         self.dist = Distributed(cfg.distributed, pick_device(cfg.device))
-        self.output_dir = self.dist.broadcast(self.output_dir)  # one folder, rank 0's
+        self.output_dir = self.dist.broadcast(self.output_dir)
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
+        self.device = self.dist.device
+
+    def _build_components(self) -> None:
+        """Apply ``disable_plugins`` and ``plugins``, then build every configured component."""
+        cfg = self.config
         disable_plugins(self.pm, cfg.disable_plugins)
         for module in cfg.plugins:
             if self.pm.get_plugin(module) is None:  # unless the caller registered it already
                 register_plugin(self.pm, module)
         check_hooks(self.pm)
-        registry = build_registry(self.pm)
-        self.components = build_components(registry, cfg)  # validates before loading weights
-        self._refuse_to_overwrite()
+        self.components = build_components(build_registry(self.pm), cfg)
 
+    def _load_student(self) -> None:
+        """Seed, load the student (rank 0 first), check lengths, apply LoRA/checkpointing."""
+        cfg = self.config
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.device = self.dist.device
         log.info("loading student %s", cfg.student.model.path)
         with main_process_first(self.dist):  # rank 0 fills shared caches first
             student = load_model(self.hook, cfg.student.model, "student", self.device)
-        max_length = model_max_length(student.model)
+        self.max_length = model_max_length(student.model)
         check_generation_lengths(
-            max_length,
+            self.max_length,
             {
                 "train.max_new_tokens": cfg.train.max_new_tokens,
                 "eval.max_new_tokens": cfg.eval.max_new_tokens,
@@ -145,12 +165,16 @@ class Trainer:
         )
         student.model = prepare_student(student.model, cfg)
         self.student = student
+
+    def _set_up_components(self) -> None:
+        """Register each component as a plugin and call its ``setup(ctx)``; check who answers."""
+        cfg = self.config
         self.ctx = RunContext(
             cfg,
             self.hook,
             self.device,
             self.output_dir,
-            student,
+            self.student,
             cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
@@ -162,11 +186,14 @@ class Trainer:
                     component.setup(self.ctx)
         check_hooks(self.pm)
         check_stage_answers(self.pm)
+
+    def _make_optimizer(self) -> None:
+        """Wrap the student for training (DDP/FSDP), then AdamW and the learning-rate schedule."""
+        cfg = self.config
         if self.dist.enabled:
             torch.manual_seed(cfg.seed + self.dist.rank)  # ranks sample independently
-        self.train_model = self.dist.wrap(student.model)
+        self.train_model = self.dist.wrap(self.student.model)
         """The student as training calls it (a DDP wrapper or FSDP-sharded when distributed)."""
-
         params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas
@@ -174,6 +201,10 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.train)
         )
+
+    def _load_train_pool(self) -> None:
+        """The task's train prompts that fit, the configured subset, and the number of steps."""
+        cfg = self.config
         pool = self.hook.opd_task_prompts(split="train")
         if not pool:
             raise OPDError(
@@ -181,9 +212,9 @@ class Trainer:
                 "source in the task config."
             )
         limit = prompt_token_limit(
-            cfg.train.max_prompt_tokens, max_length, cfg.train.max_new_tokens
+            cfg.train.max_prompt_tokens, self.max_length, cfg.train.max_new_tokens
         )
-        pool = limit_prompts(pool, student.tokenizer, limit, cfg.train.long_prompts)
+        pool = limit_prompts(pool, self.student.tokenizer, limit, cfg.train.long_prompts)
         self.train_pool: Sequence[Prompt] = prompt_pool(pool, cfg.train.pool_size, cfg.seed)
         if cfg.train.passes is not None:
             self.total_steps = math.ceil(
@@ -195,15 +226,14 @@ class Trainer:
                 len(self.train_pool),
                 self.total_steps,
             )
+
+    def _plan_scoring(self) -> None:
+        """What the teacher is asked each step, and the model shapes FLOPs are counted with."""
         self.score_request = merge_score_requests(self.hook.opd_score_request())
         if self.score_request is not None:
-            check_top_k(self.score_request.top_k, vocab_size(student.model))
-        self.student_shape = ModelShape.of(student.model)
+            check_top_k(self.score_request.top_k, vocab_size(self.student.model))
+        self.student_shape = ModelShape.of(self.student.model)
         self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
-        self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
-        if cfg.resume:
-            self._resume()
-        self.hook.opd_run_start(ctx=self.ctx)
 
     def _refuse_to_overwrite(self) -> None:
         if not self.config.resume and latest_checkpoint(self.output_dir) is not None:
