@@ -46,6 +46,7 @@ class CompletionsClient:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url + path, data=body, headers=headers)
         last_error = ""
+        started = time.monotonic()
         for attempt in range(self.max_retries + 1):
             if attempt:
                 delay = self.backoff_s * 2 ** (attempt - 1)
@@ -64,10 +65,13 @@ class CompletionsClient:
                 last_error = f"HTTP {err.code}"
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
                 last_error = str(getattr(err, "reason", err))
+        waited = time.monotonic() - started
         raise OPDError(
             f"The teacher server at {self.url} did not answer {path} after "
-            f"{self.max_retries + 1} tries ({last_error}); start it with "
-            "`python -m opd_remote.serve --model <teacher>` or fix teacher.url."
+            f"{self.max_retries + 1} tries over {waited:.1f} s ({last_error}); start it with "
+            "`python -m opd_remote.serve --model <teacher>`, fix teacher.url, or wait longer "
+            f"with teacher.max_retries (now {self.max_retries}) and teacher.backoff_s "
+            f"(now {self.backoff_s:g})."
         )
 
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from http import HTTPStatus
 
+from opd_remote.limits import ServerLimits, flag
+
 MAX_TOP_K = 100
 
 
@@ -27,8 +29,11 @@ class CompletionsRequest:
     echo: bool
 
 
-def parse_request(body: bytes, vocab_size: int, max_len: int) -> CompletionsRequest:
-    """Validate a completions request; a :class:`RequestError` (400) names the bad field."""
+def parse_request(
+    body: bytes, vocab_size: int, max_len: int, limits: ServerLimits | None = None
+) -> CompletionsRequest:
+    """Validate a completions request; a :class:`RequestError` (400, 413) names the bad field."""
+    limits = limits or ServerLimits()
     try:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -49,6 +54,19 @@ def parse_request(body: bytes, vocab_size: int, max_len: int) -> CompletionsRequ
             HTTPStatus.BAD_REQUEST,
             "'prompt' must be a non-empty list of token ids or of token id lists "
             "(this server scores token ids; tokenize text with the model's tokenizer)",
+        )
+    if len(prompt) > limits.max_sequences:
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"{len(prompt)} sequences in one request; this server takes at most "
+            f"{limits.max_sequences} ({flag('max_sequences')}): send smaller batches",
+        )
+    total = sum(len(ids) for ids in prompt)
+    if total > limits.max_tokens:
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"{total} tokens in one request; this server takes at most {limits.max_tokens} "
+            f"({flag('max_tokens')}): send smaller batches",
         )
     for row, ids in enumerate(prompt):
         if len(ids) > max_len:

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -37,11 +38,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(model: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(model: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
     """``python -m opd_remote.serve`` in its own process, once it answers /health."""
     process = subprocess.Popen(
         [sys.executable, "-m", "opd_remote.serve", "--model", str(model), "--port", str(port)]
-        + ["--api-key", TOKEN, "--batch-size", "4"],
+        + ["--api-key", TOKEN, "--batch-size", "4", *extra],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -211,7 +212,9 @@ def test_a_dead_server_is_named_after_the_retries() -> None:
     )
     started = time.monotonic()
     with pytest.raises(
-        OPDError, match=r"did not answer /v1/completions after 3 tries.*opd_remote\.serve"
+        OPDError,
+        match=r"did not answer /v1/completions after 3 tries over \d+\.\d s .*opd_remote\.serve"
+        r".*teacher\.max_retries \(now 2\)",
     ):
         teacher.opd_score_rollouts(
             RolloutBatch(
@@ -239,3 +242,146 @@ def test_malformed_prompt_logprobs_are_named() -> None:
         parse_positions([None, {"9": {"logprob": -1.0, "rank": 1}}], [1, 2], 0, malformed)
     with pytest.raises(OPDError, match="fewer than 2"):
         parse_positions([None, {"2": {"logprob": -1.0, "rank": 1}}], [1, 2], 2, malformed)
+
+
+# ---------------------------------------------------------------- limits and timeouts
+
+LIMITS = {
+    "--max-body-bytes": "4096",
+    "--max-sequences": "4",
+    "--max-tokens": "64",
+    "--max-connections": "2",
+    "--idle-timeout-s": "1",
+    "--read-timeout-s": "2",
+}
+
+
+@pytest.fixture(scope="module")
+def strict_server(tiny_models: TinyModels) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    process = start_server(tiny_models.teacher, port, *(x for kv in LIMITS.items() for x in kv))
+    yield "127.0.0.1", port
+    process.kill()
+    process.wait()
+
+
+def raw_exchange(address: tuple[str, int], data: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, then read until the server closes the connection."""
+    with socket.create_connection(address, timeout=timeout) as sock:
+        sock.sendall(data)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def status_and_error(reply: bytes) -> tuple[int, str]:
+    """The status code and the JSON error message of a raw HTTP reply."""
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b"application/json" in head, reply[:300]
+    return int(head.split()[1]), json.loads(body)["error"]["message"]
+
+
+def request_bytes(method: str, body: bytes | None, **headers: str) -> bytes:
+    lines = [f"{method} /v1/completions HTTP/1.1", "Host: x", f"Authorization: Bearer {TOKEN}"]
+    lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + (body or b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "message"),
+    [
+        (request_bytes("POST", b"{}", Content_Length="abc"), 400, "Content-Length 'abc'"),
+        (request_bytes("POST", b"{}", Content_Length="-1"), 400, "not a byte count"),
+        (request_bytes("POST", None), 411, "Content-Length"),
+        (request_bytes("POST", None, Content_Length="100000000"), 413, "--max-body-bytes"),
+        (request_bytes("PUT", b"{}", Content_Length="2"), 405, "method PUT is not allowed"),
+        (request_bytes("DELETE", None), 405, "use GET or POST"),
+        (b"NONSENSE\r\n\r\n", 400, "Bad request"),
+        (b"GET /" + b"x" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "URI Too Long"),
+    ],
+    ids=[
+        "length-abc",
+        "length-negative",
+        "no-length",
+        "huge-body",
+        "put",
+        "delete",
+        "garbage",
+        "long-uri",
+    ],
+)
+def test_malformed_http_gets_a_json_error(
+    strict_server: tuple[str, int], data: bytes, status: int, message: str
+) -> None:
+    code, error = status_and_error(raw_exchange(strict_server, data))
+    assert code == status and message in error, (code, error)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ([[1, 2]] * 5, "5 sequences in one request; this server takes at most 4 (--max-sequences)"),
+        (
+            [[1] * 40, [2] * 40],
+            "80 tokens in one request; this server takes at most 64 (--max-tokens)",
+        ),
+    ],
+    ids=["sequences", "tokens"],
+)
+def test_requests_over_the_limits_get_413(
+    strict_server: tuple[str, int], prompt: list[list[int]], message: str
+) -> None:
+    host, port = strict_server
+    code, reply = post(
+        f"http://{host}:{port}/v1/completions", json.dumps({"prompt": prompt}).encode()
+    )
+    assert code == 413 and message in reply["error"]["message"]
+
+
+def test_an_idle_connection_is_closed(strict_server: tuple[str, int]) -> None:
+    started = time.monotonic()
+    with socket.create_connection(strict_server, timeout=10) as sock:
+        assert read_until_closed(sock) == b""  # nothing sent: closed without a word
+    assert 0.5 < time.monotonic() - started < 5
+
+
+def test_a_request_that_trickles_in_times_out_with_408(strict_server: tuple[str, int]) -> None:
+    started = time.monotonic()
+    with socket.create_connection(strict_server, timeout=10) as sock:
+        try:
+            for byte in request_bytes("POST", b"{}", Content_Length="2")[:-6]:
+                sock.sendall(bytes([byte]))  # never idle for a second, never done either
+                time.sleep(0.2)
+        except OSError:  # the server closed the connection while we were still sending
+            pass
+        reply = read_until_closed(sock)
+    code, error = status_and_error(reply)
+    assert code == 408 and "--read-timeout-s" in error
+    assert time.monotonic() - started < 6
+
+
+def test_connections_over_the_limit_wait_for_a_slot(strict_server: tuple[str, int]) -> None:
+    host, port = strict_server
+    idle = [socket.create_connection(strict_server, timeout=10) for _ in range(2)]  # both slots
+    try:
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=10) as response:
+            assert json.loads(response.read()) == {"status": "ok"}
+        assert time.monotonic() - started > 0.5  # queued until an idle connection was dropped
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_fifty_concurrent_requests_are_all_answered(server: str) -> None:
+    def health(_: int) -> int:
+        with urllib.request.urlopen(server + "/health", timeout=30) as response:
+            return int(response.status)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert list(pool.map(health, range(50))) == [200] * 50
