@@ -68,8 +68,9 @@ one of them must say ``tryfirst=True`` (or ``trylast=True``), else the run refus
 
 @hookspec
 def opd_register_components(registry: Registry) -> None:
-    """Add component factories (tasks, teachers, samplers, advantages, losses, evaluators,
-    prompt sources) to ``registry`` under the names configs use.
+    """Add component factories to ``registry`` under the names configs use, by kind (``task``,
+    ``teacher``, ``sampler``, ``prompts``, ``advantage``, ``loss``, ``evaluator``, ``logger``:
+    :data:`opd_core.registry.KINDS`).
 
     Called when a run builds its components. A factory is a class whose constructor takes the
     config node's keys as keyword arguments; see :class:`opd_core.registry.Registry`.

@@ -82,6 +82,6 @@ def test_one_list_of_component_kinds_names_groups_and_config_nodes() -> None:
         assert (CONF_DIR / kind.name).is_dir(), f"no config group for kind {kind.name}"
         assert kind.node in fields, f"RunConfig has no {kind.node}"
         assert kind.many == (kind.node != kind.name)
-    assert KINDS == tuple(kind.name for kind in COMPONENT_KINDS)
-    with pytest.raises(OPDError, match="unknown component kind 'evaluators'. Kinds are: task, "):
+    assert tuple(kind.name for kind in COMPONENT_KINDS) == KINDS
+    with pytest.raises(OPDError, match=r"unknown component kind 'evaluators'\. Kinds are: task, "):
         Registry().add("evaluators", "x", "m:x")
