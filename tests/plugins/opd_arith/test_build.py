@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,43 @@ def test_an_interrupted_build_leaves_no_cache_entry(
     with pytest.raises(KeyboardInterrupt):
         build_demo_models(TINY_SPEC, tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sft_stops_at_the_first_check_that_says_so() -> None:
+    tokenizer = _tokenizer()
+    model = make_model(TINY_STUDENT, tokenizer, seed=0)
+    checked: list[int] = []
+
+    def stop_when(step: int) -> bool:
+        checked.append(step)
+        assert not model.training  # checks see the model in eval mode
+        return step >= 6
+
+    problems = make_problems(40, seed=0)
+    losses = sft(model, tokenizer, problems, steps=20, batch_size=4, progress=False,
+                 stop_when=stop_when, check_every=3)  # fmt: skip
+    assert checked == [3, 6]
+    assert len(losses) == 6
+    assert not model.training
+
+
+def test_validation_problems_are_unseen_training_split_problems() -> None:
+    spec = DemoSpec(num_train=300, num_validation=50)
+    validation = spec.validation_problems()
+    assert len(validation) == 50
+    assert not {p.question for p in validation} & {p.question for p in spec.train_problems()}
+    assert not {p.question for p in validation} & {p.question for p in spec.eval_problems(200)}
+
+
+def test_the_student_build_stops_at_its_target_accuracy(tmp_path: Path) -> None:
+    # target 0: the first check (step check_every) already reaches it
+    spec = DemoSpec(
+        num_train=200, teacher=TINY_TEACHER, student=TINY_STUDENT, teacher_steps=2,
+        student_steps=30, batch_size=8, student_target_accuracy=0.0, num_validation=20,
+        check_every=5,
+    )  # fmt: skip
+    paths = build_demo_models(spec, tmp_path, progress=False)
+    info = json.loads((paths.student_dir.parent / "build_info.json").read_text())
+    assert info["student"]["steps"] == 5
+    assert info["student"]["validation_accuracy"] == 0.0
+    assert info["teacher"]["steps"] == 2
