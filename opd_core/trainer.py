@@ -372,7 +372,7 @@ class Trainer:
         restore_rng(state.rng)
         for name, saved in state.components.items():
             self.components[name].load_state_dict(saved)
-        self.interrupts.hold()  # another signal now stops at once, leaving no partial checkpoint
+        self.interrupts.hold()  # another signal waits for this save (a third one forces)
         stop.checkpoint = str(self.save(state.step))
         return stop
 
