@@ -4,7 +4,8 @@
 +teacher=qwen3_32b`` composes an experiment; ``-m`` sweeps. Whatever ends a run early is one line
 on stderr: bad input (Hydra's errors included) is ``opd_core: error: ...`` with exit status 2, a
 signal is ``opd_core: interrupted at step N; ...`` with 130 (SIGINT) or 143 (SIGTERM). A sweep
-point that fails is named, and the other points still run. ``OPD_DEBUG=1`` shows tracebacks.
+point that fails is named, the other points still run, and the sweep exits 2. ``OPD_DEBUG=1``
+shows tracebacks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pluggy
 from omegaconf import DictConfig
 
 from opd_core.config import RunConfig
+from opd_core.errors import OPDError
 from opd_core.failures import PREFIX, debug_requested, describe
 from opd_core.interrupts import Interrupts, RunInterrupted
 from opd_core.plugin_manager import command_line_plugins, make_plugin_manager
@@ -29,8 +31,10 @@ from opd_core.trainer import Trainer
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
 
-failed_points: list[str] = []
-"""Sweep points of this process that ended with an error (the sweep goes on, then exits 2)."""
+
+class SweepPointFailed(OPDError):
+    """A sweep point's error, already reported in the process that ran it (the sweeper re-raises
+    the first one once every point of the batch has run; it ends the sweep with exit 2)."""
 
 
 def run(
@@ -99,12 +103,11 @@ def _main() -> None:
             if not sweeping:
                 _fail(err)
             point = f"sweep point {hydra_cfg.job.num} ({' '.join(swept(overrides, sys.argv))})"
-            print(f"{PREFIX}{point} failed: {describe(err)}", file=sys.stderr, flush=True)
-            failed_points.append(point)
+            message = f"{point} failed: {describe(err)}"
+            print(f"{PREFIX}{message}", file=sys.stderr, flush=True)
+            raise SweepPointFailed(message) from None  # the sweeper re-raises it after the batch
 
     hydra_entry()
-    if failed_points:
-        sys.exit(2)
 
 
 def swept(overrides: Sequence[str], argv: Sequence[str]) -> list[str]:
@@ -158,5 +161,6 @@ def _run_and_report(func: Callable[[], Any]) -> Any:
 def _fail(err: BaseException) -> NoReturn:
     if debug_requested():
         raise err
-    print(f"{PREFIX}{describe(err)}", file=sys.stderr, flush=True)
+    if not isinstance(err, SweepPointFailed):  # those were printed where the point ran
+        print(f"{PREFIX}{describe(err)}", file=sys.stderr, flush=True)
     sys.exit(2)

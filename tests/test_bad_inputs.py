@@ -277,14 +277,21 @@ def test_a_read_only_run_folder_is_named(read_only_dir: Path) -> None:
     assert_clean_error(result, f"Cannot write {read_only_dir / 'run'} (Permission denied)")
 
 
+@pytest.mark.parametrize("launcher", ["basic", "local"])  # in-process, and joblib workers
 def test_a_bad_sweep_point_is_named_and_the_good_one_runs(
-    tiny_models: TinyModels, tmp_path: Path
+    tiny_models: TinyModels, tmp_path: Path, launcher: str
 ) -> None:
     overrides = [
         o for o in tiny(tiny_models, tmp_path) if not o.startswith(("hydra.run.dir", "train.lr="))
     ]
     sweep = tmp_path / "sweep"
-    result = opd("-m", "train.lr=-1,1e-3", *overrides, f"hydra.sweep.dir={sweep}")
+    result = opd(
+        "-m",
+        f"hydra/launcher={launcher}",
+        "train.lr=-1,1e-3",
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+    )
     line = assert_clean_error(result, "sweep point 0 (", "train.lr=-1", "Invalid train.lr=-1")
     assert "train.lr=0.001" not in line
     assert not (sweep / "0" / "summary.json").exists()
