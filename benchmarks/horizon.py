@@ -61,7 +61,7 @@ def run(num_ops: int, key: str, seed: int, steps: int, models: Path, out: Path) 
         shutil.rmtree(out)
     command = [
         sys.executable, "-m", "opd_core", *METHODS[key], *SHARED,
-        "+task=arithmetic", f"task.num_ops={num_ops}", "task.eval_size=500",
+        "+task=arithmetic", f"++task.num_ops={num_ops}", "task.eval_size=500",
         "+teacher=hf", f"teacher.model.path={models / 'teacher'}",
         f"student.model.path={models / 'student'}",
         f"train.steps={steps}", f"seed={seed}", "progress=false", f"hydra.run.dir={out}",
