@@ -37,6 +37,9 @@ class Prompt:
     reference: str | None = None
     """The completion to learn, when the task ships one (a chat response, a document's text):
     ``sampler=dataset`` trains on it instead of sampling."""
+    teacher_context: str | None = None
+    """Text only the teacher sees before the prompt (a reference solution, a document, a system
+    prompt): ``teacher=context`` scores the student's completion after it (docs/teachers.md)."""
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ def grade(completion: str, answer: str) -> float:
 
 
 def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
-    """A problem as a one-turn chat prompt."""
+    """A problem as a one-turn chat prompt; its reference solution is the teacher's context."""
     return Prompt(
         id=f"arithmetic-{split}-{index}",
         messages=({"role": "user", "content": problem.question},),
@@ -171,4 +171,5 @@ def to_prompt(problem: ArithmeticProblem, split: str, index: int) -> Prompt:
         reference=problem.solution,
         metadata={"solution": problem.solution},
         source="arithmetic",
+        teacher_context=problem.solution,
     )

@@ -10,7 +10,7 @@ token. Prompts come from a local JSONL file (``prompt`` or ``messages`` per line
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,10 @@ class ChatTask:
     """Instruction prompts; the completions are not graded (``opd_grade_completions`` has no
     answer from this task), so pair it with a teacher-scored objective such as reverse KL."""
 
-    def __init__(self, train: Mapping[str, Any]) -> None:
+    def __init__(self, train: Mapping[str, Any], teacher_context: str | None = None) -> None:
+        """``teacher_context``: a system prompt only the teacher sees (``teacher=context``)."""
         self.source = ChatSource(**train)
+        self.teacher_context = teacher_context
         self._prompts: list[Prompt] | None = None
 
     @hookimpl
@@ -75,5 +77,8 @@ class ChatTask:
             return []
         if self._prompts is None:
             examples = load_chat_examples(self.source, where="task.train")
-            self._prompts = [e.to_prompt(f"chat-{i}", "chat") for i, e in enumerate(examples)]
+            self._prompts = [
+                replace(e.to_prompt(f"chat-{i}", "chat"), teacher_context=self.teacher_context)
+                for i, e in enumerate(examples)
+            ]
         return self._prompts

@@ -128,7 +128,8 @@ def document_prompts(
     max_tokens: int,
     doc_format: str = "text",
 ) -> list[Prompt]:
-    """Every chunk of every document as a prompt whose ``reference`` is the chunk's text."""
+    """Every chunk of every document as a prompt whose ``reference`` (and ``teacher_context``,
+    what ``teacher=context`` shows the teacher) is the chunk's text."""
     if doc_format not in DOC_FORMATS:
         raise ValueError(f"doc_format must be one of {', '.join(DOC_FORMATS)}, got {doc_format!r}")
     prompts = []
@@ -146,6 +147,7 @@ def document_prompts(
                     metadata={"document": document.name, "part": part},
                     source="documents",
                     reference=chunk,
+                    teacher_context=chunk,
                 )
             )
     return prompts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from opd_core import OPDError, Prompt, hookimpl
 from opd_ifeval.data import choose, load_prompts
@@ -23,7 +24,9 @@ class IFEvalTask:
         limit: int | None = None,
         eval_size: int = 100,
         seed: int | None = 0,
+        teacher_context: str | None = None,
     ) -> None:
+        """``teacher_context``: a system prompt only the teacher sees (``teacher=context``)."""
         if limit is not None and limit <= 0:
             raise ValueError(f"limit must be positive or null, got {limit}")
         if eval_size < 0:
@@ -32,6 +35,7 @@ class IFEvalTask:
         self.limit = limit
         self.eval_size = eval_size
         self.seed = seed
+        self.teacher_context = teacher_context
         self._splits: dict[str, list[Prompt]] | None = None
         self._scorer: IFEvalScorer | None = None
 
@@ -42,7 +46,10 @@ class IFEvalTask:
     def splits(self) -> dict[str, list[Prompt]]:
         """``train`` and ``eval`` prompts, read once."""
         if self._splits is None:
-            prompts = choose(load_prompts(self.path), self.limit, self.seed)
+            prompts = [
+                replace(p, teacher_context=self.teacher_context)
+                for p in choose(load_prompts(self.path), self.limit, self.seed)
+            ]
             if self.eval_size >= len(prompts):
                 raise OPDError(
                     f"task.eval_size={self.eval_size} leaves none of the {len(prompts)} IFEval "

@@ -36,7 +36,8 @@ def overrides_for(group: str, option: str) -> list[str]:
     if group == "teacher" and option == "multi":  # its teachers have their own model paths
         return ["+task=arithmetic", "+teacher=multi"]
     if group == "teacher":
-        model = [] if option == "remote" else ["teacher.model.path=/m"]  # a URL, not weights
+        no_weights = {"remote", "context", "student_initial"}  # a URL, or the student's weights
+        model = [] if option in no_weights else ["teacher.model.path=/m"]
         return ["+task=arithmetic", f"+teacher={option}", *model]
     if group == "evaluator":
         return [f"evaluator=[{option}]"]

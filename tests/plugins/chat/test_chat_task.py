@@ -35,6 +35,11 @@ def test_jsonl_prompts_and_conversations(tmp_path: Path) -> None:
     assert prompts[1].messages == tuple(TURNS[:2])  # the final answer is not part of the prompt
     assert [p.reference for p in prompts] == ["Hi!", "Teal.", None]
     assert all(p.answer is None and p.source == "chat" for p in prompts)
+    assert all(p.teacher_context is None for p in prompts)
+    shown = ChatTask(train={"path": str(data)}, teacher_context="You are Acme's assistant.")
+    assert {p.teacher_context for p in shown.opd_task_prompts(split="train")} == {
+        "You are Acme's assistant."
+    }
 
 
 def test_ifeval_style_prompts_keep_their_other_fields(tmp_path: Path) -> None:

@@ -114,6 +114,7 @@ def test_document_prompts_carry_their_text_as_reference() -> None:
         {"role": "user", "content": 'Write part 2 of 2 of the internal document "policies".'},
     )
     assert chat[1].reference == "c d"
+    assert [p.teacher_context for p in chat] == ["a b", "c d", "e"]  # what teacher=context shows
 
 
 def _prompts(prefix: str, n: int) -> list[Prompt]:

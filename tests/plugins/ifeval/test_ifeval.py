@@ -180,6 +180,9 @@ def test_task_holds_out_eval_prompts_and_grades_strictly(records_file: Path) -> 
     grades = task.opd_grade_completions(prompts, [RESPONSES[p.id] for p in prompts])
     assert grades == [float(all(STRICT[p.id])) for p in prompts]
     assert sum(grades) == 1.0  # only ifeval-1287 follows every instruction
+    assert all(p.teacher_context is None for p in prompts)
+    shown = IFEvalTask(path=str(records_file), eval_size=1, teacher_context="Follow every rule.")
+    assert {p.teacher_context for p in shown.opd_task_prompts("train")} == {"Follow every rule."}
 
 
 def test_task_and_evaluator_are_registered_components(records_file: Path) -> None:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from opd_arith.problems import ArithmeticProblem, extract_answer, grade, make_problems, split_of
+from opd_arith.problems import (
+    ArithmeticProblem,
+    extract_answer,
+    grade,
+    make_problems,
+    split_of,
+    to_prompt,
+)
 
 
 @pytest.mark.parametrize(
@@ -85,3 +92,10 @@ def test_bad_requests_fail_clearly() -> None:
         make_problems(200, seed=0, split="eval", num_ops=1)
     with pytest.raises(ValueError, match="ops made of"):
         make_problems(5, seed=0, ops="/")
+
+
+def test_the_reference_solution_is_the_teachers_context() -> None:
+    problem = make_problems(1, seed=0)[0]
+    prompt = to_prompt(problem, "train", 0)
+    assert prompt.teacher_context == problem.solution == prompt.reference
+    assert problem.solution not in prompt.messages[0]["content"]  # the student does not see it
