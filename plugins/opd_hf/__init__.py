@@ -16,3 +16,4 @@ def opd_register_components(registry: Registry) -> None:
     registry.add("sampler", "dataset", "opd_hf.dataset_sampler:DatasetSamples")
     registry.add("teacher", "hf", "opd_hf.teacher:HFTeacher")
     registry.add("teacher", "student_initial", "opd_hf.initial:StudentInitialTeacher")
+    registry.add("teacher", "cross_tokenizer", "opd_hf.cross_tokenizer:CrossTokenizerTeacher")
