@@ -6,6 +6,7 @@ from pathlib import Path
 
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, Prompt, hookimpl
 from opd_core.context import RunContext
+from opd_docs.data import read_documents
 from opd_docs.qa import QAItem, answer_matches, read_qa_jsonl
 
 
@@ -20,7 +21,10 @@ class QAAccuracy:
         max_examples: int | None = None,
         max_new_tokens: int = 64,
         instruction: str = "",
+        teacher_context_dir: str | None = None,
     ) -> None:
+        """``teacher_context_dir``: a documents folder shown, whole, to ``teacher=context`` with
+        every question (the teacher row then measures the model with the documents in context)."""
         if max_examples is not None and max_examples <= 0:
             raise ValueError(f"max_examples must be positive or null, got {max_examples}")
         if max_new_tokens <= 0:
@@ -29,6 +33,7 @@ class QAAccuracy:
         self.max_examples = max_examples
         self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
         self.instruction = instruction
+        self.teacher_context_dir = teacher_context_dir
 
     def setup(self, ctx: RunContext) -> None:
         if self.path is None:
@@ -38,6 +43,11 @@ class QAAccuracy:
                 "remove the evaluator with '~evaluators.qa_accuracy'."
             )
         self.items: list[QAItem] = read_qa_jsonl(Path(self.path).expanduser())[: self.max_examples]
+        self.context = (
+            None
+            if self.teacher_context_dir is None
+            else all_documents(Path(self.teacher_context_dir).expanduser())
+        )
         self.prompts = [self.to_prompt(i, item) for i, item in enumerate(self.items)]
 
     def to_prompt(self, index: int, item: QAItem) -> Prompt:
@@ -50,6 +60,7 @@ class QAAccuracy:
             messages=({"role": "user", "content": content},),
             answer=item.answer,
             source="qa",
+            teacher_context=self.context,
         )
 
     @hookimpl
@@ -66,3 +77,8 @@ class QAAccuracy:
                 "qa_examples": float(len(correct)),
             },
         )
+
+
+def all_documents(docs_dir: Path) -> str:
+    """Every document of ``docs_dir`` under a ``# <name>`` heading, in path order."""
+    return "\n\n".join(f"# {d.name}\n\n{d.text.strip()}" for d in read_documents(docs_dir))

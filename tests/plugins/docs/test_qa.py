@@ -113,6 +113,21 @@ def test_evaluator_scores_greedy_answers(tmp_path: Path) -> None:
     result = evaluator.opd_evaluate(generator=generator, role="student", step=0)
     assert result.metrics == {"qa_accuracy": pytest.approx(2 / 3), "qa_examples": 3.0}
     assert generator.params == GenerationParams(max_new_tokens=12, temperature=0.0)
+    assert all(p.teacher_context is None for p in evaluator.prompts)
+
+
+def test_evaluator_can_show_the_documents_to_a_context_teacher(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "people.md").write_text("Mira Tolvask founded Zentrix.\n")
+    (tmp_path / "docs" / "codes.md").write_text("Zentrix's code is ZX-1.\n")
+    path = tmp_path / "qa.jsonl"
+    path.write_text(json.dumps({"question": "Founder?", "answer": "Mira Tolvask"}) + "\n")
+    evaluator = QAAccuracy(path=str(path), teacher_context_dir=str(tmp_path / "docs"))
+    evaluator.setup(SimpleNamespace())  # type: ignore[arg-type]
+    assert evaluator.prompts[0].teacher_context == (
+        "# codes\n\nZentrix's code is ZX-1.\n\n# people\n\nMira Tolvask founded Zentrix."
+    )
+    assert evaluator.prompts[0].messages == ({"role": "user", "content": "Founder?"},)
 
 
 def test_evaluator_without_a_path_says_how_to_set_it() -> None:
