@@ -4,6 +4,7 @@ log-probability per sequence through another one, and top-k objectives refused."
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from conftest import TINY_TEACHER, TinyModels, tiny_run_overrides
 from opd_arith.build import make_model
 from opd_arith.problems import make_problems
 from opd_arith.tokenizer import BOS, CHAT_TEMPLATE, PAD, ROLE_TOKENS
+from opd_context.placement import with_context
+from opd_context.teacher import ContextTeacher
 from opd_core import OPDError, Prompt, RolloutBatch, ScoreRequest, hookimpl
 from opd_core.app import run
 from opd_core.config import RunConfig
@@ -171,6 +174,28 @@ def text_logprob(model: Any, tokenizer: Any, prompt: Prompt, text: str, ended: b
     if ended:
         total += float(torch.logsumexp(logprobs_TV[-1, eos_ids(model, tokenizer)], dim=0))
     return total
+
+
+def test_it_scores_after_a_context_as_the_inner_teacher_of_teacher_context(
+    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path, other_teacher: Path
+) -> None:
+    ctx = make_context(tiny_models, compose_config, tmp_path)
+    plain = text_rollouts(ctx.student.tokenizer)
+    rollouts = replace(
+        plain, prompts=tuple(replace(p, teacher_context="5+6=11") for p in plain.prompts)
+    )
+    teacher = ContextTeacher(
+        inner={"name": "cross_tokenizer", "model": {"path": str(other_teacher)}}
+    )
+    teacher.setup(ctx)
+    scores = teacher.opd_score_rollouts(rollouts=rollouts, top_k=0)
+    model, tokenizer = teacher.inner.loaded.model, teacher.inner.loaded.tokenizer
+    for row, (prompt, (text, ended)) in enumerate(zip(rollouts.prompts, COMPLETIONS, strict=True)):
+        shown = with_context(prompt, "system", "{context}")
+        expected = text_logprob(model, tokenizer, shown, text, ended)
+        assert float(scores.logprobs_BT[row].sum()) == pytest.approx(expected, abs=1e-4)
+    without = teacher.inner.opd_score_rollouts(rollouts=plain, top_k=0)
+    assert not torch.allclose(without.logprobs_BT, scores.logprobs_BT)
 
 
 class TopKLoss:
