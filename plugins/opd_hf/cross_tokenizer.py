@@ -56,8 +56,13 @@ class CrossTokenizerTeacher(HFTeacher):
         self.loaded = load_model(ctx.hook, self.spec, "teacher", ctx.device)
         self.loaded.model.eval().requires_grad_(False)
         self.student_tokenizer = ctx.student.tokenizer
-        self.student_eos = set(eos_ids(ctx.student.model, ctx.student.tokenizer))
         self.teacher_eos = eos_ids(self.loaded.model, self.loaded.tokenizer)
+        teacher_vocab = self.loaded.tokenizer.get_vocab()
+        self.end_ids: dict[int, int | None] = {
+            eos: teacher_vocab.get(ctx.student.tokenizer.convert_ids_to_tokens(eos))
+            for eos in eos_ids(ctx.student.model, ctx.student.tokenizer)
+        }
+        """Each student EOS token's id in the teacher's vocabulary (``None``: it has none)."""
         if not self.teacher_eos:
             raise OPDError(
                 f"The teacher {self.spec.path} names no EOS token (tokenizer or generation "
@@ -103,7 +108,7 @@ class CrossTokenizerTeacher(HFTeacher):
 
     def teacher_row(self, prompt: Prompt, completion_ids: list[int]) -> TeacherRow:
         """The rollout of ``prompt`` with student completion ``completion_ids`` re-tokenized."""
-        ended = bool(completion_ids) and completion_ids[-1] in self.student_eos
+        ended = bool(completion_ids) and completion_ids[-1] in self.end_ids
         text_ids = completion_ids[:-1] if ended else completion_ids
         pieces = token_pieces(self.student_tokenizer, text_ids)
         tokenizer = self.loaded.tokenizer
@@ -112,7 +117,7 @@ class CrossTokenizerTeacher(HFTeacher):
             render_prompt(tokenizer, prompt), add_special_tokens=not has_template
         )["input_ids"]
         encoded = tokenizer("".join(pieces), add_special_tokens=False, return_offsets_mapping=True)
-        end_id = self.end_id(completion_ids[-1]) if ended else None
+        end_id = self.end_ids[completion_ids[-1]] if ended else None
         tail = [end_id if end_id is not None else self.teacher_eos[0]] if ended else []
         return TeacherRow(
             ids=[*prompt_ids, *encoded["input_ids"], *tail],
@@ -122,12 +127,6 @@ class CrossTokenizerTeacher(HFTeacher):
             ended=ended,
             end_id=end_id,
         )
-
-    def end_id(self, student_eos: int) -> int | None:
-        """The student's EOS token in the teacher's vocabulary, if it has the same token."""
-        token = self.student_tokenizer.convert_ids_to_tokens(student_eos)
-        found = self.loaded.tokenizer.get_vocab().get(token)
-        return int(found) if found is not None else None
 
     def score_rows(self, rows: Sequence[TeacherRow]) -> list[list[float]]:
         """Per student completion token (EOS included), the teacher's log-probabilities."""
