@@ -1,10 +1,11 @@
 """Ctrl-C and SIGTERM (preemption) end a run at a consistent point, so its work can be kept.
 
-While a run is guarded, SIGINT and SIGTERM raise :class:`RunInterrupted` in the main thread. The
-trainer marks the stretch in which the student's weights and the step's bookkeeping change
-(:meth:`Interrupts.hold` ... :meth:`Interrupts.release`); a signal arriving there waits until the
-stretch ends, so the interrupt always lands between two finished steps or in the part of a step
-that changed nothing yet. A second signal while one waits stops at once, without a checkpoint.
+While a run is guarded, SIGINT and SIGTERM raise :class:`RunInterrupted` in the main thread,
+unless signals are held (:meth:`Interrupts.hold` ... :meth:`Interrupts.release`): then the signal
+waits and is raised by ``release``. The trainer holds signals from a step's update to the start
+of the next step (and while it takes a snapshot of the state), so an interrupt lands between two
+finished steps or in the part of a step that changed nothing yet. A second signal while one waits
+stops at once, without a checkpoint.
 """
 
 from __future__ import annotations

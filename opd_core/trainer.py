@@ -292,12 +292,17 @@ class Trainer:
         """Run the remaining steps; return the summary (also written to ``summary.json``)."""
         cfg = self.config
         started = time.perf_counter()
+        # Signals wait (hold) except inside the stretches below that begin with release(); each
+        # stretch keeps the state the run had when it began, taken while signals still waited.
+        self.interrupts.hold()
         if self.start_step == 0:
-            with self._keep_work(0):
+            with self._keep_work(self._boundary(0)):
+                self.interrupts.release()
                 if cfg.eval.teacher and "teacher" not in self.evals:
                     self.evals["teacher"] = self.evaluate("teacher", step=0)
                 if cfg.eval.at_start and "student_before" not in self.evals:
                     self.evals["student_before"] = self.evaluate("student", step=0)
+                self.interrupts.hold()
         progress = Progress(
             total=self.total_steps,
             initial=self.start_step,
@@ -307,8 +312,9 @@ class Trainer:
         last: dict[str, float] = {}
         try:
             for step in range(self.start_step + 1, self.total_steps + 1):
-                with self._keep_work(step - 1):  # until update() holds off signals
-                    last = self.train_step(step)
+                with self._keep_work(self._boundary(step - 1)):
+                    self.interrupts.release()  # a signal that waited for step - 1 stops here
+                    last = self.train_step(step)  # update() holds signals to the step's end
                     if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
                         scores = self.evaluate("student", step)
                         last.update({f"eval/{k}": v for k, v in scores.items()})
@@ -319,13 +325,12 @@ class Trainer:
                     progress.update(last)
                     if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                         self.save(step)
-                with self._keep_work(step):
-                    self.interrupts.release()  # a signal that waited for step's end stops here
         finally:
             progress.close()
-        with self._keep_work(self.total_steps):
+        with self._keep_work(self._boundary(self.total_steps)):
+            self.interrupts.release()
             self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
-        self.interrupts.hold()  # the run is complete: a signal now no longer stops it
+            self.interrupts.hold()  # the run is complete: a signal now no longer stops it
         checkpoint = self.save(self.total_steps)
         summary = {
             **self.evals,
@@ -342,9 +347,8 @@ class Trainer:
         return summary
 
     @contextmanager
-    def _keep_work(self, finished: int) -> Iterator[None]:
-        """An interrupt inside checkpoints step ``finished`` as it was on entry, then re-raises."""
-        state = self._boundary(finished)
+    def _keep_work(self, state: _Boundary) -> Iterator[None]:
+        """An interrupt inside checkpoints the step that ``state`` ended, then re-raises."""
         try:
             yield
         except RunInterrupted as stop:
