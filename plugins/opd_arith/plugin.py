@@ -72,13 +72,19 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     if not spec.path.startswith(DEMO_SCHEME):
         return None
     which = spec.path[len(DEMO_SCHEME) :]
-    if which not in ("teacher", "student"):
+    if which not in ("teacher", "student", "teacher_bpe"):
         raise OPDError(
-            f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher or {DEMO_SCHEME}student."
+            f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher, {DEMO_SCHEME}student "
+            f"or {DEMO_SCHEME}teacher_bpe (another tokenizer, for teacher=cross_tokenizer)."
         )
     from opd_arith.build import DemoSpec, build_demo_models
     from opd_core.hf_loading import load_hf_model
 
+    if which == "teacher_bpe":
+        from opd_arith.other_tokenizer import build_bpe_teacher
+
+        folder = build_bpe_teacher(DemoSpec(), cache_dir())
+        return load_hf_model(replace(spec, path=str(folder)), role, device)
     paths = build_demo_models(DemoSpec(), cache_dir())
     folder = paths.teacher_dir if which == "teacher" else paths.student_dir
     return load_hf_model(replace(spec, path=str(folder)), role, device)

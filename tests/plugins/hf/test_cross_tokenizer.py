@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 import torch
 from omegaconf import DictConfig
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from conftest import TINY_TEACHER, TinyModels, tiny_run_overrides
 from opd_arith.build import make_model
+from opd_arith.other_tokenizer import build_merging_tokenizer
 from opd_arith.problems import make_problems
-from opd_arith.tokenizer import BOS, CHAT_TEMPLATE, PAD, ROLE_TOKENS
 from opd_context.placement import with_context
 from opd_context.teacher import ContextTeacher
 from opd_core import OPDError, Prompt, RolloutBatch, ScoreRequest, hookimpl
@@ -39,28 +38,8 @@ CPU = torch.device("cpu")
 
 def merging_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level BPE that merges across characters (``11``, ``=6``), with another EOS."""
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    specials = [PAD, BOS, "</s>", *ROLE_TOKENS]
-    trainer = trainers.BpeTrainer(
-        vocab_size=420,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     problems = make_problems(400, seed=0)
-    tokenizer.train_from_iterator([f"{p.question} {p.solution}" for p in problems], trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=BOS,
-        eos_token="</s>",
-        pad_token=PAD,
-        additional_special_tokens=list(ROLE_TOKENS),
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-    )
+    return build_merging_tokenizer([f"{p.question} {p.solution}" for p in problems], 420)
 
 
 @pytest.fixture(scope="module")
