@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TINY_TEACHER
+from opd_arith import build, plugin
 from opd_arith.build import DemoSpec
 from opd_arith.other_tokenizer import EOS_BPE, build_bpe_teacher, build_merging_tokenizer
 from opd_arith.tokenizer import build_tokenizer
+from opd_core.modeling import ModelSpec
 
 
 def test_the_tokenizer_merges_across_characters() -> None:
@@ -33,3 +37,14 @@ def test_the_teacher_is_built_once_and_loads(tmp_path: Path) -> None:
     assert tokenizer.eos_token == EOS_BPE
     assert model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # no temporary folder left
+
+
+def test_the_demo_loader_serves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = DemoSpec(num_train=200, teacher=TINY_TEACHER, teacher_steps=2, batch_size=8)
+    monkeypatch.setenv("OPD_CORE_CACHE", str(tmp_path))
+    monkeypatch.setattr(build, "DemoSpec", lambda: spec)  # the loader imports it lazily
+    loaded = plugin.opd_load_model(
+        spec=ModelSpec("demo://arithmetic/teacher_bpe"), role="teacher", device=torch.device("cpu")
+    )
+    assert loaded is not None and loaded.tokenizer.eos_token == EOS_BPE
+    assert (tmp_path / "demo_arithmetic" / f"{spec.digest()}-bpe512").is_dir()
