@@ -141,9 +141,9 @@ def command_for(key: str, seed: int, steps: int, out: Path) -> list[str]:
         sys.executable,
         "-m",
         "opd_core",
-        *method.overrides,
         *SHARED,
         *(SINGLE_PROMPT if single else ()),
+        *method.overrides,  # last: a method's own settings (e.g. LoRA's lr) win
         f"train.steps={SINGLE_PROMPT_STEPS if single else steps}",
         f"seed={seed}",
         "progress=false",
