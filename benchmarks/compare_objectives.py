@@ -329,7 +329,10 @@ def write_report(
             f"| {fmt(row['flops_to_95'], 'flops')} |"
         )
     lines += ["", "## The seed's ratios, as measured here", ""]
-    opd_main = [k for k in rows if METHODS[k].family == "opd" and METHODS[k].main]
+    opd_runs = [k for k in rows if METHODS[k].family == "opd" and k != "opd_single_prompt"]
+    opd_main = [k for k in opd_runs if METHODS[k].main] or opd_runs
+    if not opd_main:
+        raise SystemExit("compare_objectives: no finished OPD run to compare; run one first")
     best = min(
         opd_main,
         key=lambda k: (
