@@ -446,7 +446,7 @@ def plot(curves: dict[str, list[Curve]], teacher: float) -> None:
         for fraction in TARGETS:
             ax.axhline(fraction * teacher, color="gray", ls=":", lw=1)
         if axis == "flops":
-            ax.set_xscale("symlog", linthresh=1e9)
+            ax.set_xlim(left=0)
             ax.set_xlabel("FLOPs (teacher + student)")
         else:
             ax.set_xlabel("gradient steps")

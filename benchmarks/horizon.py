@@ -163,7 +163,7 @@ def plot(results: dict[int, dict[str, list[Curve]]]) -> None:
         teacher = by_method["opd_reverse_kl_topk"][0].teacher_score or 0.0
         ax.axhline(teacher, color="black", ls="--", lw=1, label="teacher")
         ax.axhline(0.9 * teacher, color="gray", ls=":", lw=1, label="90% of teacher")
-        ax.set_xscale("symlog", linthresh=1e9)
+        ax.set_xlim(left=0)
         ax.set_title(f"{ops} operations per problem")
         ax.set_xlabel("FLOPs (teacher + student)")
         ax.set_ylabel("held-out accuracy")
