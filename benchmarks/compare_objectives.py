@@ -301,8 +301,10 @@ def write_report(
         "# SFT vs RL vs on-policy distillation, continued from one SFT-initialised student",
         "",
         f"Produced by `{command}` (2 CPU cores, fp32, {jobs} run(s) at a time with one thread "
-        f"each; {sum(wall_s.values()) / 60:.0f} min of process time over the runs this "
-        "invocation made). Every method starts from the demo's SFT-initialised student on its "
+        f"each; {len([c for runs in curves.values() for c in runs])} runs, "
+        f"{sum(c.final.train_seconds for runs in curves.values() for c in runs) / 3600:.1f} h of "
+        "training steps in all, under load from other work). Every method starts from the "
+        "demo's SFT-initialised student on its "
         "arithmetic task with 128 sequences per step, lr 5e-4 with 50 warm-up steps and cosine "
         f"decay, and the same evaluation: greedy accuracy on {EVAL_PROBLEMS} held-out problems "
         "(one problem = 0.2 points; the binomial standard error near 80% is about 1.8 points). "
