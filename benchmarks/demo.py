@@ -53,13 +53,15 @@ def build_info(cache: Path) -> dict[str, Any]:
     return json.loads(found[0].read_text()) if found else {}
 
 
-def report(out: Path, seconds: float, load: tuple[float, float], info: dict[str, Any]) -> None:
+def report(
+    out: Path, seconds: float, load: tuple[float, float], info: dict[str, Any], command: str
+) -> None:
     summary = json.loads((out / "summary.json").read_text())
     curve = load_curve(out)
     teacher = summary["teacher"]["accuracy"]
     before, after = summary["student_before"]["accuracy"], summary["student_after"]["accuracy"]
     record = {
-        "command": "python benchmarks/demo.py",
+        "command": command,
         "wall_s": round(seconds, 1),
         "load_average_before_after": load,
         "threads": os.environ.get("OMP_NUM_THREADS", "all"),
@@ -85,7 +87,7 @@ def report(out: Path, seconds: float, load: tuple[float, float], info: dict[str,
     lines = [
         "# The demo, end to end from an empty cache",
         "",
-        f"Produced by `python benchmarks/demo.py` (`python -m opd_core` with a fresh "
+        f"Produced by `{command}` (`python -m opd_core` with a fresh "
         f"`OPD_CORE_CACHE`; 2 CPU cores; load average {load[0]:.1f} before, {load[1]:.1f} after).",
         "",
         "| | value | target |",
@@ -122,7 +124,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="opd_demo_") as tmp:
         out, cache = Path(tmp) / "run", Path(tmp) / "cache"
         seconds = run_demo(out, cache, args.overrides)
-        report(out, seconds, (load_before, load_average()), build_info(cache))
+        command = " ".join(["python benchmarks/demo.py", *args.overrides])
+        report(out, seconds, (load_before, load_average()), build_info(cache), command)
 
 
 if __name__ == "__main__":
