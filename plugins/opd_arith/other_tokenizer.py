@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerFast
 
 from opd_arith.build import DemoSpec, make_model
 from opd_arith.sft import sft
-from opd_arith.tokenizer import BOS, CHAT_TEMPLATE, PAD, ROLE_TOKENS
+from opd_arith.tokenizer import BOS, PAD, ROLE_TOKENS, wrap_tokenizer
 from opd_core.locks import cache_lock
 
 EOS_BPE = "</s>"
@@ -42,17 +42,7 @@ def build_merging_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreT
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=BOS,
-        eos_token=EOS_BPE,
-        pad_token=PAD,
-        additional_special_tokens=list(ROLE_TOKENS),
-        padding_side="left",
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-        model_max_length=512,
-    )
+    return wrap_tokenizer(tokenizer, eos_token=EOS_BPE)
 
 
 def build_bpe_teacher(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
@@ -65,10 +66,19 @@ def build_tokenizer(
     The result has ``<|bos|>``/``<|eos|>``/``<|pad|>`` tokens, left padding and the chat template
     above; ``AutoTokenizer.from_pretrained(out_dir)`` reloads it unchanged.
     """
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=_train_bpe(texts, vocab_size),
+    fast = wrap_tokenizer(_train_bpe(texts, vocab_size))
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def wrap_tokenizer(tokenizer_object: Any, eos_token: str = EOS) -> PreTrainedTokenizerFast:
+    """A trained ``tokenizers`` object as the demo's transformers tokenizer: its special tokens,
+    left padding and chat template."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer_object,
         bos_token=BOS,
-        eos_token=EOS,
+        eos_token=eos_token,
         pad_token=PAD,
         additional_special_tokens=list(ROLE_TOKENS),
         padding_side="left",
@@ -76,6 +86,3 @@ def build_tokenizer(
         clean_up_tokenization_spaces=False,
         model_max_length=512,
     )
-    if out_dir is not None:
-        fast.save_pretrained(str(out_dir))
-    return fast
