@@ -26,17 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from cli_runs import cost_to, median_or_none, run_cli
 
 from opd_core.curves import Curve, CurvePoint, first_reaching, load_curve
 
@@ -134,20 +133,16 @@ SEED_CLAIMS = {
 TARGETS = (0.90, 0.95)
 
 
-def command_for(key: str, seed: int, steps: int, out: Path) -> list[str]:
+def command_for(key: str, seed: int, steps: int) -> list[str]:
+    """The config overrides of one method and seed."""
     method = METHODS[key]
     single = key == "opd_single_prompt"
     return [
-        sys.executable,
-        "-m",
-        "opd_core",
         *SHARED,
         *(SINGLE_PROMPT if single else ()),
         *method.overrides,  # last: a method's own settings (e.g. LoRA's lr) win
         f"train.steps={SINGLE_PROMPT_STEPS if single else steps}",
         f"seed={seed}",
-        "progress=false",
-        f"hydra.run.dir={out}",
     ]
 
 
@@ -160,16 +155,9 @@ def run_one(key: str, seed: int, steps: int, out: Path, fresh: bool) -> float | 
         return None
     if out.exists():
         shutil.rmtree(out)  # an unfinished run of this benchmark: start it again
-    command = command_for(key, seed, steps, out)
-    print(f"[{key} seed {seed}] {' '.join(command[2:])}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(out.parent / f"{out.name}.log", "w") as log:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - started
-    status = "done" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
-    print(f"[{key} seed {seed}] {status} in {seconds / 60:.1f} min", flush=True)
+    _, seconds = run_cli(
+        command_for(key, seed, steps), out, f"{key} seed {seed}"
+    )  # failed: no summary
     return seconds
 
 
@@ -197,12 +185,6 @@ def seeds_of(key: str, seeds: Sequence[int], all_seeds: bool) -> list[int]:
 
 def reach(curve: Curve, target: float) -> CurvePoint | None:
     return first_reaching(curve, target)
-
-
-def median_or_none(values: list[float | None], runs: int) -> float | None:
-    """The median over the runs that reached the target, None unless a majority did."""
-    reached = [v for v in values if v is not None]
-    return statistics.median(reached) if len(reached) * 2 > runs else None
 
 
 def summarize(key: str, curves: list[Curve], teacher: float) -> dict[str, Any]:
@@ -245,14 +227,6 @@ def fmt(value: float | None, kind: str) -> str:
     if kind == "seconds":
         return f"{value:.0f} s"
     return f"{value:.0f}"
-
-
-def cost_to(curves: list[Curve], target: float, measure: str) -> float | None:
-    """Median steps or FLOPs to ``target`` over the seeds that reached it (None unless most)."""
-    points = [reach(c, target) for c in curves]
-    values = [None if p is None else float(p.step if measure == "steps" else p.total_flops)
-              for p in points]  # fmt: skip
-    return median_or_none(values, len(curves))
 
 
 def ratio(

@@ -101,9 +101,10 @@ def objectives(vocab: int, top_k: int) -> dict[str, tuple[str, LossFn]]:
 
 
 def flat_gradient(model: torch.nn.Module, loss: torch.Tensor) -> torch.Tensor:
-    """The loss's gradient with respect to every trainable parameter, as one vector."""
+    """The loss's gradient with respect to every trainable parameter, as one vector (the graph
+    is kept: every objective differentiates the same forward pass)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    grads = torch.autograd.grad(loss, params, allow_unused=True, retain_graph=True)
     return torch.cat(
         [
             (g if g is not None else torch.zeros_like(p)).flatten()
@@ -142,8 +143,8 @@ def measure(trainer: Trainer, pairs: int, top_k: int) -> dict[str, Any]:
         )
         scores = hook.opd_score_rollouts(rollouts=rollouts, top_k=vocab)
         n = int(rollouts.completion_mask_BT.sum())
+        policy = policy_output(model, rollouts)  # one forward, differentiated per objective
         for key, (_, loss_fn) in named.items():
-            policy = policy_output(model, rollouts)
             gradients[key].append(flat_gradient(model, loss_fn(rollouts, policy, scores, n).loss))
         print(f"[estimators] batch {batch + 1}/{2 * pairs}: {n} completion tokens", flush=True)
     reference = torch.stack(gradients["opd_reverse_kl_full"]).mean(0)

@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
+from cli_runs import cost_to, run_cli
+
 from opd_core.cache import cache_root
-from opd_core.curves import Curve, first_reaching, load_curve
+from opd_core.curves import Curve, load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
@@ -59,27 +57,15 @@ def run(num_ops: int, key: str, seed: int, steps: int, models: Path, out: Path) 
         return
     if out.exists():
         shutil.rmtree(out)
-    command = [
-        sys.executable, "-m", "opd_core", *METHODS[key], *SHARED,
+    overrides = [
+        *METHODS[key], *SHARED,
         "+task=arithmetic", f"++task.num_ops={num_ops}", "task.eval_size=500",
         "+teacher=hf", f"teacher.model.path={models / 'teacher'}",
-        f"student.model.path={models / 'student'}",
-        f"train.steps={steps}", f"seed={seed}", "progress=false", f"hydra.run.dir={out}",
+        f"student.model.path={models / 'student'}", f"train.steps={steps}", f"seed={seed}",
     ]  # fmt: skip
-    print(f"[horizon {num_ops} {key} seed {seed}] {' '.join(command[2:])}", flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with open(out.parent / f"{out.name}.log", "w") as log:
-        subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    print(f"[horizon {num_ops} {key} seed {seed}] {(time.perf_counter() - started) / 60:.1f} min")
-
-
-def to_target(curves: list[Curve], target: float) -> float | None:
-    """Median FLOPs to ``target`` over the seeds that reached it (None unless most did)."""
-    points = [first_reaching(c, target) for c in curves]
-    reached = [p.total_flops for p in points if p is not None]
-    return statistics.median(reached) if len(reached) * 2 > len(curves) else None
+    returncode, _ = run_cli(overrides, out, f"horizon {num_ops} {key} seed {seed}")
+    if returncode != 0:
+        raise SystemExit(f"horizon: the run in {out} failed; see {out}.log")
 
 
 def fmt(flops: float | None) -> str:
@@ -107,7 +93,7 @@ def report(results: dict[int, dict[str, list[Curve]]], command: str) -> None:
         teacher = statistics.mean(c.teacher_score or 0.0 for c in opd)
         # 90% of the teacher, or the best accuracy every run of both reached when that is lower
         target = min(0.9 * teacher, *(c.best_score for c in [*opd, *sft]))
-        a, b = to_target(opd, target), to_target(sft, target)
+        a, b = cost_to(opd, target, "flops"), cost_to(sft, target, "flops")
         row = {
             "teacher": teacher,
             "start": opd[0].points[0].score,

@@ -59,7 +59,7 @@ IFEVAL_METRIC = "ifeval/prompt_level_strict_acc"
 
 def prepare_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
     """Fetch the model and prompts, write the company, split the prompts, write chat data."""
-    from opd_assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
+    from opd_core.assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
 
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)

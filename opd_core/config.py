@@ -160,11 +160,7 @@ class RunConfig:
             lora=_build(LoraConfig, lora, "student.lora") if lora else None,
             **_only(student_raw, StudentConfig, "student"),
         )
-        scalars = _only(
-            {f.name: raw[f.name] for f in dataclasses.fields(_RunScalars) if f.name in raw},
-            _RunScalars,
-            "",
-        )
+        scalars = _only({key: raw[key] for key in RUN_SCALARS if key in raw}, RunConfig, "")
         components: dict[str, Any] = {}
         for kind in COMPONENT_KINDS:
             node = raw[kind.node] if not kind.many else raw.get(kind.node) or {}
@@ -256,16 +252,8 @@ class RunConfig:
             _require(0 <= lora.dropout < 1, "student.lora.dropout", lora.dropout, "in [0, 1)")
 
 
-@dataclass(frozen=True)
-class _RunScalars:
-    """The top-level scalar keys of a run config, typed for :func:`_only`."""
-
-    seed: int = 0
-    device: str = "auto"
-    resume: bool = False
-    progress: bool = True
-    plugins: tuple[str, ...] = ()
-    disable_plugins: tuple[str, ...] = ()
+RUN_SCALARS = ("seed", "device", "resume", "progress", "plugins", "disable_plugins")
+"""The top-level scalar keys of a run config, checked against :class:`RunConfig`'s field types."""
 
 
 TOP_LEVEL_KEYS = frozenset({f.name for f in dataclasses.fields(RunConfig)} | {"demo"})

@@ -65,10 +65,9 @@ def load_curve(run_dir: Path, metric: str = "accuracy", name: str | None = None)
         points.append(CurvePoint(0, float(before[metric]), 0.0, 0.0))
     seconds = 0.0
     for record in records:
-        seconds += sum(v for k, v in record.items() if k.startswith("time/") and k.endswith("_s"))
-        record["_train_seconds"] = seconds
+        seconds += step_seconds(record)
         if f"eval/{metric}" in record:
-            points.append(_point(record, float(record[f"eval/{metric}"])))
+            points.append(_point(record, float(record[f"eval/{metric}"]), seconds))
     after = summary.get("student_after", {})
     if metric not in after:
         raise OPDError(
@@ -76,7 +75,7 @@ def load_curve(run_dir: Path, metric: str = "accuracy", name: str | None = None)
             f"{', '.join(sorted(after)) or '(none: the run had no evaluator)'}."
         )
     last: dict[str, Any] = records[-1] if records else {"step": 0.0}
-    points.append(_point(last, float(after[metric])))
+    points.append(_point(last, float(after[metric]), seconds))
     teacher = summary.get("teacher", {}).get(metric)
     return Curve(
         name=name or run_dir.name,
@@ -85,13 +84,18 @@ def load_curve(run_dir: Path, metric: str = "accuracy", name: str | None = None)
     )
 
 
-def _point(record: dict[str, Any], score: float) -> CurvePoint:
+def step_seconds(record: dict[str, Any]) -> float:
+    """Seconds a step's stages took (its ``time/<stage>_s`` metrics)."""
+    return sum(v for k, v in record.items() if k.startswith("time/") and k.endswith("_s"))
+
+
+def _point(record: dict[str, Any], score: float, train_seconds: float) -> CurvePoint:
     return CurvePoint(
         step=int(record["step"]),
         score=score,
         student_flops=float(record.get("flops/student", 0.0)),
         teacher_flops=float(record.get("flops/teacher", 0.0)),
-        train_seconds=float(record.get("_train_seconds", 0.0)),
+        train_seconds=train_seconds,
     )
 
 

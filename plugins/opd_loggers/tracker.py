@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,7 +11,7 @@ from opd_core import OPDError, hookimpl
 from opd_core.context import RunContext
 
 
-class Tracker:
+class Tracker(ABC):
     """A logger component. Subclasses open the tracker in :meth:`start`, send one step's
     scalars in :meth:`log` and close it in :meth:`finish` (with the summary, or ``None`` when
     the run failed)."""
@@ -42,14 +43,17 @@ class Tracker:
             self.finished = True
             self.finish(None)
 
+    @abstractmethod
     def start(self, ctx: RunContext) -> None:
-        raise NotImplementedError
+        """Implemented by each tracker."""
 
+    @abstractmethod
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        raise NotImplementedError
+        """Implemented by each tracker."""
 
+    @abstractmethod
     def finish(self, summary: dict[str, float] | None) -> None:
-        raise NotImplementedError
+        """Implemented by each tracker."""
 
 
 def require(module: str, logger: str) -> Any:

