@@ -58,6 +58,11 @@ class Method:
     tier: int = 1
     """Order of the work: every main method's first seed comes first, then the further seeds
     of tier 1, tier 2, and the variants (so an interrupted run leaves the most useful part)."""
+    lr_scale: float = 1.0
+    """The method's learning rate relative to the run's (LoRA trains at 10x)."""
+    lr_from: str | None = None
+    """With ``--tuned``, the method whose tuned learning rate this one follows (a variant
+    that the sweep does not cover)."""
 
 
 METHODS: dict[str, Method] = {
@@ -100,15 +105,19 @@ METHODS: dict[str, Method] = {
     ),
     "opd_reverse_kl_topk_lora32": Method(
         "OPD, exact reverse KL top-20, LoRA rank 32 (lr x10)",
-        ("+experiment=reverse_kl_topk", *LORA, "train.lr=5e-3"),
+        ("+experiment=reverse_kl_topk", *LORA),
         "opd",
         main=False,
+        lr_scale=10.0,
+        lr_from="opd_reverse_kl_topk",
     ),
     "sft_teacher_samples_lora32": Method(
         "SFT on teacher samples, LoRA rank 32 (lr x10)",
-        ("+experiment=sft", *LORA, "train.lr=5e-3"),
+        ("+experiment=sft", *LORA),
         "sft",
         main=False,
+        lr_scale=10.0,
+        lr_from="sft_teacher_samples",
     ),
     "opd_single_prompt": Method(
         "OPD (exact reverse KL top-20), one prompt x 128 samples",
@@ -120,9 +129,11 @@ METHODS: dict[str, Method] = {
         ),
         "opd",
         main=False,
+        lr_from="opd_reverse_kl_topk",
     ),
 }
-SHARED = ("train.lr=5e-4", "++train.lr_schedule=cosine", "eval.every=25")
+SHARED = ("++train.lr_schedule=cosine", "eval.every=25")
+DEFAULT_LR = 5e-4
 SINGLE_PROMPT = ("eval.every=10",)
 SEED_CLAIMS = {
     "flops_vs_sft": "9-30x less compute than SFT",
@@ -133,12 +144,14 @@ SEED_CLAIMS = {
 TARGETS = (0.90, 0.95)
 
 
-def command_for(key: str, seed: int, steps: int) -> list[str]:
-    """The config overrides of one method and seed."""
+def command_for(key: str, seed: int, steps: int, lr: float = DEFAULT_LR) -> list[str]:
+    """The config overrides of one method and seed at learning rate ``lr`` (times the
+    method's own ``lr_scale``)."""
     method = METHODS[key]
     single = key == "opd_single_prompt"
     return [
         *SHARED,
+        f"train.lr={lr * method.lr_scale:g}",
         *(SINGLE_PROMPT if single else ()),
         *method.overrides,  # last: a method's own settings (e.g. LoRA's lr) win
         f"train.steps={SINGLE_PROMPT_STEPS if single else steps}",
@@ -146,7 +159,30 @@ def command_for(key: str, seed: int, steps: int) -> list[str]:
     ]
 
 
-def run_one(key: str, seed: int, steps: int, out: Path, fresh: bool) -> float | None:
+def run_dir(root: Path, key: str, seed: int, lr: float) -> Path:
+    """Where one run lives: ``<root>/<key>/seed<N>`` at the default learning rate,
+    ``<root>/<key>@lr<lr>/seed<N>`` at any other (so the sweep and the comparison share runs)."""
+    name = key if lr == DEFAULT_LR else f"{key}@lr{lr:g}"
+    return root / name / f"seed{seed}"
+
+
+def tuned_lrs(path: Path) -> dict[str, float]:
+    """Each method's learning rate from the sweep's JSON (``benchmarks/lr_sweep.py``); methods
+    it did not cover follow their ``lr_from`` method, else the default."""
+    if not path.exists():
+        raise SystemExit(
+            f"compare_objectives: --tuned needs {path}; run `python benchmarks/lr_sweep.py` first"
+        )
+    best: dict[str, float] = json.loads(path.read_text())["best_lr"]
+    return {
+        key: best.get(key, best.get(method.lr_from or "", DEFAULT_LR))
+        for key, method in METHODS.items()
+    }
+
+
+def run_one(
+    key: str, seed: int, steps: int, out: Path, fresh: bool, lr: float = DEFAULT_LR
+) -> float | None:
     """Run one method and seed as a real CLI process into ``out``; its wall seconds, or None
     when an earlier run is reused."""
     if fresh and out.exists():
@@ -156,7 +192,7 @@ def run_one(key: str, seed: int, steps: int, out: Path, fresh: bool) -> float | 
     if out.exists():
         shutil.rmtree(out)  # an unfinished run of this benchmark: start it again
     _, seconds = run_cli(
-        command_for(key, seed, steps), out, f"{key} seed {seed}"
+        command_for(key, seed, steps, lr), out, f"{key} seed {seed} lr {lr:g}"
     )  # failed: no summary
     return seconds
 
@@ -187,11 +223,12 @@ def reach(curve: Curve, target: float) -> CurvePoint | None:
     return first_reaching(curve, target)
 
 
-def summarize(key: str, curves: list[Curve], teacher: float) -> dict[str, Any]:
+def summarize(key: str, curves: list[Curve], teacher: float, lr: float) -> dict[str, Any]:
     finals = [c.final.score for c in curves]
     row: dict[str, Any] = {
         "label": METHODS[key].label,
         "family": METHODS[key].family,
+        "lr": lr * METHODS[key].lr_scale,
         "seeds": len(curves),
         "eval_problems": EVAL_PROBLEMS,
         "steps_run": curves[0].final.step,
@@ -264,13 +301,23 @@ def ratio_line(
 
 
 def write_report(
-    curves: dict[str, list[Curve]], command: str, wall_s: dict[str, float], jobs: int
+    curves: dict[str, list[Curve]],
+    command: str,
+    wall_s: dict[str, float],
+    jobs: int,
+    lrs: dict[str, float],
+    tuned: bool,
 ) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     teacher = statistics.mean(
         c.teacher_score for runs in curves.values() for c in runs if c.teacher_score
     )
-    rows = {key: summarize(key, runs, teacher) for key, runs in curves.items()}
+    rows = {key: summarize(key, runs, teacher, lrs[key]) for key, runs in curves.items()}
+    lr_text = (
+        "each method at its own learning rate (the best of `benchmarks/lr_sweep.py`, column lr)"
+        if tuned
+        else f"lr {next(iter(lrs.values())):g}"
+    )
     lines = [
         "# SFT vs RL vs on-policy distillation, continued from one SFT-initialised student",
         "",
@@ -279,8 +326,9 @@ def write_report(
         f"{sum(c.final.train_seconds for runs in curves.values() for c in runs) / 3600:.1f} h of "
         "training steps in all, under load from other work). Every method starts from the "
         "demo's SFT-initialised student on its "
-        "arithmetic task with 128 sequences per step, lr 5e-4 with 50 warm-up steps and cosine "
-        f"decay, and the same evaluation: greedy accuracy on {EVAL_PROBLEMS} held-out problems "
+        f"arithmetic task with 128 sequences per step, {lr_text} with 50 warm-up steps and "
+        "cosine decay, and the same evaluation: greedy accuracy on "
+        f"{EVAL_PROBLEMS} held-out problems "
         "(one problem = 0.2 points; the binomial standard error near 80% is about 1.8 points). "
         "FLOPs follow `opd_core/flops.py` (sampling, scoring and training; evaluation not "
         "counted); *seconds* are the training steps' own time (evaluations excluded), measured "
@@ -291,13 +339,14 @@ def write_report(
         "give the median over the seeds that got there (n/seeds reached), or *not reached* "
         "unless a majority did.",
         "",
-        "| method | key | seeds | final accuracy (mean ± std, min-max) | steps to 90% "
+        "| method | key | lr | seeds | final accuracy (mean ± std, min-max) | steps to 90% "
         "| FLOPs to 90% | seconds to 90% | steps to 95% | FLOPs to 95% |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in rows.items():
         lines.append(
-            f"| {row['label']} | `{key}` | {row['seeds']} | {row['final_mean']:.1%} ± "
+            f"| {row['label']} | `{key}` | {row['lr']:g} | {row['seeds']} "
+            f"| {row['final_mean']:.1%} ± "
             f"{row['final_std']:.1%} ({row['final_min']:.1%}-{row['final_max']:.1%}) "
             f"| {fmt(row['steps_to_90'], 'steps')} ({row['reached_90']}/{row['seeds']}) "
             f"| {fmt(row['flops_to_90'], 'flops')} | {fmt(row['seconds_to_90'], 'seconds')} "
@@ -436,6 +485,7 @@ def plot(curves: dict[str, list[Curve]], teacher: float) -> None:
 DEFAULT_STEPS = 200
 SINGLE_PROMPT_STEPS = 50
 EVAL_PROBLEMS = 500
+SWEEP_JSON = RESULTS / "lr_sweep.json"
 
 
 def main() -> None:
@@ -448,7 +498,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--fresh", action="store_true", help="rerun finished runs")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="every method's lr")
+    parser.add_argument(
+        "--tuned",
+        action="store_true",
+        help=f"each method at its best lr from {SWEEP_JSON.relative_to(ROOT)} (overrides --lr)",
+    )
     args = parser.parse_args()
+    lrs = tuned_lrs(SWEEP_JSON) if args.tuned else {key: args.lr for key in METHODS}
     seeds = list(range(args.seeds))
     # the first seed of every main method first, then further seeds by tier, then variants
     work = sorted(
@@ -473,7 +530,13 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = {
                 f"{key}/seed{seed}": pool.submit(
-                    run_one, key, seed, args.steps, args.out / key / f"seed{seed}", args.fresh
+                    run_one,
+                    key,
+                    seed,
+                    args.steps,
+                    run_dir(args.out, key, seed, lrs[key]),
+                    args.fresh,
+                    lrs[key],
                 )
                 for key, seed in work
             }
@@ -483,15 +546,16 @@ def main() -> None:
                     wall_s[name] = seconds
     curves: dict[str, list[Curve]] = {}
     for key, seed in work:
-        run_dir = args.out / key / f"seed{seed}"
-        if (run_dir / "summary.json").exists():
-            curves.setdefault(key, []).append(load_curve(run_dir, name=key))
+        folder = run_dir(args.out, key, seed, lrs[key])
+        if (folder / "summary.json").exists():
+            curves.setdefault(key, []).append(load_curve(folder, name=key))
         else:
-            print(f"[report] {key} seed {seed}: no finished run in {run_dir}; left out")
+            print(f"[report] {key} seed {seed}: no finished run in {folder}; left out")
     flags = [f"--steps {args.steps}"] if args.steps != DEFAULT_STEPS else []
     flags += [f"--seeds {args.seeds}"] if args.seeds != 3 else []
+    flags += ["--tuned"] if args.tuned else [f"--lr {args.lr:g}"] if args.lr != DEFAULT_LR else []
     command = " ".join(["python benchmarks/compare_objectives.py", *flags])
-    write_report(curves, command, wall_s, args.jobs)
+    write_report(curves, command, wall_s, args.jobs, lrs, args.tuned)
 
 
 if __name__ == "__main__":
