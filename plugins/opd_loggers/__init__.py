@@ -1,6 +1,7 @@
-"""Trackers as components: ``logger=[tensorboard,wandb,mlflow]`` sends every step's metrics and
-the run's summary to each, alongside ``metrics.jsonl`` (which every run writes). The libraries
-come with ``pip install 'opd-core[trackers]'`` and are imported only when a logger is chosen."""
+"""Trackers as components: ``logger=[tensorboard,wandb,mlflow,trackio]`` sends every step's
+metrics and the run's summary to each, alongside ``metrics.jsonl`` (which every run writes). The
+libraries come with ``pip install 'opd-core[trackers]'`` and are imported only when a logger is
+chosen (docs/loggers.md)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,4 @@ def opd_register_components(registry: Registry) -> None:
     registry.add("logger", "tensorboard", "opd_loggers.tensorboard:TensorBoardLogger")
     registry.add("logger", "wandb", "opd_loggers.wandb:WandbLogger")
     registry.add("logger", "mlflow", "opd_loggers.mlflow:MLflowLogger")
+    registry.add("logger", "trackio", "opd_loggers.trackio:TrackioLogger")

@@ -16,9 +16,6 @@ class Tracker(ABC):
     scalars in :meth:`log` and close it in :meth:`finish` (with the summary, or ``None`` when
     the run failed)."""
 
-    library = ""
-    """The module the tracker needs (named in the error when it is missing)."""
-
     def setup(self, ctx: RunContext) -> None:
         self.active = False  # until the tracker is open: a failed start is not closed
         self.finished = False

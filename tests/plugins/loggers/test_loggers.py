@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -29,7 +36,7 @@ def logged_run(
 
     out = tmp_path_factory.mktemp("loggers") / "run"
     overrides = tiny_run_overrides(tiny_models, out, steps=STEPS) + [
-        "logger=[tensorboard,wandb,mlflow]"
+        "logger=[tensorboard,wandb,mlflow,trackio]"
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
@@ -122,9 +129,82 @@ def test_mlflow_file_store_holds_metrics_params_and_status(
     assert "summary/student_after/accuracy" in found.data.metrics
 
 
-def test_a_missing_library_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
+def trackio_get(folder: Path, project: str, *args: str) -> dict[str, Any]:
+    """What trackio's own command line reads back from the local project in ``folder``."""
+    cli = Path(sys.executable).with_name("trackio")
+    result = subprocess.run(
+        [str(cli), "get", *args, "--project", project, "--json"],
+        env={**os.environ, "TRACKIO_DIR": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout)
 
+
+def test_trackio_local_project_holds_metrics_config_and_summary(
+    logged_run: tuple[Path, list[dict[str, float]]],
+) -> None:
+    out, records = logged_run
+    found = trackio_get(out / "trackio", "opd-core", "run", "--run", "run")
+    assert "summary/student_after/accuracy" in found["metrics"]
+    assert found["config"]["train"]["steps"] == STEPS
+    metric = ["metric", "--run", "run", "--metric", "loss"]
+    loss = trackio_get(out / "trackio", "opd-core", *metric)["values"]
+    assert [v["step"] for v in loss] == [1, 2]
+    assert [v["value"] for v in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+
+
+def trackio_folder(wanted: Path) -> Path:
+    """``wanted``, or the folder trackio was imported with (it is fixed per process; the
+    module's run above opens it first when the whole file runs)."""
+    loaded = sys.modules.get("trackio")
+    return Path(loaded.utils.TRACKIO_DIR) if loaded is not None else wanted.resolve()
+
+
+def test_trackio_opens_no_connection_even_with_a_hub_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stored token makes trackio ask the Hub who the user is; the logger keeps it offline."""
+    from opd_loggers.trackio import TrackioLogger
+
+    connections: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        connections.append(args)
+        raise OSError("no network in this test")
+
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "x" * 34)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)  # a lookup comes before any connection
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    folder = trackio_folder(tmp_path / "trackio")
+    tracker = TrackioLogger(project="offline", trackio_dir=str(folder))
+    ctx = SimpleNamespace(output_dir=tmp_path / "offline-run", config=None, rank=0)
+    tracker.setup(ctx)  # type: ignore[arg-type]
+    tracker.log(1, {"loss": 0.5})
+    tracker.close()
+    assert connections == []
+    monkeypatch.undo()
+    metric = ["metric", "--run", "offline-run", "--metric", "loss"]
+    assert [v["value"] for v in trackio_get(folder, "offline", *metric)["values"]] == [0.5]
+
+
+def test_trackio_refuses_remote_targets_and_a_second_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opd_loggers.trackio import TrackioLogger, import_trackio
+
+    ctx = SimpleNamespace(output_dir=tmp_path, config=None, rank=0)
+    monkeypatch.setenv("TRACKIO_SPACE_ID", "someone/space")
+    with pytest.raises(OPDError, match=r"writes locally only, but TRACKIO_SPACE_ID is set"):
+        TrackioLogger().setup(ctx)  # type: ignore[arg-type]
+    import_trackio(trackio_folder(tmp_path / "first"))
+    with pytest.raises(OPDError, match=r"one folder per process .* loggers.trackio.trackio_dir"):
+        import_trackio(tmp_path / "elsewhere")
+
+
+def test_a_missing_library_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
     from opd_loggers.tracker import require
 
     monkeypatch.setitem(sys.modules, "wandb", None)
@@ -132,6 +212,12 @@ def test_a_missing_library_is_one_sentence(monkeypatch: pytest.MonkeyPatch) -> N
         OPDError, match=r"logger 'wandb' needs the wandb package.*opd-core\[trackers\]"
     ):
         require("wandb", "wandb")
+    from opd_loggers.trackio import TrackioLogger
+
+    monkeypatch.setitem(sys.modules, "trackio", None)
+    ctx = SimpleNamespace(output_dir=Path("run"), config=None, rank=0)
+    with pytest.raises(OPDError, match=r"logger 'trackio' needs the trackio package.*\[trackers\]"):
+        TrackioLogger().setup(ctx)  # type: ignore[arg-type]
 
 
 def test_the_loggers_are_registered_and_check_their_options() -> None:
@@ -139,6 +225,6 @@ def test_the_loggers_are_registered_and_check_their_options() -> None:
 
     registry = Registry()
     opd_loggers.opd_register_components(registry)
-    assert registry.names("logger") == ["mlflow", "tensorboard", "wandb"]
+    assert registry.names("logger") == ["mlflow", "tensorboard", "trackio", "wandb"]
     with pytest.raises(OPDError, match="wandb"):
         registry.build("logger", {"name": "wandb", "mode": "sometimes"})
