@@ -26,7 +26,6 @@ from opd_core.errors import OPDError
 from opd_core.failures import PREFIX, debug_requested, describe
 from opd_core.interrupts import Interrupts, RunInterrupted
 from opd_core.plugin_manager import command_line_plugins, make_plugin_manager
-from opd_core.trainer import Trainer
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
@@ -48,6 +47,8 @@ def run(
     Each run gets its own plugin manager (so sweep jobs do not share components) unless one is
     given.
     """
+    from opd_core.trainer import Trainer  # torch and the rest: not for --help or --cfg job
+
     config = RunConfig.from_dict(cfg)
     pm = pm or make_plugin_manager(disabled=config.disable_plugins)
     trainer = Trainer(config, pm, output_dir, interrupts)

@@ -17,14 +17,38 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from opd_core.distributed import STRATEGIES, DistributedConfig
 from opd_core.errors import OPDError
-from opd_core.modeling import ModelSpec
 from opd_core.registry import COMPONENT_KINDS
 from opd_core.typecheck import check_value, field_types, invalid
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
+
+STRATEGIES = ("ddp", "fsdp")
+"""``distributed.strategy`` values (:mod:`opd_core.distributed`)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a model comes from and how to load it."""
+
+    path: str
+    """Local folder, Hugging Face Hub id, or a plugin-specific address (``demo://...``)."""
+    dtype: str = "auto"
+    """``auto`` (fp32 on CPU, bf16 on a GPU that supports it), ``float32``, ``bfloat16``,
+    ``float16``."""
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """How several training processes share the work (ignored by a single process)."""
+
+    strategy: str = "ddp"
+    """``ddp``: every rank holds the whole student, gradients are averaged. ``fsdp``: parameters,
+    gradients and optimizer state are sharded over ranks (FSDP2), for students too big for one
+    device."""
 
 
 @dataclass(frozen=True)

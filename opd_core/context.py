@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from opd_core.config import RunConfig
-from opd_core.modeling import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from opd_core.modeling import LoadedModel
 
 
 @dataclass

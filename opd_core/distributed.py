@@ -21,26 +21,15 @@ import gc
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
 
+from opd_core.config import DistributedConfig
 from opd_core.errors import OPDError
 from opd_core.reduction import combine_rank_metrics, plain
 
-STRATEGIES = ("ddp", "fsdp")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class DistributedConfig:
-    """How several training processes share the work (ignored by a single process)."""
-
-    strategy: str = "ddp"
-    """``ddp``: every rank holds the whole student, gradients are averaged. ``fsdp``: parameters,
-    gradients and optimizer state are sharded over ranks (FSDP2), for students too big for one
-    device."""
 
 
 def launched_world_size() -> int:

@@ -21,7 +21,6 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
-import torch
 
 from opd_core.types import (
     Advantages,
@@ -36,6 +35,7 @@ from opd_core.types import (
 )
 
 if TYPE_CHECKING:
+    import torch
     from hydra.core.config_store import ConfigStore
 
     from opd_core.context import RunContext

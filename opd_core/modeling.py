@@ -13,21 +13,9 @@ from typing import Any
 
 import torch
 
+from opd_core.config import ModelSpec
 from opd_core.errors import OPDError
 from opd_core.types import Prompt
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Where a model comes from and how to load it."""
-
-    path: str
-    """Local folder, Hugging Face Hub id, or a plugin-specific address (``demo://...``)."""
-    dtype: str = "auto"
-    """``auto`` (fp32 on CPU, bf16 on a GPU that supports it), ``float32``, ``bfloat16``,
-    ``float16``."""
-    revision: str | None = None
-    trust_remote_code: bool = False
 
 
 @dataclass

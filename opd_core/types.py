@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
+if TYPE_CHECKING:  # torch is imported by what builds these, not by importing opd_core
+    import torch
 
 ChatMessage = Mapping[str, str]
 """One chat turn: ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
@@ -94,6 +95,8 @@ class RolloutBatch:
 
     def take(self, rows: Sequence[int]) -> RolloutBatch:
         """The sequences at indices ``rows``, in that order (same width ``T``)."""
+        import torch
+
         index_B = torch.tensor(list(rows), dtype=torch.long)
         return replace(
             self,

@@ -42,6 +42,28 @@ def test_cfg_job_prints_the_composed_seed_experiment() -> None:
     assert "name: math" in result.stdout
 
 
+HEAVY = ("torch", "transformers")
+"""What ``--help`` and ``--cfg job`` need not import: every plugin loads, no model does."""
+
+
+def test_help_and_cfg_job_import_no_torch() -> None:
+    probe = (
+        "import sys\n"
+        "from opd_core.app import main\n"
+        "sys.argv = ['opd-core', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        f"    print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    for args in (["--help"], ["--cfg", "job"], ["+task=math", "logger=[trackio]", "--cfg", "job"]):
+        result = subprocess.run(
+            [sys.executable, "-c", probe, *args], capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "HEAVY []" in result.stdout, (args, result.stdout[-300:])
+
+
 def test_missing_weights_stop_with_one_sentence(tmp_path: Path) -> None:
     result = opd("+task=math", "+teacher=qwen3_32b", f"hydra.run.dir={tmp_path}")
     assert_one_sentence_error(

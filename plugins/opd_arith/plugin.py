@@ -5,14 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from opd_arith.problems import grade, to_prompt
 from opd_core import OPDError, Prompt, hookimpl
 from opd_core.cache import cache_root
-from opd_core.modeling import LoadedModel, ModelSpec
-from opd_core.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from opd_core.modeling import LoadedModel, ModelSpec
+    from opd_core.registry import Registry
 
 DEMO_SCHEME = "demo://arithmetic/"
 

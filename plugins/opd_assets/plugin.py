@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from opd_core import OPDError, hookimpl
 from opd_core.assets.smollm2 import fetch_smollm2
-from opd_core.modeling import LoadedModel, ModelSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from opd_core.modeling import LoadedModel, ModelSpec
+
 
 ASSET_SCHEME = "asset://"
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, hookimpl
 from opd_core.context import RunContext
 from opd_core.registry import Registry
@@ -86,6 +84,8 @@ class TaskAccuracy:
 def accuracy_metrics(grades: list[float], k: int) -> dict[str, float]:
     """``accuracy`` (mean grade) and ``eval_examples`` of ``k`` grades per problem, laid out
     problem by problem; with ``k > 1`` also ``mean@k`` and ``pass@k`` (mean best grade)."""
+    import torch
+
     grades_PK = torch.tensor(grades, dtype=torch.float64).view(-1, k)
     metrics = {"accuracy": float(grades_PK.mean()), "eval_examples": float(grades_PK.numel())}
     if k > 1:

@@ -16,9 +16,9 @@ from safetensors.torch import load_file
 
 from conftest import TinyModels, tiny_run_overrides
 from opd_core import Advantages, OPDError
+from opd_core.config import DistributedConfig
 from opd_core.distributed import (
     Distributed,
-    DistributedConfig,
     combine_rank_metrics,
     launched_world_size,
 )

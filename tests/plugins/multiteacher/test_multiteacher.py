@@ -26,7 +26,7 @@ from opd_core.plugin_manager import make_plugin_manager
 from opd_core.registry import Registry
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
-from opd_multiteacher import MultiTeacher, route_key
+from opd_multiteacher.teacher import MultiTeacher, route_key
 
 Compose = Callable[[list[str]], DictConfig]
 CPU = torch.device("cpu")
