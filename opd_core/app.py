@@ -25,7 +25,7 @@ from opd_core.config import RunConfig
 from opd_core.errors import OPDError
 from opd_core.failures import PREFIX, debug_requested, describe
 from opd_core.interrupts import Interrupts, RunInterrupted
-from opd_core.plugin_manager import command_line_plugins, make_plugin_manager
+from opd_core.plugin_manager import command_line_plugins, make_plugin_manager, register_configs
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
@@ -82,7 +82,7 @@ def _main() -> None:
     try:
         plugins, disabled = command_line_plugins(sys.argv[1:])
         pm = make_plugin_manager(plugins, disabled=disabled)
-        pm.hook.opd_register_configs(store=ConfigStore.instance())
+        register_configs(pm, ConfigStore.instance(), sys.argv[1:], CONF_DIR)
     except Exception as err:
         _fail(err)
 

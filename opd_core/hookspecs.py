@@ -77,10 +77,15 @@ def opd_register_components(registry: Registry) -> None:
     """
 
 
-@hookspec
+@hookspec(historic=True)
 def opd_register_configs(store: ConfigStore) -> None:
     """Add config nodes to Hydra's ``ConfigStore`` before the command line is composed, so that
     ``+task=<name>`` finds a third-party package's options.
+
+    Historic: a plugin registered after the call (one a config file lists in ``plugins``) is
+    called when it registers, still before composing. The command line calls it through
+    :func:`opd_core.plugin_manager.register_configs`; a direct call is
+    ``pm.hook.opd_register_configs.call_historic(kwargs={"store": store})``.
 
     :func:`opd_core.config.store_config_dir` stores a package's folder of YAML files.
     """

@@ -8,15 +8,20 @@ in a plugin fails loudly (``check_pending``).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from opd_core import hookspecs
 from opd_core.errors import OPDError
 from opd_core.registry import Registry
+
+if TYPE_CHECKING:
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.override_parser.types import Override
 
 ENTRY_POINT_GROUP = "opd_core"
 COMPONENT_PREFIX = "opd-component-"
@@ -49,23 +54,113 @@ def command_line_plugins(args: Sequence[str]) -> tuple[list[str], list[str]]:
     """``plugins=[...]`` and ``disable_plugins=[...]`` of a command line, read before Hydra
     composes it so that those plugins' ``opd_register_configs`` count (sweeps and anything
     Hydra would refuse are left to Hydra)."""
+    found: dict[str, list[str]] = {"plugins": [], "disable_plugins": []}
+    for override in parsed_overrides(args):
+        key = override.key_or_group
+        if key in found and not override.is_sweep_override():
+            found[key] = strings(override.value())
+    return found["plugins"], found["disable_plugins"]
+
+
+def parsed_overrides(args: Sequence[str]) -> Iterator[Override]:
+    """The ``key=value`` arguments of a command line that parse (Hydra reports the others)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    found: dict[str, list[str]] = {"plugins": [], "disable_plugins": []}
     parser = OverridesParser.create()
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
         try:
-            override = parser.parse_override(arg)
-        except Exception:  # Hydra reports it when it composes
+            yield parser.parse_override(arg)
+        except Exception:
             continue
-        key = override.key_or_group
-        if key in found and not override.is_sweep_override():
-            value = override.value()
-            values = value if isinstance(value, list) else [value]
-            found[key] = [str(v) for v in values if isinstance(v, str)]
-    return found["plugins"], found["disable_plugins"]
+
+
+def strings(value: Any) -> list[str]:
+    """A config value as a list of strings (one string, or the strings of a list)."""
+    values = [value] if isinstance(value, str) or not isinstance(value, Sequence) else value
+    return [str(v) for v in values if isinstance(v, str)]
+
+
+def config_file_plugins(args: Sequence[str], conf_dir: Path) -> list[str]:
+    """The ``plugins`` listed by the config files a command line names, read before Hydra
+    composes it: the primary ``config.yaml`` and each ``group=option`` file (a sweep's every
+    option) whose package is ``_global_`` (``# @package _global_``, as experiments are), from
+    ``conf_dir``, ``--config-dir`` and the ConfigStore. Files pulled in by another file's
+    defaults list are not read: the file that lists plugins is named on the command line."""
+    wanted = ["config"]
+    for override in parsed_overrides(args):
+        if override.is_delete():
+            continue
+        if override.is_sweep_override():
+            options = list(override.sweep_string_iterator())
+        else:
+            options = strings(override.value())
+        wanted += [f"{override.key_or_group}/{option}" for option in options]
+    found: list[str] = []
+    for folder in [*config_dirs(args), conf_dir]:  # the command line's folder comes first
+        if not folder.is_dir():  # Hydra says so when it composes
+            continue
+        for plugin in listed_plugins(folder, wanted):
+            if plugin not in found:
+                found.append(plugin)
+    return found
+
+
+def config_dirs(args: Sequence[str]) -> list[Path]:
+    """The ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``) of a command line."""
+    found = []
+    for index, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and index + 1 < len(args):
+            found.append(Path(args[index + 1]).resolve())
+        elif arg.startswith("--config-dir="):
+            found.append(Path(arg.partition("=")[2]).resolve())
+    return found
+
+
+def listed_plugins(folder: Path, paths: Sequence[str]) -> list[str]:
+    """``plugins`` of the global config files at ``paths`` (``group/option``) in ``folder``
+    or the ConfigStore."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    found: list[str] = []
+    with initialize_config_dir(config_dir=str(folder), version_base="1.3"):
+        sources = GlobalHydra.instance().config_loader().get_sources()
+        for path in paths:
+            source = next((s for s in sources if s.is_config(path)), None)
+            if source is None:  # not a config file (a value override), or Hydra reports it
+                continue
+            loaded = source.load_config(path)
+            config = loaded.config
+            if not isinstance(config, Mapping):
+                continue
+            if path == "config" or loaded.header.get("package") == "_global_":
+                found += strings(config.get("plugins"))
+    return found
+
+
+def register_configs(
+    pm: pluggy.PluginManager, store: ConfigStore, args: Sequence[str], conf_dir: Path
+) -> None:
+    """Every plugin's ``opd_register_configs``, then those of the plugins the named config
+    files list (registered now, so their own configs can list more, until none is new).
+
+    The hook is historic: a plugin registered later still stores its configs on registration.
+    """
+    pm.hook.opd_register_configs.call_historic(kwargs={"store": store})
+    while True:
+        new = [p for p in config_file_plugins(args, conf_dir) if not is_registered(pm, p)]
+        if not new:
+            return
+        for module in new:
+            register_plugin(pm, module)
+        check_hooks(pm)
+
+
+def is_registered(pm: pluggy.PluginManager, module: str) -> bool:
+    """Whether the module named ``module`` is one of ``pm``'s plugins."""
+    return any(getattr(p, "__name__", None) == module for p in pm.get_plugins())
 
 
 def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = None) -> None:

@@ -29,7 +29,8 @@ def hook_names() -> list[str]:
 def section(name: str) -> str:
     function = getattr(hookspecs, name)
     options = getattr(function, "opd_core_spec", {}) or {}
-    first = " *(first result)*" if options.get("firstresult") else ""
+    marks = [m for m in ("firstresult", "historic") if options.get(m)]
+    first = "".join(f" *({'first result' if m == 'firstresult' else m})*" for m in marks)
     signature = str(inspect.signature(function)).replace("'", "")
     doc = inspect.getdoc(function) or ""
     return f"### `{name}`{first}\n\n```python\ndef {name}{signature}\n```\n\n{doc}\n"

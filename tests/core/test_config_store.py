@@ -64,7 +64,9 @@ def test_a_package_without_the_folder_is_named(tmp_path: Path) -> None:
 
 
 def test_a_new_task_runs_with_the_demos_teacher_and_student(compose_config: Compose) -> None:
-    make_plugin_manager().hook.opd_register_configs(store=ConfigStore.instance())
+    make_plugin_manager().hook.opd_register_configs.call_historic(
+        kwargs={"store": ConfigStore.instance()}
+    )
     config = RunConfig.from_dict(compose_config(["+task=reverse_digits", "+teacher=demo"]))
     assert config.task["name"] == "reverse_digits"
     assert config.teacher["model"]["path"] == "demo://arithmetic/teacher"

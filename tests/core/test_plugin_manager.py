@@ -12,16 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from conftest import TinyModels, tiny_run_overrides
 from opd_core import OPDError, Prompt, hookimpl
-from opd_core.app import run
+from opd_core.app import CONF_DIR, run
 from opd_core.config import RunConfig
 from opd_core.plugin_manager import (
     build_registry,
     check_stage_answers,
     command_line_plugins,
+    config_file_plugins,
     make_plugin_manager,
 )
 from opd_core.registry import Registry
@@ -171,7 +173,7 @@ def test_opd_register_configs_stores_a_packages_yaml_options() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    make_plugin_manager().hook.opd_register_configs(store=store)
+    make_plugin_manager().hook.opd_register_configs.call_historic(kwargs={"store": store})
     node = store.load("task/reverse_digits.yaml")
     assert node.provider == "opd_example_task"
     assert node.node["name"] == "reverse_digits"
@@ -276,3 +278,64 @@ def test_a_plugins_module_contributes_configs_and_components(
     assert "name: echo_words\n  words: 5" in result.stdout
     monkeypatch.syspath_prepend(str(tmp_path))
     assert "echo_words" in build_registry(make_plugin_manager(["my_opd_plugin"])).names("task")
+
+
+def test_a_config_files_plugins_store_their_configs_before_composing(tmp_path: Path) -> None:
+    """An experiment in --config-dir lists a plugin module and uses the task it stores."""
+    (tmp_path / "echo_opd_plugin.py").write_text(
+        textwrap.dedent(
+            """
+            from omegaconf import OmegaConf
+            from opd_core import hookimpl
+
+            class Echo:
+                def __init__(self, words: int = 3) -> None:
+                    self.words = words
+
+            @hookimpl
+            def opd_register_components(registry):
+                registry.add("task", "echo_task", Echo)
+
+            @hookimpl
+            def opd_register_configs(store):
+                store.store(group="task", name="echo_task", node=OmegaConf.create(
+                    {"name": "echo_task", "words": 7}))
+            """
+        )
+    )
+    experiment = tmp_path / "confs" / "experiment" / "echo.yaml"
+    experiment.parent.mkdir(parents=True)
+    experiment.write_text(
+        "# @package _global_\ndefaults:\n  - /task: echo_task\nplugins: [echo_opd_plugin]\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    args = ["--config-dir", "confs", "+experiment=echo", "+teacher=demo", "--cfg", "job"]
+    result = subprocess.run(
+        [sys.executable, "-m", "opd_core", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "name: echo_task\n  words: 7" in result.stdout
+    assert "plugins:\n- echo_opd_plugin" in result.stdout
+    sweep = ["-cd", str(tmp_path / "confs"), "+experiment=echo,x"]
+    assert config_file_plugins(sweep, CONF_DIR) == ["echo_opd_plugin"]
+    assert config_file_plugins(["+experiment=opd", "seed=1"], CONF_DIR) == []
+
+
+def test_register_configs_reaches_plugins_registered_later() -> None:
+    """The registration hook is historic: a plugin registered after the call still stores."""
+    stored: list[str] = []
+
+    class Late:
+        @hookimpl
+        def opd_register_configs(self, store: Any) -> None:
+            stored.append("late")
+
+    pm = make_plugin_manager()
+    pm.hook.opd_register_configs.call_historic(kwargs={"store": ConfigStore.instance()})
+    pm.register(Late())
+    assert stored == ["late"]
