@@ -1,15 +1,17 @@
-"""Batched sampling with ``transformers``' ``generate``: left-padded prompts, completion masks,
+"""Batched sampling from ``transformers`` models: left-padded prompts, a decode loop over a
+preallocated (static) KV cache that keeps each sampled token's log-probability, completion masks,
 and the :class:`RolloutBatch` of a sampling call (shared by every sampler that writes one)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from opd_core.modeling import encode_prompts
+from opd_core.modeling import encode_prompts, position_ids_from_mask
 from opd_core.types import GenerationParams, Prompt, RolloutBatch
 
 
@@ -22,6 +24,9 @@ class Generated:
     completion_ids_BC: torch.Tensor
     completion_mask_BC: torch.Tensor
     """1 up to and including the first EOS."""
+    completion_logprobs_BC: torch.Tensor | None = None
+    """Log-probability of each sampled token under the sampling distribution (temperature
+    applied, before top-p); 0 after the first EOS. None when the sampler did not keep them."""
 
     @property
     def input_ids_BT(self) -> torch.Tensor:
@@ -69,41 +74,140 @@ def generate(
     params: GenerationParams,
     batch_size: int,
 ) -> Generated:
-    """Sample one completion per prompt, ``batch_size`` prompts per ``generate`` call."""
-    from transformers import GenerationConfig
-
+    """Sample one completion per prompt, ``batch_size`` prompts per decode loop, keeping each
+    sampled token's log-probability."""
     device = next(model.parameters()).device
     stop = eos_ids(model, tokenizer)
-    config = GenerationConfig(
-        do_sample=params.temperature > 0,
-        temperature=params.temperature if params.temperature > 0 else None,
-        top_k=0 if params.temperature > 0 else None,
-        top_p=params.top_p if params.temperature > 0 else None,
-        max_new_tokens=params.max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=stop,
-    )
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
     prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
-    chunks = []
+    id_chunks, lp_chunks = [], []
     for start in range(0, len(prompts), batch_size):
-        ids = prompt_ids_BP[start : start + batch_size].to(device)
-        mask = prompt_mask_BP[start : start + batch_size].to(device)
-        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        chunks.append(out[:, ids.shape[1] :].cpu())
+        ids_BC, lps_BC = decode(
+            model,
+            prompt_ids_BP[start : start + batch_size].to(device),
+            prompt_mask_BP[start : start + batch_size].to(device),
+            params,
+            stop,
+            pad,
+        )
+        id_chunks.append(ids_BC.cpu())
+        lp_chunks.append(lps_BC.cpu())
     model.train(was_training)
-    width = max(c.shape[1] for c in chunks)
-    pad = tokenizer.pad_token_id
+    width = max(c.shape[1] for c in id_chunks)
     completion_ids_BC = torch.cat(
-        [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in chunks]
+        [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in id_chunks]
+    )
+    completion_logprobs_BC = torch.cat(
+        [torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in lp_chunks]
     )
     return Generated(
         prompt_ids_BP=prompt_ids_BP,
         prompt_mask_BP=prompt_mask_BP,
         completion_ids_BC=completion_ids_BC,
         completion_mask_BC=completion_mask(completion_ids_BC, stop),
+        completion_logprobs_BC=completion_logprobs_BC,
     )
+
+
+def make_cache(model: Any, max_len: int) -> Any:
+    """A KV cache preallocated for ``max_len`` positions (``StaticCache``), or a growing
+    ``DynamicCache`` for a model that cannot use a static one."""
+    from transformers import DynamicCache, StaticCache
+
+    config = model.config
+    if getattr(model, "_can_compile_fullgraph", False):
+        return StaticCache(config=config, max_cache_len=max_len)
+    return DynamicCache(config=config)
+
+
+def cache_argument(model: Any) -> str:
+    """The name ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24) or
+    ``past_key_values`` (earlier)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+@torch.no_grad()
+def decode(
+    model: Any,
+    prompt_ids_BP: torch.Tensor,
+    prompt_mask_BP: torch.Tensor,
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    pad_id: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample up to ``params.max_new_tokens`` tokens after left-padded prompts.
+
+    One prefill forward, then one single-token forward per further token over a preallocated
+    KV cache; each step's own logits give the sampled token's log-probability (no second pass).
+    A row that has emitted a stop token continues with ``pad_id`` (log-probability 0); the loop
+    ends when every row has stopped. Returns ``(completion_ids_BC, logprobs_BC)`` with ``C`` the
+    steps taken.
+    """
+    B, P = prompt_ids_BP.shape
+    C = params.max_new_tokens
+    device = prompt_ids_BP.device
+    mask_BL = torch.cat([prompt_mask_BP, prompt_mask_BP.new_ones((B, C))], dim=1)
+    # positions count real tokens only, so left padding does not shift them
+    next_pos_B = prompt_mask_BP.long().sum(1)
+    positions_BC = next_pos_B[:, None] + torch.arange(C, device=device)
+    cache_positions_L = torch.arange(P + C, device=device)
+    stop_S = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    ids_BC = torch.full((B, C), pad_id, dtype=torch.long, device=device)
+    logprobs_BC = torch.zeros((B, C), dtype=torch.float32, device=device)
+    done_B = torch.zeros(B, dtype=torch.bool, device=device)
+    cache = {cache_argument(model): make_cache(model, P + C)}
+    logits_BV = model(
+        input_ids=prompt_ids_BP,
+        attention_mask=prompt_mask_BP,
+        position_ids=position_ids_from_mask(prompt_mask_BP),
+        **cache,
+        cache_position=cache_positions_L[:P],
+        use_cache=True,
+        logits_to_keep=1,
+    ).logits[:, -1]
+    steps = 0
+    for step in range(C):
+        token_B, logprob_B = pick_tokens(logits_BV.float(), params)
+        ids_BC[:, step] = torch.where(done_B, pad_id, token_B)
+        logprobs_BC[:, step] = torch.where(done_B, 0.0, logprob_B)
+        done_B |= torch.isin(token_B, stop_S)
+        steps = step + 1
+        if steps == C or bool(done_B.all()):
+            break
+        logits_BV = model(
+            input_ids=ids_BC[:, step : step + 1],
+            attention_mask=mask_BL[:, : P + steps],
+            position_ids=positions_BC[:, step : step + 1],
+            **cache,
+            cache_position=cache_positions_L[P + step : P + steps],
+            use_cache=True,
+        ).logits[:, -1]
+    return ids_BC[:, :steps], logprobs_BC[:, :steps]
+
+
+def pick_tokens(
+    logits_BV: torch.Tensor, params: GenerationParams
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample one token per row (greedy at temperature 0, nucleus-filtered when
+    ``top_p < 1``); return ``(token_B, logprob_B)``, the log-probability under
+    ``softmax(logits / temperature)`` (``temperature`` 1 for greedy) before the top-p filter."""
+    temperature = params.temperature if params.temperature > 0 else 1.0
+    logprobs_BV = torch.log_softmax(logits_BV / temperature, dim=-1)
+    if params.temperature <= 0:
+        token_B = logprobs_BV.argmax(-1)
+    elif params.top_p < 1.0:
+        sorted_BV, order_BV = logprobs_BV.exp().sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        outside_BV = sorted_BV.cumsum(-1) - sorted_BV >= params.top_p
+        picked_B1 = torch.multinomial(sorted_BV.masked_fill(outside_BV, 0.0), 1)
+        token_B = order_BV.gather(-1, picked_B1).squeeze(-1)
+    else:
+        token_B = torch.multinomial(logprobs_BV.exp(), 1).squeeze(-1)
+    return token_B, logprobs_BV.gather(-1, token_B[:, None]).squeeze(-1)
 
 
 def decode_completions(tokenizer: Any, generated: Generated) -> list[str]:

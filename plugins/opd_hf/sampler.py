@@ -1,4 +1,4 @@
-"""The student sampler on ``transformers.generate``."""
+"""The student sampler on a ``transformers`` model (:func:`opd_core.generation.generate`)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import torch
 from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
 from opd_core.context import RunContext
 from opd_core.generation import Generated, HFGenerator, generate, rollout_batch
-from opd_core.modeling import gather_logprobs, next_token_logits
 
 
 class HFSampler:
-    """Samples completions from the current student weights with ``generate``.
+    """Samples completions from the current student weights.
 
-    The sampler's per-token log-probabilities come from one extra no-grad forward pass over the
-    sampled sequences, at the sampling temperature.
+    The sampler's per-token log-probabilities are those of the decode steps that sampled the
+    tokens (at the sampling temperature); no second forward pass runs.
     """
 
     def __init__(self, batch_size: int = 64, top_p: float = 1.0) -> None:
@@ -41,7 +40,10 @@ class HFSampler:
     ) -> RolloutBatch:
         expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
         generated = self._generate(expanded)
-        sampler_logprobs_BT = self._logprobs(generated.input_ids_BT, generated.attention_mask_BT)
+        assert generated.completion_logprobs_BC is not None
+        sampler_logprobs_BT = torch.cat(
+            [torch.zeros(generated.prompt_ids_BP.shape), generated.completion_logprobs_BC], dim=1
+        )
         return rollout_batch(
             prompts, samples_per_prompt, generated, sampler_logprobs_BT, self.student.tokenizer
         )
@@ -51,23 +53,6 @@ class HFSampler:
         return generate(
             self.student.model, self.student.tokenizer, prompts, self.params, self.batch_size
         )
-
-    @torch.no_grad()
-    def _logprobs(
-        self, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
-    ) -> torch.Tensor:
-        model = self.student.model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        rows = []
-        for start in range(0, input_ids_BT.shape[0], self.batch_size):
-            ids = input_ids_BT[start : start + self.batch_size].to(device)
-            mask = attention_mask_BT[start : start + self.batch_size].to(device)
-            logits_BSV = next_token_logits(model, ids, mask)
-            rows.append(gather_logprobs(logits_BSV, ids, self.params.temperature).cpu())
-        model.train(was_training)
-        return torch.cat(rows)
 
     @hookimpl
     def opd_eval_generator(self, role: str) -> Generator | None:

@@ -9,10 +9,16 @@ import torch
 from transformers import AutoTokenizer
 
 from conftest import TinyModels
-from opd_core import OPDError, Prompt
-from opd_core.generation import completion_mask
+from opd_core import GenerationParams, OPDError, Prompt
+from opd_core.generation import completion_mask, decode, generate
 from opd_core.hf_loading import load_hf_model
-from opd_core.modeling import ModelSpec, check_same_rendering, check_same_vocabulary
+from opd_core.modeling import (
+    ModelSpec,
+    check_same_rendering,
+    check_same_vocabulary,
+    gather_logprobs,
+    next_token_logits,
+)
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
 
@@ -72,6 +78,45 @@ def test_sampler_layout_masks_and_logprobs(tiny_models: TinyModels) -> None:
         ]
         assert (ids == eos).sum() <= 1
         assert ids[-1] == eos or len(ids) == 12
+
+
+@pytest.mark.parametrize(("temperature", "top_p"), [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_decode_logprobs_equal_a_fresh_forward(
+    tiny_models: TinyModels, temperature: float, top_p: float
+) -> None:
+    student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
+    torch.manual_seed(0)
+    params = GenerationParams(max_new_tokens=12, temperature=temperature, top_p=top_p)
+    generated = generate(student.model, student.tokenizer, PROMPTS * 2, params, batch_size=4)
+    assert generated.completion_logprobs_BC is not None
+    logits_BSV = next_token_logits(
+        student.model, generated.input_ids_BT, generated.attention_mask_BT
+    )
+    fresh_BT = gather_logprobs(logits_BSV, generated.input_ids_BT, temperature or 1.0)
+    fresh_BC = fresh_BT[:, generated.prompt_ids_BP.shape[1] :] * generated.completion_mask_BC
+    assert torch.allclose(generated.completion_logprobs_BC, fresh_BC, atol=1e-5, rtol=0)
+
+
+def test_decode_pads_after_the_stop_token_and_ends_when_all_rows_stopped(
+    tiny_models: TinyModels,
+) -> None:
+    student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
+    ids_BP = torch.tensor([[0, 5, 6], [5, 6, 7]])
+    mask_BP = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    greedy = GenerationParams(max_new_tokens=6, temperature=0.0)
+    ids_BC, _ = decode(student.model, ids_BP, mask_BP, greedy, stop_ids=[], pad_id=0)
+    # stop on the token row 0 emits second: row 0 then pads, row 1 runs on to its own stop
+    stop = int(ids_BC[0, 1])
+    stopped_BC, logprobs_BC = decode(student.model, ids_BP, mask_BP, greedy, [stop], pad_id=0)
+    first_B = [row.index(stop) if stop in row else None for row in ids_BC.tolist()]
+    assert first_B[0] is not None and first_B[0] <= 1
+    width = max(f + 1 if f is not None else 6 for f in first_B)
+    assert stopped_BC.shape == (2, width)
+    for row, first in enumerate(first_B):
+        end = first + 1 if first is not None else 6
+        assert stopped_BC[row, :end].tolist() == ids_BC[row, :end].tolist()
+        assert stopped_BC[row, end:].tolist() == [0] * (width - end)
+        assert torch.all(logprobs_BC[row, end:] == 0) and torch.all(logprobs_BC[row, :end] < 0)
 
 
 def test_teacher_equal_to_the_student_gives_zero_kl(tiny_models: TinyModels) -> None:
