@@ -196,7 +196,11 @@ class Trainer:
         """The student as training calls it (a DDP wrapper or FSDP-sharded when distributed)."""
         params = [p for p in self.train_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
-            params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas
+            params,
+            lr=cfg.train.lr,
+            weight_decay=cfg.train.weight_decay,
+            betas=cfg.train.betas,
+            **adamw_implementation(params, sharded=self.dist.sharded),
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.train)
@@ -610,6 +614,13 @@ def prepare_student(model: Any, cfg: RunConfig) -> Any:
     return get_peft_model(model, peft_config)
 
 
+def adamw_implementation(params: Sequence[torch.Tensor], sharded: bool) -> dict[str, bool]:
+    """AdamW's fused kernel (one pass over all weights) where torch has one for the weights'
+    devices and dtypes, else its multi-tensor ``foreach`` loop; never the per-tensor loop."""
+    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return {"fused": True} if fusable and not sharded else {"foreach": True}
+
+
 def lr_factor(step: int, total_steps: int, train: Any) -> float:
     """The learning rate of optimizer step ``step`` (0-based) as a fraction of ``train.lr``:
     linear warm-up over ``train.warmup_steps``, then constant or a half cosine down to
@@ -625,8 +636,11 @@ def lr_factor(step: int, total_steps: int, train: Any) -> float:
 
 
 def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:
-    """Current log-probabilities (with gradients) and entropies of a micro-batch."""
-    logits_BSV = next_token_logits(model, rollouts.input_ids_BT, rollouts.attention_mask_BT)
+    """Current log-probabilities (with gradients) and entropies of a micro-batch, on its
+    completion tokens (0 on the prompt: the LM head runs on completion positions only)."""
+    logits_BSV = next_token_logits(
+        model, rollouts.input_ids_BT, rollouts.attention_mask_BT, first=rollouts.prompt_len
+    )
     logprobs_BT = gather_logprobs(logits_BSV, rollouts.input_ids_BT)
     with torch.no_grad():
         entropy_BT = entropy(logits_BSV)

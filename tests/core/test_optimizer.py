@@ -1,0 +1,28 @@
+"""The trainer's AdamW picks a fused or multi-tensor implementation and still takes AdamW steps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from opd_core.trainer import adamw_implementation
+
+
+def test_fp32_cpu_weights_get_the_fused_kernel_and_sharded_ones_foreach() -> None:
+    weights = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2, 2))]
+    assert adamw_implementation(weights, sharded=False) == {"fused": True}
+    assert adamw_implementation(weights, sharded=True) == {"foreach": True}
+    assert adamw_implementation([torch.ones(2, dtype=torch.long)], sharded=False) == {
+        "foreach": True
+    }
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_first_step_moves_each_weight_by_lr_against_its_gradient(sharded: bool) -> None:
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    weight.grad = torch.tensor([0.5, -4.0])
+    kind = adamw_implementation([weight], sharded)
+    torch.optim.AdamW([weight], lr=0.1, weight_decay=0.01, eps=0.0, **kind).step()
+    # step 1: m_hat = g, v_hat = g^2, so the Adam step is lr * sign(g); decay scales by 1 - lr*wd
+    expected = torch.tensor([1.0 * 0.999 - 0.1, -2.0 * 0.999 + 0.1])
+    assert torch.allclose(weight.detach(), expected, atol=1e-6)
