@@ -6,14 +6,19 @@ operations ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix multiplic
 - a forward pass over ``L`` tokens costs ``2 * N * L + 4 * layers * width * L**2``, where ``N``
   counts the weights of every linear layer (the LM head included, embeddings excluded: a lookup
   is not a matmul) and ``width`` is query heads times head dimension. The attention term is the
-  full ``L x L`` score and value product that attention kernels compute;
+  full ``L x L`` score and value product that attention kernels compute. Training and teacher
+  scoring need logits on the completion only, so their LM head (``H`` weights) runs on the ``C``
+  completion positions: ``2 * (N - H) * L + 2 * H * C`` for the linear layers;
 - a backward pass costs twice its forward, so training costs ``3x`` the forward (``6N`` per token);
 - generating ``C`` tokens after a ``P``-token prompt with a KV cache is one forward over the
-  prompt (the LM head only at its last position, as ``generate`` does), then ``C - 1``
-  single-token steps, step ``j`` attending over ``P + j`` keys.
+  prompt (the LM head only at its last position), then ``C - 1`` single-token steps, step ``j``
+  attending over ``P + j`` keys. The sampler's log-probabilities come from those steps' logits:
+  no further forward runs.
 
 Only real tokens count (padding is excluded), so two methods that process the same tokens report
-the same FLOPs whatever their batching. Norms, activations and softmax are left out (< 1%).
+the same FLOPs whatever their batching; that includes the slots of a preallocated (static) KV
+cache not yet written, which attention kernels mask but still multiply. Norms, activations and
+softmax are left out (< 1%).
 """
 
 from __future__ import annotations
@@ -62,16 +67,23 @@ class ModelShape:
             attention_width=heads * int(head_dim),
         )
 
-    def forward_flops(self, lengths_B: torch.Tensor) -> float:
-        """FLOPs of one forward pass over sequences of ``lengths_B`` real tokens. (B,) -> sum."""
+    def forward_flops(
+        self, lengths_B: torch.Tensor, head_positions_B: torch.Tensor | None = None
+    ) -> float:
+        """FLOPs of one forward pass over sequences of ``lengths_B`` real tokens, the LM head
+        applied at ``head_positions_B`` of them (default: all). (B,) -> sum."""
         lengths = lengths_B.double()
-        linear = 2.0 * self.matmul_params * lengths
+        head = lengths if head_positions_B is None else head_positions_B.double()
+        linear = 2.0 * (self.matmul_params - self.head_params) * lengths
+        linear = linear + 2.0 * self.head_params * head
         attention = 4.0 * self.layers * self.attention_width * lengths**2
         return float((linear + attention).sum())
 
-    def training_flops(self, lengths_B: torch.Tensor) -> float:
+    def training_flops(
+        self, lengths_B: torch.Tensor, head_positions_B: torch.Tensor | None = None
+    ) -> float:
         """FLOPs of a forward and backward pass (backward = 2x forward)."""
-        return 3.0 * self.forward_flops(lengths_B)
+        return 3.0 * self.forward_flops(lengths_B, head_positions_B)
 
     def generation_flops(self, prompt_B: torch.Tensor, completion_B: torch.Tensor) -> float:
         """FLOPs of sampling ``completion_B`` tokens after ``prompt_B``-token prompts with a KV
@@ -91,13 +103,14 @@ class FlopsLedger:
     """Cumulative FLOPs of a run, split by model and purpose (restored on resume)."""
 
     student_sampling: float = 0.0
-    """The student generating rollouts and computing their sampler log-probabilities."""
+    """The student generating rollouts (their sampler log-probabilities come from the same
+    decode steps: no extra forward is counted because none runs)."""
     student_training: float = 0.0
-    """Forward and backward passes of the updates."""
+    """Forward and backward passes of the updates (LM head on completion positions)."""
     teacher_sampling: float = 0.0
     """The teacher generating rollouts (off-policy distillation: the SFT baseline)."""
     teacher_scoring: float = 0.0
-    """The teacher scoring sampled tokens."""
+    """The teacher scoring sampled tokens (one forward, LM head on completion positions)."""
 
     def add(self, step: FlopsLedger) -> None:
         """Add one step's FLOPs."""
@@ -148,11 +161,13 @@ def rollout_flops(
     ``update_epochs`` passes of training. Teacher FLOPs stay 0 when its shape is unknown."""
     prompt_B, completion_B = rollouts.sequence_lengths()
     total_B = prompt_B + completion_B
-    flops = FlopsLedger(student_training=update_epochs * student.training_flops(total_B))
+    flops = FlopsLedger(
+        student_training=update_epochs * student.training_flops(total_B, completion_B)
+    )
     if rollouts.sampler_role == "student":
         flops.student_sampling = student.generation_flops(prompt_B, completion_B)
     elif rollouts.sampler_role == "teacher" and teacher is not None:
         flops.teacher_sampling = teacher.generation_flops(prompt_B, completion_B)
     if scored and teacher is not None:
-        flops.teacher_scoring = teacher.forward_flops(total_B)
+        flops.teacher_scoring = teacher.forward_flops(total_B, completion_B)
     return flops

@@ -4,14 +4,13 @@ and the :class:`RolloutBatch` of a sampling call (shared by every sampler that w
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from opd_core.modeling import encode_prompts, position_ids_from_mask
+from opd_core.modeling import encode_prompts, forward_accepts, position_ids_from_mask
 from opd_core.types import GenerationParams, Prompt, RolloutBatch
 
 
@@ -122,14 +121,6 @@ def make_cache(model: Any, max_len: int) -> Any:
     return DynamicCache(config=config)
 
 
-def cache_argument(model: Any) -> str:
-    """The name ``model``'s forward takes its KV cache by: ``cache`` (transformers >= 5.24) or
-    ``past_key_values`` (earlier)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parameters = inspect.signature(type(base).forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
-
-
 @torch.no_grad()
 def decode(
     model: Any,
@@ -159,7 +150,10 @@ def decode(
     ids_BC = torch.full((B, C), pad_id, dtype=torch.long, device=device)
     logprobs_BC = torch.zeros((B, C), dtype=torch.float32, device=device)
     done_B = torch.zeros(B, dtype=torch.bool, device=device)
-    cache = {cache_argument(model): make_cache(model, P + C)}
+    # transformers >= 5.24 names the argument ``cache``, earlier versions ``past_key_values``
+    cache = {
+        "cache" if forward_accepts(model, "cache") else "past_key_values": make_cache(model, P + C)
+    }
     logits_BV = model(
         input_ids=prompt_ids_BP,
         attention_mask=prompt_mask_BP,

@@ -7,6 +7,7 @@ used by the trainer and the Hugging Face teacher alike.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,21 +104,40 @@ def position_ids_from_mask(attention_mask_BT: torch.Tensor) -> torch.Tensor:
     return (attention_mask_BT.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def forward_accepts(model: Any, name: str) -> bool:
+    """Whether ``model``'s forward (a peft wrapper's base model's) takes argument ``name``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(type(base).forward).parameters
+
+
 def next_token_logits(
-    model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor
+    model: Any, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor, first: int = 1
 ) -> torch.Tensor:
     """Logits that predict tokens ``1..T-1`` (the model's outputs at ``0..T-2``), in fp32.
 
     Shape (B, S, V) with ``S = T - 1``; the helpers below turn them into ``*_BT`` tensors whose
-    position 0 (nothing predicts the first token) is 0.
+    position 0 (nothing predicts the first token) is 0. Only the logits predicting tokens
+    ``first..T-1`` are computed (the LM head runs on those positions alone, when the model takes
+    ``logits_to_keep``); those predicting earlier tokens are 0. Pass ``first=prompt_len`` where
+    only completion tokens matter.
     """
-    logits_BTV = model(
+    B, T = input_ids_BT.shape
+    first = min(max(first, 1), T)
+    kwargs: dict[str, Any] = {}
+    if first > 1 and forward_accepts(model, "logits_to_keep"):
+        kwargs["logits_to_keep"] = torch.arange(first - 1, T - 1, device=input_ids_BT.device)
+    logits_BXV = model(
         input_ids=input_ids_BT,
         attention_mask=attention_mask_BT,
         position_ids=position_ids_from_mask(attention_mask_BT),
         use_cache=False,
-    ).logits
-    return logits_BTV[:, :-1].float()
+        **kwargs,
+    ).logits.float()
+    if not kwargs:
+        return logits_BXV[:, :-1]
+    # X = T - first computed positions; the S - X before them are not needed
+    skipped_BXV = logits_BXV.new_zeros((B, first - 1, logits_BXV.shape[-1]))
+    return torch.cat([skipped_BXV, logits_BXV], dim=1)
 
 
 def _pad_first(values_BS: torch.Tensor) -> torch.Tensor:

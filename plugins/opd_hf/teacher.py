@@ -1,4 +1,5 @@
-"""The teacher scorer on ``transformers``: one batched forward over prompt + completion."""
+"""The teacher scorer on ``transformers``: one batched forward over prompt + completion, its LM
+head on the completion positions only."""
 
 from __future__ import annotations
 
@@ -52,9 +53,8 @@ class HFTeacher:
         for start in range(0, rollouts.batch_size, self.batch_size):
             rows = slice(start, start + self.batch_size)
             ids_BT = rollouts.input_ids_BT[rows].to(device)
-            logits_BSV = next_token_logits(
-                model, ids_BT, rollouts.attention_mask_BT[rows].to(device)
-            )
+            attention_BT = rollouts.attention_mask_BT[rows].to(device)
+            logits_BSV = next_token_logits(model, ids_BT, attention_BT, first=rollouts.prompt_len)
             logprobs.append(gather_logprobs(logits_BSV, ids_BT).cpu())
             if top_k > 0:
                 ids_BTK, lps_BTK = topk_logprobs(logits_BSV, top_k)

@@ -9,8 +9,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from opd_core import RolloutBatch
+from opd_core import GenerationParams, RolloutBatch
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
+from opd_core.generation import decode
+from opd_core.modeling import next_token_logits
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +61,26 @@ def test_training_flops_are_forward_plus_backward(model: Qwen3ForCausalLM) -> No
     )
 
 
+def test_completion_logits_apply_the_head_on_completion_positions_only(
+    model: Qwen3ForCausalLM,
+) -> None:
+    ids_BT, mask_BT = torch.randint(0, 97, (2, 13)), torch.ones(2, 13, dtype=torch.long)
+    full_BSV = next_token_logits(model, ids_BT, mask_BT)
+    tail_BSV = next_token_logits(model, ids_BT, mask_BT, first=9)  # 4 completion tokens
+    assert torch.equal(tail_BSV[:, :8], torch.zeros(2, 8, 97))  # predicting tokens 1..8
+    assert torch.allclose(tail_BSV[:, 8:], full_BSV[:, 8:], atol=1e-6)
+    shape = ModelShape.of(model)
+    # the head (97 x 32 weights) runs on 4 positions per row instead of 13
+    head_saved = 2 * 2 * 97 * 32 * (13 - 4)
+    assert shape.forward_flops(torch.full((2,), 13), torch.full((2,), 4)) == (
+        shape.forward_flops(torch.full((2,), 13)) - head_saved
+    )
+    forward = counted(lambda: next_token_logits(model, ids_BT, mask_BT, first=9))
+    assert forward == shape.forward_flops(torch.full((2,), 13), torch.full((2,), 4))
+    training = counted(lambda: next_token_logits(model, ids_BT, mask_BT, first=9).sum().backward())
+    assert training == shape.training_flops(torch.full((2,), 13), torch.full((2,), 4))
+
+
 @pytest.mark.parametrize(("prompt", "new"), [(7, 1), (11, 6), (4, 15)])
 def test_generation_flops_match_flop_counter(
     model: Qwen3ForCausalLM, prompt: int, new: int
@@ -73,6 +95,22 @@ def test_generation_flops_match_flop_counter(
 
     expected = ModelShape.of(model).generation_flops(torch.tensor([prompt]), torch.tensor([new]))
     assert counted(generate) == expected
+
+
+@pytest.mark.parametrize(("prompt", "new"), [(7, 1), (11, 6), (4, 15)])
+def test_static_cache_decode_runs_the_counted_flops_plus_its_unwritten_slots(
+    model: Qwen3ForCausalLM, prompt: int, new: int
+) -> None:
+    ids_BP = torch.randint(1, 97, (1, prompt))
+    mask_BP = torch.ones_like(ids_BP)
+    params = GenerationParams(max_new_tokens=new, temperature=1.0)
+    shape = ModelShape.of(model)
+    expected = shape.generation_flops(torch.tensor([prompt]), torch.tensor([new]))
+    # every step attends over all prompt + new slots of the cache: the prefill's prompt queries
+    # see `new` unwritten slots more, decode step j (1..new-1) `new - j` more
+    masked_keys = prompt * new + new * (new - 1) // 2
+    masked = 4 * shape.layers * shape.attention_width * masked_keys
+    assert counted(lambda: decode(model, ids_BP, mask_BP, params, [], 0)) == expected + masked
 
 
 def test_ledger_sums_steps_and_splits_student_from_teacher() -> None:
@@ -113,3 +151,7 @@ def test_rollout_flops_charge_sampling_to_the_model_that_wrote_the_answers() -> 
     )
     assert off_policy == FlopsLedger(student_training=6 * 10 * 8, teacher_sampling=2 * 100 * 6)
     assert rollout_flops(rollouts, student, None, scored=True).teacher == 0.0
+    # a 4-weight LM head runs on the 1 and 2 answer tokens in training and scoring
+    headed = replace(teacher, matmul_params=104, head_params=4)
+    scored = rollout_flops(rollouts, student, headed, scored=True)
+    assert scored.teacher_scoring == 2 * 100 * 8 + 2 * 4 * 3
