@@ -401,9 +401,10 @@ def spawn(args: list[str], threads: int, label: str, log: Path) -> dict[str, Any
     if done.returncode != 0:
         raise SystemExit(f"[vs_trl] {label} failed (exit {done.returncode}); see {log}")
     result = dict(json.loads(answer.read_text()))
+    steps = ", ".join(f"{s:.2f}" for s in result.get("step_s", []))
     print(
-        f"[vs_trl] {label}: {time.perf_counter() - started:.0f} s, step times "
-        f"{', '.join(f'{s:.2f}' for s in result.get('step_s', []))}",
+        f"[vs_trl] {label}: {time.perf_counter() - started:.0f} s"
+        + (f", step times {steps}" if steps else ""),
         flush=True,
     )
     return result
