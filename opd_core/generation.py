@@ -161,7 +161,7 @@ def decode(
         **cache,
         cache_position=cache_positions_L[:P],
         use_cache=True,
-        logits_to_keep=1,
+        **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
     ).logits[:, -1]
     steps = 0
     for step in range(C):
