@@ -130,7 +130,8 @@ def scoring_flops(name: str, teacher: Any, rollouts: RolloutBatch) -> dict[str, 
     if model_shape is None:
         return {}
     prompt_B, completion_B = rollouts.sequence_lengths()
-    return {f"flops_step/teacher/{name}": Sum(model_shape.forward_flops(prompt_B + completion_B))}
+    flops = model_shape.forward_flops(prompt_B + completion_B, completion_B)  # head on answers
+    return {f"flops_step/teacher/{name}": Sum(flops)}
 
 
 def teacher_metrics(

@@ -115,4 +115,5 @@ def test_fixed_data_costs_no_sampling_flops(tiny_models: TinyModels) -> None:
     flops = rollout_flops(batch, shape, shape, scored=False)
     assert flops.student_sampling == 0.0 and flops.teacher_sampling == 0.0
     prompt_B, completion_B = batch.sequence_lengths()
-    assert flops.student_training == shape.training_flops(prompt_B + completion_B) > 0
+    expected = shape.training_flops(prompt_B + completion_B, completion_B)  # head on the answer
+    assert flops.student_training == expected > 0
