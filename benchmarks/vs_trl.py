@@ -5,7 +5,7 @@
 
 Needs TRL (``pip install trl``); it installs nothing. Each side trains the same random-init Qwen3
 student against the same random-init Qwen3 teacher (one tokenizer) on the arithmetic task's
-prompts: the same prompts per step, one sample each, the same number of new tokens (the
+prompts: as many per step, drawn from the same pool, one sample each, the same new tokens (the
 tokenizer's EOS is a token the models cannot emit, so every completion runs to the limit),
 temperature 1, fp32, fused AdamW at the same learning rate, gradient clipping at 1, the same
 threads, one micro-batch per step:
