@@ -208,7 +208,8 @@ class PolicyOutput:
     """Entropy of the policy's next-token distribution at each position (no grad). (B, T)."""
     logits_BSV: torch.Tensor | None = None
     """The full next-token logits (differentiable, fp32) for losses over whole distributions.
-    ``S = T - 1``: ``logits_BSV[:, s]`` predicts token ``s + 1``. (B, T - 1, V)."""
+    ``S = T - 1``: ``logits_BSV[:, s]`` predicts token ``s + 1``; 0 where that token is a prompt
+    token (the LM head runs on completion positions only). (B, T - 1, V)."""
 
 
 @dataclass(frozen=True)
