@@ -119,6 +119,11 @@ class DemoSpec:
     check_every: int = 10
     batch_size: int = 64
     seed: int = 0
+    student_context_fraction: float = 0.0
+    """The student's SFT data also holds this fraction of the training problems (the first ones)
+    a second time with the reference solution in a system turn before the question, as
+    ``teacher=context`` shows it, so that the student's initial weights can read a shown solution
+    (self-distillation: ``demo://arithmetic/student_context``). 0: none, the demo's build."""
 
     def train_problems(self) -> list[ArithmeticProblem]:
         """The SFT training problems."""
@@ -140,11 +145,19 @@ class DemoSpec:
         """``n`` held-out problems (disjoint from every training problem)."""
         return self.task.problems(n, self.seed if seed is None else seed, "eval")
 
+    def student_sft_data(self) -> tuple[list[ArithmeticProblem], list[str | None]]:
+        """The student's SFT problems and the context each is shown with (``None``: none)."""
+        problems = self.train_problems()
+        shown = problems[: round(self.student_context_fraction * len(problems))]
+        contexts: list[str | None] = [None] * len(problems) + [p.solution for p in shown]
+        return problems + shown, contexts
+
     def digest(self) -> str:
         """A short hash of the spec (and build format) naming its cache entry."""
-        payload = json.dumps(
-            {"format": BUILD_FORMAT_VERSION, **dataclasses.asdict(self)}, sort_keys=True
-        )
+        fields = dataclasses.asdict(self)
+        if not self.student_context_fraction:  # added later: the demo's entry keeps its name
+            del fields["student_context_fraction"]
+        payload = json.dumps({"format": BUILD_FORMAT_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -227,11 +240,12 @@ def _train_model(
     problems: Sequence[ArithmeticProblem],
     progress: bool,
     target_accuracy: float | None = None,
+    contexts: Sequence[str | None] | None = None,
 ) -> tuple[PreTrainedModel, dict[str, float]]:
     """Random-init a model of ``shape`` and SFT it; returns it with a summary of the run.
 
     With ``target_accuracy``, SFT stops once the model's accuracy on the spec's validation
-    problems reaches it.
+    problems (without context) reaches it. ``contexts``: one per problem, shown in a system turn.
     """
     model = make_model(shape, tokenizer, seed=spec.seed)
     checks: dict[int, float] = {}
@@ -263,6 +277,7 @@ def _train_model(
         name=name,
         stop_when=stop_when,
         check_every=spec.check_every,
+        contexts=contexts,
     )
     summary = {
         "params": float(num_params(model)),
@@ -284,21 +299,17 @@ def _build_entry(spec: DemoSpec, root: Path, progress: bool) -> None:
     tokenizer = build_tokenizer(texts, paths.tokenizer_dir, vocab_size=spec.vocab_size)
     info: dict[str, object] = {"spec": dataclasses.asdict(spec), "digest": spec.digest()}
     info["tokenizer_seconds"] = time.perf_counter() - start
-    for name, shape, steps, lr, target, out_dir in (
-        ("teacher", spec.teacher, spec.teacher_steps, spec.teacher_lr, None, paths.teacher_dir),
-        (
-            "student",
-            spec.student,
-            spec.student_steps,
-            spec.student_lr,
-            spec.student_target_accuracy,
-            paths.student_dir,
-        ),
-    ):
-        model, info[name] = _train_model(
-            name, shape, steps, lr, spec, tokenizer, problems, progress, target
-        )
-        _save(model, tokenizer, out_dir)
+    teacher, info["teacher"] = _train_model(
+        "teacher", spec.teacher, spec.teacher_steps, spec.teacher_lr, spec, tokenizer, problems,
+        progress,
+    )  # fmt: skip
+    _save(teacher, tokenizer, paths.teacher_dir)
+    student_problems, contexts = spec.student_sft_data()
+    student, info["student"] = _train_model(
+        "student", spec.student, spec.student_steps, spec.student_lr, spec, tokenizer,
+        student_problems, progress, spec.student_target_accuracy, contexts,
+    )  # fmt: skip
+    _save(student, tokenizer, paths.student_dir)
     (root / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from opd_core.registry import Registry
 
 DEMO_SCHEME = "demo://arithmetic/"
+CONTEXT_FRACTION = 0.5
+"""``demo://arithmetic/student_context``'s SFT data also holds half the training problems with the
+reference solution in a system turn (``DemoSpec.student_context_fraction``)."""
 
 
 def cache_dir() -> Path:
@@ -75,10 +78,12 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     if not spec.path.startswith(DEMO_SCHEME):
         return None
     which = spec.path[len(DEMO_SCHEME) :]
-    if which not in ("teacher", "student", "teacher_bpe"):
+    if which not in ("teacher", "student", "teacher_bpe", "student_context"):
         raise OPDError(
-            f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher, {DEMO_SCHEME}student "
-            f"or {DEMO_SCHEME}teacher_bpe (another tokenizer, for teacher=cross_tokenizer)."
+            f"Unknown demo model '{spec.path}'; use {DEMO_SCHEME}teacher, {DEMO_SCHEME}student, "
+            f"{DEMO_SCHEME}teacher_bpe (another tokenizer, for teacher=cross_tokenizer) or "
+            f"{DEMO_SCHEME}student_context (a student that can read a shown solution, for "
+            "teacher=context)."
         )
     from opd_arith.build import DemoSpec, build_demo_models
     from opd_core.hf_loading import load_hf_model
@@ -87,6 +92,11 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
         from opd_arith.other_tokenizer import build_bpe_teacher
 
         folder = build_bpe_teacher(DemoSpec(), cache_dir())
+        return load_hf_model(replace(spec, path=str(folder)), role, device)
+    if which == "student_context":
+        folder = build_demo_models(
+            DemoSpec(student_context_fraction=CONTEXT_FRACTION), cache_dir()
+        ).student_dir
         return load_hf_model(replace(spec, path=str(folder)), role, device)
     paths = build_demo_models(DemoSpec(), cache_dir())
     folder = paths.teacher_dir if which == "teacher" else paths.student_dir

@@ -1,7 +1,9 @@
 """Supervised fine-tuning on the arithmetic task's reference solutions.
 
 Each example is the chat-rendered prompt followed by the solution and EOS; the loss is the mean
-next-token cross-entropy over the solution and EOS tokens only (never the prompt).
+next-token cross-entropy over the solution and EOS tokens only (never the prompt). An example may
+carry a context (the reference solution) in a system turn before the question, as
+``teacher=context`` (``placement=system``, ``template="{context}"``) shows it to a teacher.
 """
 
 from __future__ import annotations
@@ -30,17 +32,31 @@ class SFTData:
     """1 on solution and EOS tokens (the ones trained on), 0 elsewhere. (N, T) float32."""
 
 
-def render_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
-    """The prompt text a model sees for ``question``: its chat template with the answer header."""
+def render_prompt(
+    tokenizer: PreTrainedTokenizerBase, question: str, context: str | None = None
+) -> str:
+    """The prompt text a model sees for ``question``: its chat template with the answer header,
+    after a system turn holding ``context`` when one is given."""
     messages = [{"role": "user", "content": question}]
+    if context is not None:
+        messages.insert(0, {"role": "system", "content": context})
     return str(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
 
 
 def encode_sft_data(
-    tokenizer: PreTrainedTokenizerBase, problems: Sequence[ArithmeticProblem]
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[ArithmeticProblem],
+    contexts: Sequence[str | None] | None = None,
 ) -> SFTData:
-    """Tokenize prompts and solutions (+ EOS) into right-padded tensors with a loss mask."""
-    prompts = [render_prompt(tokenizer, p.question) for p in problems]
+    """Tokenize prompts and solutions (+ EOS) into right-padded tensors with a loss mask;
+    ``contexts`` (one per problem, ``None``: none) go in a system turn before the question."""
+    if contexts is None:
+        contexts = [None] * len(problems)
+    if len(contexts) != len(problems):
+        raise ValueError(f"{len(contexts)} contexts for {len(problems)} problems; give one each")
+    prompts = [
+        render_prompt(tokenizer, p.question, c) for p, c in zip(problems, contexts, strict=True)
+    ]
     completions = [p.solution + tokenizer.eos_token for p in problems]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
@@ -105,17 +121,19 @@ def sft(
     name: str = "sft",
     stop_when: Callable[[int], bool] | None = None,
     check_every: int = 10,
+    contexts: Sequence[str | None] | None = None,
 ) -> list[float]:
     """Fine-tune ``model`` in place on the problems' solutions; returns the loss of every step.
 
     AdamW with linear warmup (5% of steps) and cosine decay, gradient norm clipped at 1. With
     ``progress``, prints a line every ``log_every`` steps, prefixed by ``name``. With
     ``stop_when``, training ends early after the first step ``s`` (a multiple of ``check_every``)
-    for which ``stop_when(s)`` is true; the model is left in eval mode either way.
+    for which ``stop_when(s)`` is true; the model is left in eval mode either way. ``contexts``
+    gives each problem a context shown in a system turn (:func:`encode_sft_data`).
     """
     if steps <= 0:
         return []
-    data = encode_sft_data(tokenizer, problems)
+    data = encode_sft_data(tokenizer, problems, contexts)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup_steps = max(1, steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -153,3 +153,28 @@ def test_the_student_build_stops_at_its_target_accuracy(tmp_path: Path) -> None:
     assert info["student"]["steps"] == 5
     assert info["student"]["validation_accuracy"] == 0.0
     assert info["teacher"]["steps"] == 2
+
+
+def test_the_demos_build_keeps_its_cache_entry() -> None:
+    """A spec without shown solutions names the entry it named before the field existed."""
+    assert DemoSpec().digest() == "e1e78f810a598de3"
+    assert DemoSpec(student_context_fraction=0.5).digest() != DemoSpec().digest()
+
+
+def test_some_student_examples_show_the_solution_as_teacher_context_does() -> None:
+    spec = DemoSpec(num_train=200, student_context_fraction=0.25)
+    problems, contexts = spec.student_sft_data()
+    assert len(problems) == 250 and problems[:200] == spec.train_problems()
+    assert contexts[:200] == [None] * 200
+    assert contexts[200:] == [p.solution for p in problems[:50]]
+    assert DemoSpec(num_train=200).student_sft_data()[0] == spec.train_problems()
+    tokenizer = _tokenizer()
+    shown = render_prompt(tokenizer, "5+(2*3)", "2*3=6 5+6=11 #11")
+    assert shown == "<|bos|><|system|>2*3=6 5+6=11 #11<|user|>5+(2*3)<|assistant|>"
+    data = encode_sft_data(tokenizer, problems[:2], [None, problems[1].solution])
+    q, solution = problems[1].question, problems[1].solution
+    prompt_len = int(data.attention_mask_NT[1].sum()) - len(solution) - 1
+    assert prompt_len == len(f"{q}{solution}") + 4  # one token per character, 4 special tokens
+    assert data.loss_mask_NT[1].sum() == len(problems[1].solution) + 1  # still only the answer
+    with pytest.raises(ValueError, match="1 contexts for 2 problems"):
+        encode_sft_data(tokenizer, problems[:2], [None])
