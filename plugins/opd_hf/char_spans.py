@@ -44,7 +44,17 @@ def piece_spans(pieces: Sequence[str]) -> list[Span]:
     return spans
 
 
-def spread(values: Sequence[float], source: Sequence[Span], target: Sequence[Span]) -> list[float]:
+SPLITS = ("chars", "last")
+"""How a source token's value is shared among the target groups it overlaps: by shared characters,
+or all of it to the last one (the target token that completes it)."""
+
+
+def spread(
+    values: Sequence[float],
+    source: Sequence[Span],
+    target: Sequence[Span],
+    split: str = "chars",
+) -> list[float]:
     """Move per-token ``values`` of the ``source`` spans onto the ``target`` spans.
 
     ``target`` are consecutive spans covering the text (a tokenization's pieces, some maybe
@@ -53,11 +63,14 @@ def spread(values: Sequence[float], source: Sequence[Span], target: Sequence[Spa
     tokenizations (offsets give every byte piece of a split character the character's span).
     A source group with the span and size of a target group maps onto it one to one; any other
     source value goes to the target groups its span overlaps, split by the number of shared
-    characters and evenly within a group, and a source span with no characters to the group
+    characters (``split="chars"``) or all to the last of them (``split="last"``), and evenly
+    within a group, and a source span with no characters to the group
     holding its start (the last group when it starts at the end). ``sum(result) ==
     sum(values)`` whenever some target span has characters.
     """
     result = [0.0] * len(target)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     groups = target_groups(target)
     if not groups:
         return result
@@ -70,7 +83,7 @@ def spread(values: Sequence[float], source: Sequence[Span], target: Sequence[Spa
                 result[target_index] += values[source_index]
             continue
         for source_index in members:
-            for target_index, share in shares(span, groups, ends):
+            for target_index, share in shares(span, groups, ends, last_only=split == "last"):
                 result[target_index] += values[source_index] * share
     return result
 
@@ -100,9 +113,13 @@ def runs(source: Sequence[Span]) -> list[tuple[Span, list[int]]]:
 
 
 def shares(
-    span: Span, groups: Sequence[tuple[Span, list[int]]], ends: Sequence[int]
+    span: Span,
+    groups: Sequence[tuple[Span, list[int]]],
+    ends: Sequence[int],
+    last_only: bool = False,
 ) -> list[tuple[int, float]]:
-    """``(target index, share)`` of one source token's value; the shares sum to 1."""
+    """``(target index, share)`` of one source token's value; the shares sum to 1. With
+    ``last_only`` the last group the span overlaps takes it all."""
     start, end = span
     first = min(bisect.bisect_right(ends, start), len(groups) - 1)
     weights: list[tuple[list[int], float]] = []
@@ -114,5 +131,7 @@ def shares(
                 weights.append((members, (min(b, end) - max(a, start)) / (end - start)))
     if not weights:  # no characters, or none inside the text: the group at its start
         weights = [(groups[first][1], 1.0)]
+    if last_only:
+        weights = [(weights[-1][0], 1.0)]
     total = sum(w for _, w in weights)
     return [(i, w / total / len(members)) for members, w in weights for i in members]

@@ -24,7 +24,7 @@ from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
 from opd_core.generation import eos_ids
 from opd_core.modeling import load_model, next_token_logits, pad_left, render_prompt
-from opd_hf.char_spans import Span, piece_spans, spread, token_pieces
+from opd_hf.char_spans import SPLITS, Span, piece_spans, spread, token_pieces
 from opd_hf.teacher import HFTeacher
 
 
@@ -49,8 +49,13 @@ class TeacherRow:
 class CrossTokenizerTeacher(HFTeacher):
     """Scores the student's text with a teacher that has another tokenizer (sampled tokens only)."""
 
-    def __init__(self, model: Mapping[str, Any], batch_size: int = 8) -> None:
+    def __init__(self, model: Mapping[str, Any], batch_size: int = 8, split: str = "chars") -> None:
+        """``split``: how a teacher token's log-probability is shared among the student tokens
+        it overlaps (:data:`opd_hf.char_spans.SPLITS`: by characters, or all to the last)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         super().__init__(model, batch_size=batch_size, check_template=False)
+        self.split = split
 
     def setup(self, ctx: RunContext) -> None:
         self.loaded = load_model(ctx.hook, self.spec, "teacher", ctx.device)
@@ -146,7 +151,7 @@ class CrossTokenizerTeacher(HFTeacher):
             first = width - len(row.ids) + row.prompt_len  # column of the first completion token
             n_text = len(row.text_spans)
             text_lps = picked_BS[b, first - 1 : first - 1 + n_text].tolist()
-            values = spread(text_lps, row.text_spans, row.student_spans)
+            values = spread(text_lps, row.text_spans, row.student_spans, self.split)
             if row.ended:
                 s = first - 1 + n_text  # the position predicting what follows the text
                 end = picked_BS[b, s] if row.end_id is not None else any_end_BS[b, s]

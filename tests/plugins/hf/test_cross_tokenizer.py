@@ -97,6 +97,15 @@ def test_spread_keeps_sums_and_aligned_tokens() -> None:
     assert spread([-1.0, -4.0], [(0, 1), (1, 2)], split) == [-1.0, -2.0, -2.0]  # one ü token
 
 
+def test_split_last_gives_a_teacher_token_to_the_student_token_completing_it() -> None:
+    student = piece_spans(["1", "2", "+", "3", "4"])  # "12+34"
+    teacher_spans = [(0, 2), (2, 3), (3, 5), (2, 2)]  # "12", "+", "34", and an empty token
+    values = spread([-2.0, -1.0, -4.0, -3.0], teacher_spans, student, "last")
+    assert values == [0.0, -2.0, -4.0, 0.0, -4.0]  # "+": its own -1 and the empty token's -3
+    with pytest.raises(ValueError, match="split must be one of chars, last"):
+        spread([-1.0], [(0, 1)], student, "first")
+
+
 def test_pieces_join_to_the_decoded_text() -> None:
     tokenizer = merging_tokenizer()
     ids = tokenizer("7*8=56 ü #56", add_special_tokens=False)["input_ids"]
