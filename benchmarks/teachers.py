@@ -11,8 +11,9 @@ Two comparisons, each at the same steps, schedule, objective and student start:
   cross-tokenizer teacher supports) with the demo teacher against ``teacher=cross_tokenizer``
   with ``demo://arithmetic/teacher_bpe`` (the same teacher recipe over a BPE that merges across
   characters, another vocabulary and EOS), its log-probabilities shared among the student's
-  tokens by characters (the default) or given whole to the token completing each teacher token
-  (``teacher.split=last``);
+  tokens by characters (the default), given whole to the token completing each teacher token
+  (``teacher.split=last``), or segment by segment next to the student's own log-probabilities
+  (``teacher.split=segment``);
 - **self-distillation**: the student ``demo://arithmetic/student_context`` (the demo student
   whose SFT also saw solutions in a system turn) taught by the demo teacher (the default
   objective) against ``+experiment=self_distill``: its own initial weights, shown the solution.
@@ -79,6 +80,18 @@ SETUPS = {
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
             "teacher.split=last",
+            *EVAL,
+        ),
+    ),
+    "cross_tokenizer_segment": Setup(
+        "cross-tokenizer teacher, split=segment",
+        "cross_tokenizer",
+        (
+            "+experiment=opd",
+            "+task=arithmetic",
+            "+teacher=cross_tokenizer",
+            "teacher.model.path=demo://arithmetic/teacher_bpe",
+            "teacher.split=segment",
             *EVAL,
         ),
     ),

@@ -44,9 +44,10 @@ def piece_spans(pieces: Sequence[str]) -> list[Span]:
     return spans
 
 
-SPLITS = ("chars", "last")
+SPLITS = ("chars", "last", "segment")
 """How a source token's value is shared among the target groups it overlaps: by shared characters,
-or all of it to the last one (the target token that completes it)."""
+or all of it to the last one (the target token that completes it); ``segment`` (see
+:func:`segment_values`) needs the target tokens' own log-probabilities."""
 
 
 def spread(
@@ -69,8 +70,8 @@ def spread(
     sum(values)`` whenever some target span has characters.
     """
     result = [0.0] * len(target)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in ("chars", "last"):
+        raise ValueError(f"split must be one of chars, last, got {split!r}")
     groups = target_groups(target)
     if not groups:
         return result
@@ -135,3 +136,32 @@ def shares(
         weights = [(weights[-1][0], 1.0)]
     total = sum(w for _, w in weights)
     return [(i, w / total / len(members)) for members, w in weights for i in members]
+
+
+def segment_values(
+    values: Sequence[float],
+    source: Sequence[Span],
+    target: Sequence[Span],
+    target_logprobs: Sequence[float],
+) -> list[float]:
+    """``values`` of the ``source`` tokens moved onto the ``target`` tokens segment by segment.
+
+    A segment is the text between two consecutive points where both tokenizations have a token
+    boundary. Each target token of a segment gets its own log-probability (``target_logprobs``)
+    plus an equal share of the segment's difference (source values minus target log-probabilities
+    over the segment), so a per-token difference ``value - target_logprob`` is the segment's
+    difference shared evenly, and a token that is a whole segment gets the source value exactly.
+    Sums over segments (and so over the text) equal the source values' (as :func:`spread`).
+    """
+    result = spread(values, source, target, "chars")
+    common = {end for start, end in source if end > start}
+    groups = target_groups(target)
+    members: list[int] = []
+    for index, (span, group) in enumerate(groups):
+        members += group
+        if span[1] in common or index == len(groups) - 1:
+            diff = sum(result[i] - target_logprobs[i] for i in members) / len(members)
+            for i in members:
+                result[i] = target_logprobs[i] + diff
+            members = []
+    return result

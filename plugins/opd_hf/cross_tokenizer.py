@@ -24,7 +24,7 @@ from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
 from opd_core.context import RunContext
 from opd_core.generation import eos_ids
 from opd_core.modeling import load_model, next_token_logits, pad_left, render_prompt
-from opd_hf.char_spans import SPLITS, Span, piece_spans, spread, token_pieces
+from opd_hf.char_spans import SPLITS, Span, piece_spans, segment_values, spread, token_pieces
 from opd_hf.teacher import HFTeacher
 
 
@@ -44,6 +44,8 @@ class TeacherRow:
     """Whether the student's completion ended with an EOS token (scored as the teacher ending)."""
     end_id: int | None
     """The student's EOS token in the teacher's vocabulary; ``None``: any teacher EOS."""
+    student_logprobs: list[float]
+    """The sampler's log-probability of each student completion token (its EOS excluded)."""
 
 
 class CrossTokenizerTeacher(HFTeacher):
@@ -51,7 +53,9 @@ class CrossTokenizerTeacher(HFTeacher):
 
     def __init__(self, model: Mapping[str, Any], batch_size: int = 8, split: str = "chars") -> None:
         """``split``: how a teacher token's log-probability is shared among the student tokens
-        it overlaps (:data:`opd_hf.char_spans.SPLITS`: by characters, or all to the last)."""
+        it overlaps (:data:`opd_hf.char_spans.SPLITS`): by characters, all to the last, or
+        ``segment``: each student token its own sampled log-probability plus an equal share of
+        its segment's teacher-minus-student difference (``char_spans.segment_values``)."""
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
         super().__init__(model, batch_size=batch_size, check_template=False)
@@ -96,8 +100,9 @@ class CrossTokenizerTeacher(HFTeacher):
         logprobs_BT = torch.zeros_like(rollouts.sampler_logprobs_BT, device="cpu")
         mask_BT = rollouts.completion_mask_BT.cpu().bool()
         ids_BT = rollouts.input_ids_BT.cpu()
+        sampler_BT = rollouts.sampler_logprobs_BT.cpu().float()
         rows = [
-            self.teacher_row(prompt, ids_BT[b][mask_BT[b]].tolist())
+            self.teacher_row(prompt, ids_BT[b][mask_BT[b]].tolist(), sampler_BT[b][mask_BT[b]])
             for b, prompt in enumerate(rollouts.prompts)
         ]
         for start in range(0, len(rows), self.batch_size):
@@ -111,8 +116,11 @@ class CrossTokenizerTeacher(HFTeacher):
             metrics={"teacher/token_match": token_match(rows)},
         )
 
-    def teacher_row(self, prompt: Prompt, completion_ids: list[int]) -> TeacherRow:
-        """The rollout of ``prompt`` with student completion ``completion_ids`` re-tokenized."""
+    def teacher_row(
+        self, prompt: Prompt, completion_ids: list[int], logprobs: torch.Tensor | None = None
+    ) -> TeacherRow:
+        """The rollout of ``prompt`` with student completion ``completion_ids`` (sampled with
+        ``logprobs``, needed by ``split=segment``) re-tokenized."""
         ended = bool(completion_ids) and completion_ids[-1] in self.end_ids
         text_ids = completion_ids[:-1] if ended else completion_ids
         pieces = token_pieces(self.student_tokenizer, text_ids)
@@ -131,6 +139,7 @@ class CrossTokenizerTeacher(HFTeacher):
             student_spans=piece_spans(pieces),
             ended=ended,
             end_id=end_id,
+            student_logprobs=[] if logprobs is None else logprobs[: len(text_ids)].tolist(),
         )
 
     def score_rows(self, rows: Sequence[TeacherRow]) -> list[list[float]]:
@@ -151,7 +160,12 @@ class CrossTokenizerTeacher(HFTeacher):
             first = width - len(row.ids) + row.prompt_len  # column of the first completion token
             n_text = len(row.text_spans)
             text_lps = picked_BS[b, first - 1 : first - 1 + n_text].tolist()
-            values = spread(text_lps, row.text_spans, row.student_spans, self.split)
+            if self.split == "segment":
+                values = segment_values(
+                    text_lps, row.text_spans, row.student_spans, row.student_logprobs
+                )
+            else:
+                values = spread(text_lps, row.text_spans, row.student_spans, self.split)
             if row.ended:
                 s = first - 1 + n_text  # the position predicting what follows the text
                 end = picked_BS[b, s] if row.end_id is not None else any_end_BS[b, s]

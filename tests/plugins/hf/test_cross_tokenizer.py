@@ -28,7 +28,7 @@ from opd_core.hf_loading import load_hf_model
 from opd_core.metrics import read_metrics
 from opd_core.modeling import encode_prompts, pad_right, render_prompt
 from opd_core.plugin_manager import make_plugin_manager
-from opd_hf.char_spans import piece_spans, spread, token_pieces
+from opd_hf.char_spans import piece_spans, segment_values, spread, token_pieces
 from opd_hf.cross_tokenizer import CrossTokenizerTeacher
 from opd_hf.teacher import HFTeacher
 
@@ -80,7 +80,9 @@ def text_rollouts(tokenizer: Any) -> RolloutBatch:
     ]
     completion_ids_BC, completion_mask_BC = pad_right(rows, tokenizer.pad_token_id)
     generated = Generated(prompt_ids_BP, prompt_mask_BP, completion_ids_BC, completion_mask_BC)
-    logprobs_BT = torch.zeros(generated.input_ids_BT.shape)
+    logprobs_BT = -torch.rand(
+        generated.input_ids_BT.shape, generator=torch.Generator().manual_seed(0)
+    )
     return rollout_batch(prompts, 1, generated, logprobs_BT, tokenizer)
 
 
@@ -106,6 +108,19 @@ def test_split_last_gives_a_teacher_token_to_the_student_token_completing_it() -
         spread([-1.0], [(0, 1)], student, "first")
 
 
+def test_split_segment_shares_each_segments_difference_over_its_own_log_probs() -> None:
+    student = piece_spans(["1", "2", "+", "3", "4"])  # "12+34"
+    teacher_spans = [(0, 2), (2, 3), (3, 5)]  # "12", "+", "34": segments "12", "+", "34"
+    own = [-0.5, -1.5, -0.25, -1.0, 0.0]  # the student's log-probabilities of its tokens
+    values = segment_values([-4.0, -1.0, -3.0], teacher_spans, student, own)
+    # "12": difference -4 - (-2) = -2, -1 each; "+" is one token: the teacher's -1 exactly
+    assert values == [-1.5, -2.5, -1.0, -2.0, -1.0]
+    assert sum(values) == -8.0  # the teacher's log-probability of the text
+    merged = segment_values([-6.0], [(0, 5)], student, own)  # one teacher token: one segment
+    diffs = [v - o for v, o in zip(merged, own, strict=True)]
+    assert diffs == pytest.approx([(-6.0 + 3.25) / 5] * 5)  # (-6 - sum(own)) / 5
+
+
 def test_pieces_join_to_the_decoded_text() -> None:
     tokenizer = merging_tokenizer()
     ids = tokenizer("7*8=56 ü #56", add_special_tokens=False)["input_ids"]
@@ -129,12 +144,17 @@ def test_the_same_tokenizer_gives_the_hf_teachers_scores(
     assert got.metrics["teacher/token_match"] == 1.0
 
 
+@pytest.mark.parametrize("split", ["chars", "last", "segment"])
 def test_another_tokenizer_keeps_each_sequences_text_logprob(
-    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path, other_teacher: Path
+    tiny_models: TinyModels,
+    compose_config: Compose,
+    tmp_path: Path,
+    other_teacher: Path,
+    split: str,
 ) -> None:
     ctx = make_context(tiny_models, compose_config, tmp_path)
     rollouts = text_rollouts(ctx.student.tokenizer)
-    cross = CrossTokenizerTeacher(model={"path": str(other_teacher)}, batch_size=3)
+    cross = CrossTokenizerTeacher(model={"path": str(other_teacher)}, batch_size=3, split=split)
     cross.setup(ctx)
     with pytest.raises(OPDError, match="different vocabularies"):
         HFTeacher(model={"path": str(other_teacher)}).setup(ctx)  # the default path refuses
