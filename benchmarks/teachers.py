@@ -1,7 +1,7 @@
 """Issue 14's teachers measured on the demo: a teacher with another tokenizer, and the student's
 own initial weights with the solution in context (self-distillation).
 
-    python benchmarks/teachers.py                    # 4 runs of 600 steps (~20 min each, busy CPU)
+    python benchmarks/teachers.py                    # 6 runs, 5-20 min each on a busy CPU
     python benchmarks/teachers.py --seeds 0 1 2      # the spread over seeds
     python benchmarks/teachers.py --report-only      # rewrite the report from the runs
 
@@ -41,7 +41,14 @@ from opd_core.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-EVAL = ("task.eval_size=500",)
+EVAL = (
+    "task.eval_size=500",
+    "train.prompts_per_step=64",
+    "train.samples_per_prompt=2",
+    "train.lr=5e-4",
+)
+"""500 held-out problems, and the demo schedule these runs were measured with (64 prompts x 2
+answers per step at lr 5e-4; the demo's default has since become 128 x 1 at 2e-3)."""
 CONTEXT_STUDENT = "student.model.path=demo://arithmetic/student_context"
 
 
@@ -106,6 +113,14 @@ SETUPS = {
         ("+experiment=self_distill", CONTEXT_STUDENT, *EVAL),
     ),
 }
+DEFAULT_STEPS = {"cross_tokenizer": 600, "self_distillation": 300}
+"""OPD steps of each comparison: the demo's schedule, and half of it for self-distillation."""
+SIGNALS = {
+    "reverse_kl": "teacher_reverse_kl",
+    "entropy": "entropy",
+    "answer_tokens": "completion_len",
+}
+"""Per-step metrics reported as their mean over the first and the last 50 steps."""
 COMPARISONS = {
     "cross_tokenizer": "Cross-tokenizer teacher against the same-tokenizer teacher",
     "self_distillation": "Self-distillation against a separate teacher",
@@ -168,8 +183,11 @@ def summarize(
                 "after": curve.final.score,
                 "best": curve.best_score,
                 "token_match": mean_metric(folder, "teacher/token_match"),
-                "reverse_kl_first_50": mean_metric(folder, "teacher_reverse_kl", slice(0, 50)),
-                "reverse_kl_last_50": mean_metric(folder, "teacher_reverse_kl", slice(-50, None)),
+                **{
+                    f"{name}_{part}": mean_metric(folder, metric, window)
+                    for name, metric in SIGNALS.items()
+                    for part, window in (("first_50", slice(0, 50)), ("last_50", slice(-50, None)))
+                },
                 "wall_s_under_load": summary.get("wall_time_s"),
                 "curve": [{"step": p.step, "accuracy": p.score} for p in curve.points],
             }
@@ -193,16 +211,22 @@ def pct(value: float | None) -> str:
 
 
 def write_report(
-    results: dict[str, dict[str, Any]], steps: dict[str, int], notes: Sequence[str]
+    results: dict[str, dict[str, Any]], steps: dict[str, int], notes: Sequence[str], command: str
 ) -> None:
     """``docs/results/teachers.{md,json}`` from the summarized setups."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    record = {"steps": steps, "eval_problems": 500, "setups": results, "notes": list(notes)}
+    record = {
+        "command": command,
+        "steps": steps,
+        "eval_problems": 500,
+        "setups": results,
+        "notes": list(notes),
+    }
     (RESULTS / "teachers.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         "# Teachers: another tokenizer, and the student itself with the solution shown",
         "",
-        "Produced by `python benchmarks/teachers.py` (issue 14): real `python -m opd_core` runs "
+        f"Produced by `{command}` (issue 14): real `python -m opd_core` runs "
         "on the demo's arithmetic task, one thread each, greedy accuracy on "
         "500 held-out problems (one problem = 0.2 points). Each row is one run, its command "
         "beside it. Wall times were taken on a shared, loaded 2-core machine: they are not "
@@ -216,14 +240,17 @@ def write_report(
         lines += [
             f"## {title} ({steps[comparison]} steps)",
             "",
-            "| setup | seed | teacher | before | after | best | token match | reverse KL to the "
-            "teacher, steps 1-50 -> last 50 | command |",
+            "| setup | seed | teacher | before | after | best | token match | steps 1-50 -> last "
+            "50: reverse KL to the teacher; entropy; answer tokens | command |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for result in rows.values():
             for run in result["runs"]:
                 match = "" if run["token_match"] is None else f"{run['token_match']:.2f}"
-                kl = f"{run['reverse_kl_first_50']:.3f} -> {run['reverse_kl_last_50']:.3f}"
+                kl = "; ".join(
+                    f"{run[f'{name}_first_50']:.2f} -> {run[f'{name}_last_50']:.2f}"
+                    for name in SIGNALS
+                )
                 lines.append(
                     f"| {result['label']} | {run['seed']} | {pct(run['teacher'])} | "
                     f"{pct(run['before'])} | {pct(run['after'])} | {pct(run['best'])} | "
@@ -275,7 +302,7 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=600, help="OPD steps of every run")
+    parser.add_argument("--steps", type=int, default=None, help="OPD steps of every run")
     parser.add_argument(
         "--steps-for",
         action="append",
@@ -290,7 +317,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     args = parser.parse_args()
-    steps = {name: args.steps for name in COMPARISONS}
+    steps = {name: args.steps or default for name, default in DEFAULT_STEPS.items()}
     for item in args.steps_for:
         name, _, value = item.partition("=")
         if name not in COMPARISONS or not value.isdigit():
@@ -303,7 +330,8 @@ def main() -> None:
         summary = summarize(key, args.seeds, steps, args.out)
         if summary is not None:
             results[key] = summary
-    write_report(results, steps, args.note)
+    seeds = " ".join(str(s) for s in args.seeds)
+    write_report(results, steps, args.note, f"python benchmarks/teachers.py --seeds {seeds}")
     plot(results)
 
 
