@@ -284,10 +284,13 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
         for key, result in results.items():
             if result["comparison"] != comparison:
                 continue
+            color = None  # every seed of a setup in its first seed's colour
             for i, run in enumerate(result["runs"]):
                 steps = [p["step"] for p in run["curve"]]
                 scores = [p["accuracy"] for p in run["curve"]]
-                line = ax.plot(steps, scores, marker="o", ms=3, label=None if i else key)[0]
+                label = None if i else key
+                line = ax.plot(steps, scores, marker="o", ms=3, label=label, color=color)[0]
+                color = line.get_color()
                 if run["teacher"] is not None:
                     ax.axhline(run["teacher"], color=line.get_color(), ls=":", lw=1)
         ax.set_title(title, fontsize=10)
