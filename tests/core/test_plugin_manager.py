@@ -240,12 +240,12 @@ def test_command_line_plugins_are_read_before_composing() -> None:
     assert command_line_plugins(["plugins=x", "plugins=[oops"]) == (["x"], [])
 
 
-def test_a_plugins_module_contributes_configs_and_components(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "my_opd_plugin.py").write_text(
+def write_echo_plugin(folder: Path, module: str, task: str, words: int) -> None:
+    """A plugin module in ``folder`` that registers the task ``task`` and stores its config
+    (``words`` tells the stored config from the component's default of 3)."""
+    (folder / f"{module}.py").write_text(
         textwrap.dedent(
-            """
+            f"""
             from omegaconf import OmegaConf
             from opd_core import hookimpl
 
@@ -255,24 +255,36 @@ def test_a_plugins_module_contributes_configs_and_components(
 
             @hookimpl
             def opd_register_components(registry):
-                registry.add("task", "echo_words", Echo)
+                registry.add("task", "{task}", Echo)
 
             @hookimpl
             def opd_register_configs(store):
-                store.store(group="task", name="echo_words", node=OmegaConf.create(
-                    {"name": "echo_words", "words": 5}))
+                store.store(group="task", name="{task}", node=OmegaConf.create(
+                    {{"name": "{task}", "words": {words}}}))
             """
         )
     )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = ["plugins=[my_opd_plugin]", "+task=echo_words", "+teacher=demo", "--cfg", "job"]
-    result = subprocess.run(
+
+
+def run_cli_in(folder: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``python -m opd_core <args>`` from ``folder``, with ``folder`` importable."""
+    env = {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    return subprocess.run(
         [sys.executable, "-m", "opd_core", *args],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
+    )
+
+
+def test_a_plugins_module_contributes_configs_and_components(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_echo_plugin(tmp_path, "my_opd_plugin", "echo_words", words=5)
+    result = run_cli_in(
+        tmp_path, ["plugins=[my_opd_plugin]", "+task=echo_words", "+teacher=demo", "--cfg", "job"]
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "name: echo_words\n  words: 5" in result.stdout
@@ -282,41 +294,14 @@ def test_a_plugins_module_contributes_configs_and_components(
 
 def test_a_config_files_plugins_store_their_configs_before_composing(tmp_path: Path) -> None:
     """An experiment in --config-dir lists a plugin module and uses the task it stores."""
-    (tmp_path / "echo_opd_plugin.py").write_text(
-        textwrap.dedent(
-            """
-            from omegaconf import OmegaConf
-            from opd_core import hookimpl
-
-            class Echo:
-                def __init__(self, words: int = 3) -> None:
-                    self.words = words
-
-            @hookimpl
-            def opd_register_components(registry):
-                registry.add("task", "echo_task", Echo)
-
-            @hookimpl
-            def opd_register_configs(store):
-                store.store(group="task", name="echo_task", node=OmegaConf.create(
-                    {"name": "echo_task", "words": 7}))
-            """
-        )
-    )
+    write_echo_plugin(tmp_path, "echo_opd_plugin", "echo_task", words=7)
     experiment = tmp_path / "confs" / "experiment" / "echo.yaml"
     experiment.parent.mkdir(parents=True)
     experiment.write_text(
         "# @package _global_\ndefaults:\n  - /task: echo_task\nplugins: [echo_opd_plugin]\n"
     )
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    args = ["--config-dir", "confs", "+experiment=echo", "+teacher=demo", "--cfg", "job"]
-    result = subprocess.run(
-        [sys.executable, "-m", "opd_core", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_cli_in(
+        tmp_path, ["--config-dir", "confs", "+experiment=echo", "+teacher=demo", "--cfg", "job"]
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "name: echo_task\n  words: 7" in result.stdout
