@@ -481,7 +481,7 @@ class Trainer:
                     weight = scale * int(mask_BT.sum()) / num_loss_tokens
                     sums[key] = sums.get(key, 0.0) + value * weight
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
-            self.optimizer.step()
+            step_and_mark_updated(self.optimizer)
         lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         epochs = cfg.update_epochs
@@ -619,6 +619,15 @@ def adamw_implementation(params: Sequence[torch.Tensor], sharded: bool) -> dict[
     devices and dtypes, else its multi-tensor ``foreach`` loop; never the per-tensor loop."""
     fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     return {"fused": True} if fusable and not sharded else {"foreach": True}
+
+
+def step_and_mark_updated(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, then bump the in-place version counter of every weight it updated.
+    The fused AdamW kernel writes the weights without bumping them, and those counters are how
+    a weight consumer tells that the student changed (the vLLM sampler's weight sync)."""
+    optimizer.step()
+    updated = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    torch.autograd.graph.increment_version(updated)
 
 
 def lr_factor(step: int, total_steps: int, train: Any) -> float:
