@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from opd_core import EvalResult, GenerationParams, Generator, hookimpl
 from opd_core.context import RunContext
+from opd_core.eval_roles import EVAL_ROLES, parse_eval_roles
 from opd_ifeval.data import choose, load_prompts
 from opd_ifeval.scoring import IFEvalScorer
 
@@ -19,7 +22,9 @@ class IFEvalEvaluator:
         seed: int | None = None,
         max_new_tokens: int = 1280,
         temperature: float = 0.0,
+        roles: Sequence[str] = EVAL_ROLES,
     ) -> None:
+        """``roles``: the models scored (with ``eval.teacher=true``, the teacher too by default)."""
         if limit is not None and limit <= 0:
             raise ValueError(f"limit must be positive or null, got {limit}")
         if max_new_tokens <= 0:
@@ -30,6 +35,7 @@ class IFEvalEvaluator:
         self.limit = limit
         self.seed = seed
         self.params = GenerationParams(max_new_tokens=max_new_tokens, temperature=temperature)
+        self.roles = parse_eval_roles(roles)
 
     def setup(self, ctx: RunContext) -> None:
         self.scorer = IFEvalScorer()
@@ -37,7 +43,9 @@ class IFEvalEvaluator:
         self.scorer.check(self.prompts)
 
     @hookimpl
-    def opd_evaluate(self, generator: Generator, role: str, step: int) -> EvalResult:
+    def opd_evaluate(self, generator: Generator, role: str, step: int) -> EvalResult | None:
+        if role not in self.roles:
+            return None
         responses = generator.generate(self.prompts, self.params)
         scores = self.scorer.scores(self.prompts, responses)
         metrics = {f"ifeval/{name}": value for name, value in scores.items()}

@@ -12,13 +12,12 @@ import torch
 from opd_core import EvalResult, Generator, OPDError, hookimpl
 from opd_core.checkpoint import capture_rng, restore_rng
 from opd_core.context import RunContext
+from opd_core.eval_roles import parse_eval_roles
 from opd_core.modeling import LoadedModel
 from opd_lmeval.results import flatten_results
 from opd_lmeval.tasks import TaskSelection, load_task_manager
 
 log = logging.getLogger("opd_core")
-
-ROLES = ("student", "teacher")
 
 
 class LMEvalEvaluator:
@@ -49,15 +48,11 @@ class LMEvalEvaluator:
             raise ValueError(f"num_fewshot must be >= 0 or null, got {num_fewshot}")
         if bootstrap_iters < 0:
             raise ValueError(f"bootstrap_iters must be >= 0, got {bootstrap_iters}")
-        roles = (roles,) if isinstance(roles, str) else tuple(roles)
-        unknown = sorted(set(roles) - set(ROLES))
-        if unknown or not roles:
-            raise ValueError(f"roles must be [student], [teacher] or both, got {list(roles)}")
         self.selection = TaskSelection.from_config(tasks, include_path, inline)
         self.limit = limit
         self.batch_size = batch_size
         self.num_fewshot = num_fewshot
-        self.roles = roles
+        self.roles = parse_eval_roles(roles)
         self.bootstrap_iters = bootstrap_iters
         self.apply_chat_template = apply_chat_template
 

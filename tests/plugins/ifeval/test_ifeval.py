@@ -159,6 +159,19 @@ def test_evaluator_scores_what_the_generator_answers(records_file: Path) -> None
     assert generator.params == [GenerationParams(max_new_tokens=64, temperature=0.0)]
 
 
+def test_evaluator_scores_only_its_roles(records_file: Path) -> None:
+    student_only = IFEvalEvaluator(path=str(records_file), roles=["student"])
+    student_only.setup(ctx=None)  # type: ignore[arg-type]
+    generator = CannedGenerator()
+    assert student_only.opd_evaluate(generator=generator, role="teacher", step=0) is None
+    assert generator.params == []  # the teacher was not asked to answer
+    both = IFEvalEvaluator(path=str(records_file))
+    both.setup(ctx=None)  # type: ignore[arg-type]
+    assert both.opd_evaluate(generator=generator, role="teacher", step=0).target == "teacher"
+    with pytest.raises(ValueError, match=r"roles must be \[student\], \[teacher\] or both"):
+        IFEvalEvaluator(path=str(records_file), roles=["students"])
+
+
 def test_evaluator_limit_takes_a_fixed_subset(records_file: Path) -> None:
     first = IFEvalEvaluator(path=str(records_file), limit=2)
     first.setup(ctx=None)  # type: ignore[arg-type]
