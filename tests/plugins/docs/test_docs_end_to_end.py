@@ -1,4 +1,5 @@
-"""Stage 1 of the personalization experiment as users run it: SFT on a company's documents."""
+"""The company-documents experiments as users run them: SFT on the documents (stage 1 of the
+personalization experiment) and on-policy context distillation (``+experiment=docs_context``)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,19 @@ def document_nll(model_dir: Path, docs: Path, tokenizer_dir: Path) -> float:
     return float(-(logprobs_BT * mask_BT).sum() / mask_BT.sum())
 
 
+def run_opd_core(overrides: list[str]) -> None:
+    """``python -m opd_core`` with ``overrides``, offline; fails with the run's stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "opd_core", *overrides],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_docs_sft_learns_the_documents_and_logs_qa_accuracy(
     tiny_models: TinyModels, tmp_path: Path
@@ -52,11 +66,8 @@ def test_docs_sft_learns_the_documents_and_logs_qa_accuracy(
     chat = tmp_path / "chat.jsonl"
     chat.write_text("".join(json.dumps(r) + "\n" for r in CHAT))
     out = tmp_path / "run"
-    result = subprocess.run(
+    run_opd_core(
         [
-            sys.executable,
-            "-m",
-            "opd_core",
             "+experiment=docs_sft",
             "+task=company_docs",
             "+teacher=hf",
@@ -77,14 +88,8 @@ def test_docs_sft_learns_the_documents_and_logs_qa_accuracy(
             "eval.teacher=false",
             "progress=false",
             f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(out / "metrics.jsonl")
     assert [m["step"] for m in metrics] == list(range(1, 9))
     assert "eval/qa_accuracy" in metrics[3] and metrics[3]["eval/qa_examples"] == 8
@@ -97,3 +102,51 @@ def test_docs_sft_learns_the_documents_and_logs_qa_accuracy(
     before = document_nll(tiny_models.student, docs, tiny_models.student)
     after = document_nll(Path(summary["checkpoint"]) / "model", docs, tiny_models.student)
     assert after < 0.8 * before, f"document NLL {before:.3f} -> {after:.3f}"
+
+
+def test_docs_context_shows_each_part_to_the_initial_student_only(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    """``+experiment=docs_context`` on the tiny student: its frozen initial weights score the
+    sampled parts with the requested part in their prompt, which the student never sees."""
+    write_company(tmp_path / "company", seed=0, num_products=2, num_people=2)
+    docs, out = tmp_path / "company" / "docs", tmp_path / "run"
+    run_opd_core(
+        [
+            "+experiment=docs_context",
+            f"student.model.path={tiny_models.student}",
+            f"task.docs_dir={docs}",
+            "task.docs_fraction=1.0",  # document parts only: every teacher prompt has a context
+            "task.max_tokens=24",  # part, request and answer fit the tiny student (128 positions)
+            "evaluator=[qa_accuracy]",
+            f"evaluators.qa_accuracy.path={tmp_path / 'company' / 'qa.jsonl'}",
+            "evaluators.qa_accuracy.max_examples=4",
+            "evaluators.qa_accuracy.max_new_tokens=8",
+            "evaluators.qa_accuracy.teacher_context_dir=null",  # every document: too long here
+            "train.steps=2",
+            "train.prompts_per_step=6",
+            "train.micro_batch_size=6",
+            "train.max_new_tokens=24",
+            "train.warmup_steps=0",
+            "eval.teacher=false",
+            "progress=false",
+            f"hydra.run.dir={out}",
+        ]
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models.student)
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    requests = document_prompts(read_documents(docs), count, max_tokens=24, doc_format="chat")
+    longest_student_prompt = max(
+        len(tokenizer.apply_chat_template(list(p.messages), add_generation_prompt=True))
+        for p in requests
+    )
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["teacher/context_prompt_tokens"] > longest_student_prompt for m in metrics)
+    # at step 1 the student is the teacher's weights: only the shown part makes them differ
+    assert abs(metrics[0]["teacher_reverse_kl"]) > 1e-5  # else only rounding
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["student_after"]["qa_examples"] == 4
