@@ -15,6 +15,7 @@ from opd_core.types import (
     PolicyOutput,
     Prompt,
     RolloutBatch,
+    RolloutPrefetcher,
     ScoreRequest,
     TeacherScores,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "PolicyOutput",
     "Prompt",
     "RolloutBatch",
+    "RolloutPrefetcher",
     "ScoreRequest",
     "TeacherScores",
     "hookimpl",

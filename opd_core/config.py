@@ -106,6 +106,10 @@ class TrainConfig:
     counts them; null: the student's maximum length minus ``max_new_tokens``."""
     long_prompts: Literal["skip", "error"] = "skip"
     """What to do with a prompt over ``max_prompt_tokens``: skip it (counted) or stop the run."""
+    overlap: bool = False
+    """Sample step t+1's rollouts in a background thread while step t updates the weights, from
+    the weights before that update (one step stale; ``opd_core.overlap``, docs/performance.md).
+    Needs a sampler that answers ``opd_rollout_prefetcher`` (``hf``, ``vllm``) and one process."""
 
 
 @dataclass(frozen=True)

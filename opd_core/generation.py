@@ -72,34 +72,21 @@ def generate(
     prompts: Sequence[Prompt],
     params: GenerationParams,
     batch_size: int,
+    generator: torch.Generator | None = None,
 ) -> Generated:
     """Sample one completion per prompt, ``batch_size`` prompts per decode loop, keeping each
-    sampled token's log-probability."""
-    device = next(model.parameters()).device
+    sampled token's log-probability (drawn from ``generator``, else torch's default one)."""
     stop = eos_ids(model, tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    was_training = model.training
-    model.eval()
     prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
-    id_chunks, lp_chunks = [], []
-    for start in range(0, len(prompts), batch_size):
-        ids_BC, lps_BC = decode(
-            model,
-            prompt_ids_BP[start : start + batch_size].to(device),
-            prompt_mask_BP[start : start + batch_size].to(device),
-            params,
-            stop,
-            pad,
-        )
-        id_chunks.append(ids_BC.cpu())
-        lp_chunks.append(lps_BC.cpu())
-    model.train(was_training)
-    width = max(c.shape[1] for c in id_chunks)
-    completion_ids_BC = torch.cat(
-        [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad) for c in id_chunks]
-    )
-    completion_logprobs_BC = torch.cat(
-        [torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in lp_chunks]
+    completion_ids_BC, completion_logprobs_BC = decode_batches(
+        model,
+        prompt_ids_BP,
+        prompt_mask_BP,
+        params,
+        batch_size,
+        stop,
+        completion_pad_id(tokenizer),
+        generator,
     )
     return Generated(
         prompt_ids_BP=prompt_ids_BP,
@@ -108,6 +95,51 @@ def generate(
         completion_mask_BC=completion_mask(completion_ids_BC, stop),
         completion_logprobs_BC=completion_logprobs_BC,
     )
+
+
+def completion_pad_id(tokenizer: Any) -> int:
+    """The id completions are padded with after their stop token (the tokenizer's pad, else 0)."""
+    return int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else 0
+
+
+@torch.no_grad()
+def decode_batches(
+    model: Any,
+    prompt_ids_BP: torch.Tensor,
+    prompt_mask_BP: torch.Tensor,
+    params: GenerationParams,
+    batch_size: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`decode` over ``batch_size`` left-padded prompts at a time (no tokenizer involved);
+    ``(completion_ids_BC, logprobs_BC)`` on the CPU, every chunk padded to the longest."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    id_chunks, lp_chunks = [], []
+    for start in range(0, prompt_ids_BP.shape[0], batch_size):
+        ids_BC, lps_BC = decode(
+            model,
+            prompt_ids_BP[start : start + batch_size].to(device),
+            prompt_mask_BP[start : start + batch_size].to(device),
+            params,
+            stop_ids,
+            pad_id,
+            generator,
+        )
+        id_chunks.append(ids_BC.cpu())
+        lp_chunks.append(lps_BC.cpu())
+    model.train(was_training)
+    width = max(c.shape[1] for c in id_chunks)
+    completion_ids_BC = torch.cat(
+        [torch.nn.functional.pad(c, (0, width - c.shape[1]), value=pad_id) for c in id_chunks]
+    )
+    logprobs_BC = torch.cat(
+        [torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in lp_chunks]
+    )
+    return completion_ids_BC, logprobs_BC
 
 
 def make_cache(model: Any, max_len: int) -> Any:
@@ -129,6 +161,7 @@ def decode(
     params: GenerationParams,
     stop_ids: Sequence[int],
     pad_id: int,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``params.max_new_tokens`` tokens after left-padded prompts.
 
@@ -165,7 +198,7 @@ def decode(
     ).logits[:, -1]
     steps = 0
     for step in range(C):
-        token_B, logprob_B = pick_tokens(logits_BV.float(), params)
+        token_B, logprob_B = pick_tokens(logits_BV.float(), params, generator)
         ids_BC[:, step] = torch.where(done_B, pad_id, token_B)
         logprobs_BC[:, step] = torch.where(done_B, 0.0, logprob_B)
         done_B |= torch.isin(token_B, stop_S)
@@ -184,10 +217,10 @@ def decode(
 
 
 def pick_tokens(
-    logits_BV: torch.Tensor, params: GenerationParams
+    logits_BV: torch.Tensor, params: GenerationParams, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample one token per row (greedy at temperature 0, nucleus-filtered when
-    ``top_p < 1``); return ``(token_B, logprob_B)``, the log-probability under
+    """Sample one token per row from ``generator`` (greedy at temperature 0, nucleus-filtered
+    when ``top_p < 1``); return ``(token_B, logprob_B)``, the log-probability under
     ``softmax(logits / temperature)`` (``temperature`` 1 for greedy) before the top-p filter."""
     temperature = params.temperature if params.temperature > 0 else 1.0
     logprobs_BV = torch.log_softmax(logits_BV / temperature, dim=-1)
@@ -197,10 +230,12 @@ def pick_tokens(
         sorted_BV, order_BV = logprobs_BV.exp().sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the first token always stays)
         outside_BV = sorted_BV.cumsum(-1) - sorted_BV >= params.top_p
-        picked_B1 = torch.multinomial(sorted_BV.masked_fill(outside_BV, 0.0), 1)
+        picked_B1 = torch.multinomial(
+            sorted_BV.masked_fill(outside_BV, 0.0), 1, generator=generator
+        )
         token_B = order_BV.gather(-1, picked_B1).squeeze(-1)
     else:
-        token_B = torch.multinomial(logprobs_BV.exp(), 1).squeeze(-1)
+        token_B = torch.multinomial(logprobs_BV.exp(), 1, generator=generator).squeeze(-1)
     return token_B, logprobs_BV.gather(-1, token_B[:, None]).squeeze(-1)
 
 
@@ -248,3 +283,14 @@ def rollout_batch(
         completions=tuple(decode_completions(tokenizer, generated)),
         prompt_len=generated.prompt_ids_BP.shape[1],
     )
+
+
+def sampled_rollout_batch(
+    prompts: Sequence[Prompt], samples_per_prompt: int, generated: Generated, tokenizer: Any
+) -> RolloutBatch:
+    """:func:`rollout_batch` whose sampler log-probabilities are those ``generated`` kept."""
+    assert generated.completion_logprobs_BC is not None
+    sampler_logprobs_BT = torch.cat(
+        [torch.zeros(generated.prompt_ids_BP.shape), generated.completion_logprobs_BC], dim=1
+    )
+    return rollout_batch(prompts, samples_per_prompt, generated, sampler_logprobs_BT, tokenizer)

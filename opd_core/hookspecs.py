@@ -30,6 +30,7 @@ from opd_core.types import (
     PolicyOutput,
     Prompt,
     RolloutBatch,
+    RolloutPrefetcher,
     ScoreRequest,
     TeacherScores,
 )
@@ -160,6 +161,20 @@ def opd_sample_rollouts(prompts: Sequence[Prompt], samples_per_prompt: int) -> R
     recording each sampled token's log-probability under the sampler.
 
     Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def opd_rollout_prefetcher() -> RolloutPrefetcher | None:
+    """Return a :class:`RolloutPrefetcher` that samples a step's rollouts ahead, from the
+    weights before the previous step's update and while that update runs, or ``None`` if this
+    sampler cannot. Called once at set-up, and only with ``train.overlap=true``; without an
+    answer the run refuses ``train.overlap``.
+
+    Stops at first non-None result. Steps whose rollouts were sampled ahead do not call
+    ``opd_sample_rollouts`` (so a wrapper of it does not see them). ``sampler=hf`` answers with a
+    frozen copy of the student refreshed before each update, ``sampler=vllm`` with its engine,
+    synced before each update.
     """
 
 

@@ -9,7 +9,9 @@ One training step walks the stages of the loop, each a hook answered by a config
     advantages <- opd_compute_advantages  (advantage function)
     update     <- opd_compute_loss        (loss) + AdamW
 
-Every step also books the FLOPs it spent (``opd_core.flops``) into metrics and the summary.
+With ``train.overlap`` the next step's rollouts are sampled in a background thread while this
+step grades, scores and updates (``opd_core.overlap``). Every step also books the FLOPs it
+spent (``opd_core.flops``) into metrics and the summary.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from opd_core.limits import (
 )
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
+from opd_core.overlap import SAMPLED_NOW, Prefetch, plan_overlap
 from opd_core.plugin_manager import (
     COMPONENT_PREFIX,
     build_registry,
@@ -73,6 +76,7 @@ from opd_core.types import (
     PolicyOutput,
     Prompt,
     RolloutBatch,
+    RolloutPrefetcher,
     ScoreRequest,
     TeacherScores,
 )
@@ -111,6 +115,10 @@ class Trainer:
         self.flops = FlopsLedger()
         self.evals: dict[str, dict[str, float]] = {}
         """Summary entries so far: ``student_before``, ``teacher``, ``student_after``."""
+        self.prefetcher: RolloutPrefetcher | None = None
+        """The sampler's prefetcher when ``train.overlap`` is on."""
+        self._prefetch: Prefetch[_Boundary] | None = None
+        """The next step's rollouts, being sampled in the background (``train.overlap``)."""
 
     # ---------------------------------------------------------------- setup
 
@@ -124,6 +132,7 @@ class Trainer:
         self._make_optimizer()
         self._load_train_pool()
         self._plan_scoring()
+        self._plan_overlap()
         self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
         if self.config.resume:
             self._resume()
@@ -239,6 +248,18 @@ class Trainer:
         self.student_shape = ModelShape.of(self.student.model)
         self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
 
+    def _plan_overlap(self) -> None:
+        """With ``train.overlap``: the sampler's prefetcher, or a clear refusal."""
+        cfg = self.config
+        if cfg.train.overlap:
+            self.prefetcher = plan_overlap(
+                self.hook,
+                cfg.sampler,
+                self.components.get("loss"),
+                str(cfg.loss.get("name", "?")),
+                self.dist.world_size,
+            )
+
     def _refuse_to_overwrite(self) -> None:
         if not self.config.resume and latest_checkpoint(self.output_dir) is not None:
             raise OPDError(
@@ -316,7 +337,7 @@ class Trainer:
         last: dict[str, float] = {}
         try:
             for step in range(self.start_step + 1, self.total_steps + 1):
-                with self._keep_work(self._boundary(step - 1)):
+                with self._keep_work(self._step_start(step)):
                     self.interrupts.release()  # a signal that waited for step - 1 stops here
                     last = self.train_step(step)  # update() holds signals to the step's end
                     if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
@@ -329,6 +350,10 @@ class Trainer:
                     progress.update(last)
                     if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                         self.save(step)
+        except BaseException as err:
+            # a second signal (forced) stops at once: the daemon thread dies with the process
+            self._drop_prefetch(wait=not (isinstance(err, RunInterrupted) and err.forced))
+            raise
         finally:
             progress.close()
         with self._keep_work(self._boundary(self.total_steps)):
@@ -358,6 +383,19 @@ class Trainer:
         except RunInterrupted as stop:
             raise self._interrupted(stop, state) from None
 
+    def _step_start(self, step: int) -> _Boundary:
+        """The state as it was when ``step`` began: taken now, or, when its rollouts were
+        sampled ahead, before its prompts were selected (during the previous step)."""
+        if self._prefetch is not None and self._prefetch.step == step:
+            return self._prefetch.state
+        return self._boundary(step - 1)
+
+    def _drop_prefetch(self, wait: bool) -> None:
+        """Forget the rollouts being sampled ahead, after the sampling ended unless not ``wait``."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is not None and wait:
+            pending.wait()
+
     def _boundary(self, step: int) -> _Boundary:
         components = {
             name: copy.deepcopy(c.state_dict())
@@ -377,24 +415,22 @@ class Trainer:
             return stop
         if state.step == 0 and not self.evals:
             return stop  # nothing done yet
+        self.interrupts.hold()  # another signal waits for this save (a third one forces)
+        self._drop_prefetch(wait=True)  # the next step's prompts are selected again on resume
         restore_rng(state.rng)
         for name, saved in state.components.items():
             self.components[name].load_state_dict(saved)
-        self.interrupts.hold()  # another signal waits for this save (a third one forces)
         stop.checkpoint = str(self.save(state.step))
         return stop
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step of on-policy distillation; returns its metrics."""
         cfg, hook, timer = self.config, self.hook, StageTimer()
-        prompts = hook.opd_select_prompts(
-            step=step, pool=self.train_pool, count=cfg.train.prompts_per_step
-        )
-        prompts = self.dist.shard(prompts)  # every rank picked the same; each takes its share
-        with timer.stage("sample"):
-            rollouts: RolloutBatch = hook.opd_sample_rollouts(
-                prompts=prompts, samples_per_prompt=cfg.train.samples_per_prompt
-            )
+        started = time.perf_counter()
+        rollouts, overlap_metrics = self._rollouts(step, timer)
+        if self.prefetcher is not None and step < self.total_steps:
+            with timer.stage("prefetch"):  # the weight copy or sync: the cost of overlapping
+                self._prefetch = self._start_prefetch(step + 1, self.prefetcher)
         with timer.stage("grade"):
             rewards = hook.opd_grade_completions(
                 prompts=rollouts.prompts, completions=rollouts.completions
@@ -433,8 +469,40 @@ class Trainer:
         metrics["passes"] = step * cfg.train.prompts_per_step / len(self.train_pool)
         metrics.update(step_flops.metrics("flops_step"))
         metrics.update(self.flops.metrics("flops"))
+        metrics.update(overlap_metrics)
         metrics.update(timer.pop())
+        metrics["time/step_s"] = Max(round(time.perf_counter() - started, 4))
         return self.dist.combine_metrics(metrics)
+
+    def _select_prompts(self, step: int) -> list[Prompt]:
+        """This process's share of the prompts the prompt source chooses for ``step``."""
+        prompts = self.hook.opd_select_prompts(
+            step=step, pool=self.train_pool, count=self.config.train.prompts_per_step
+        )
+        return list(self.dist.shard(prompts))  # every rank picked the same; each takes its share
+
+    def _rollouts(self, step: int, timer: StageTimer) -> tuple[RolloutBatch, dict[str, float]]:
+        """``step``'s rollouts: those sampled ahead for it, else sampled now; and the overlap
+        metrics saying which (none without ``train.overlap``)."""
+        pending, self._prefetch = self._prefetch, None
+        if pending is not None and pending.step == step:
+            with timer.stage("sample"):  # what the background sampling did not hide
+                rollouts = pending.result()
+            return rollouts, pending.metrics()
+        prompts = self._select_prompts(step)
+        with timer.stage("sample"):
+            rollouts = self.hook.opd_sample_rollouts(
+                prompts=prompts, samples_per_prompt=self.config.train.samples_per_prompt
+            )
+        return rollouts, dict(SAMPLED_NOW) if self.prefetcher is not None else {}
+
+    def _start_prefetch(self, step: int, prefetcher: RolloutPrefetcher) -> Prefetch[_Boundary]:
+        """Select ``step``'s prompts and start sampling them in the background from the weights
+        as they are now; the state from before the selection goes with it."""
+        state = self._boundary(step - 1)
+        prompts = self._select_prompts(step)
+        sample = prefetcher.prepare(prompts, self.config.train.samples_per_prompt)
+        return Prefetch(step, state, sample)
 
     def update(
         self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
@@ -491,6 +559,8 @@ class Trainer:
 
     def evaluate(self, role: str, step: int) -> dict[str, float]:
         """Run every evaluator on the model playing ``role``; merged metrics by name."""
+        if self._prefetch is not None:
+            self._prefetch.wait()  # nothing samples in the background while evaluators generate
         generator = self.hook.opd_eval_generator(role=role)
         if generator is None:
             log.info("no generator for the %s: skipping its evaluation", role)
@@ -503,10 +573,17 @@ class Trainer:
         return merge_eval_results(results)
 
     def save(self, step: int) -> Path:
-        """Checkpoint the student and the trainer state at ``step``."""
+        """Checkpoint the student and the trainer state at ``step``.
+
+        With rollouts being sampled ahead, it waits for them and saves the components' state
+        from before their prompts were selected: a resume selects and samples them again.
+        """
         components = {
             name: c.state_dict() for name, c in self.components.items() if hasattr(c, "state_dict")
         }
+        if self._prefetch is not None:
+            self._prefetch.wait()
+            components.update(self._prefetch.state.components)
         components["_evals"] = dict(self.evals)
         components["_flops"] = self.flops.state_dict()
         components["_state_layout"] = "sharded" if self.dist.sharded else "full"

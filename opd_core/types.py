@@ -8,7 +8,7 @@ a log-probability at ``t`` is ``log p(x_t | x_<t)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -242,6 +242,24 @@ class Generator(Protocol):
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams) -> list[str]:
         """Return one completion text per prompt."""
+        ...
+
+
+@runtime_checkable
+class RolloutPrefetcher(Protocol):
+    """Samples rollouts from the student's weights as they are when asked, later and in another
+    thread: ``train.overlap`` samples step t+1's rollouts while step t updates the weights. A
+    sampler offers one through ``opd_rollout_prefetcher``."""
+
+    def prepare(
+        self, prompts: Sequence[Prompt], samples_per_prompt: int
+    ) -> Callable[[], Callable[[], RolloutBatch]]:
+        """Called in the loop's thread while the weights are those to sample from: capture them
+        (a copy, a sync into an engine) and do here what is not thread-safe (random draws,
+        tokenization). Returns ``sample``, which the loop runs in a background thread while it
+        updates the weights, so it must not read the live student; ``sample()`` returns
+        ``finish``, which the loop calls in its own thread to get the :class:`RolloutBatch`
+        (decoding texts). The loop calls ``prepare`` again only after ``finish`` returned."""
         ...
 
 

@@ -21,9 +21,11 @@ from opd_core.plugin_manager import make_plugin_manager
 Compose = Callable[[list[str]], DictConfig]
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["sequential", "overlap"])
 def test_on_policy_distillation_lowers_teacher_kl(
-    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
+    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path, overlap: bool
 ) -> None:
+    """With train.overlap (rollouts one update old) as well as without."""
     out = tmp_path / "run"
     cfg = compose_config(
         tiny_run_overrides(tiny_models, out, steps=14)
@@ -31,6 +33,7 @@ def test_on_policy_distillation_lowers_teacher_kl(
             "train.lr=1e-2",
             "train.prompts_per_step=16",
             "eval.teacher=false",
+            f"train.overlap={str(overlap).lower()}",
         ]
     )
     summary = run(cfg, out)
@@ -53,6 +56,8 @@ def test_on_policy_distillation_lowers_teacher_kl(
         "time/update_s",
         "loss",
         "grad_norm",
+        "time/step_s",
+        *(["overlap/stale_steps", "overlap/hidden_s", "overlap/wait_s"] if overlap else []),
     ):
         assert key in record, key
 

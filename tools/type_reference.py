@@ -24,6 +24,7 @@ TYPES: tuple[tuple[ModuleType, str], ...] = (
     (types, "LossOutput"),
     (types, "EvalResult"),
     (types, "Generator"),
+    (types, "RolloutPrefetcher"),
     (context, "RunContext"),
     (context, "Component"),
     (modeling, "ModelSpec"),

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from opd_core import OPDError, Prompt, RolloutBatch, hookimpl
+from opd_core import OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
 from opd_hf.offpolicy import supervised_rollouts
 from opd_hf.sampler import HFSampler
 
@@ -20,6 +20,11 @@ class DatasetSamples(HFSampler):
     them. The rollouts have ``sampler_role="data"``: FLOPs accounting charges no sampling.
     Evaluation still generates with the student (``batch_size`` sequences per call).
     """
+
+    @hookimpl
+    def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:
+        """Nothing is sampled, so nothing is sampled ahead (``train.overlap`` is refused)."""
+        return None
 
     @hookimpl
     def opd_sample_rollouts(

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from opd_core import OPDError, Prompt, RolloutBatch, hookimpl
+from opd_core import OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
 from opd_core.context import RunContext
 from opd_core.modeling import encode_prompts, pad_left, pad_right
 from opd_hf.sampler import HFSampler
@@ -25,6 +25,12 @@ class TeacherSamples(HFSampler):
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
         self.hook = ctx.hook
+
+    @hookimpl
+    def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:
+        """The teacher's answers are not sampled ahead (``train.overlap``): the teacher is busy
+        scoring while the student updates, and they would not be stale anyway."""
+        return None
 
     @hookimpl
     def opd_sample_rollouts(

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
+from opd_core import (
+    GenerationParams,
+    Generator,
+    Prompt,
+    RolloutBatch,
+    RolloutPrefetcher,
+    hookimpl,
+)
 from opd_core.context import RunContext
-from opd_core.generation import Generated, HFGenerator, generate, rollout_batch
+from opd_core.generation import Generated, HFGenerator, generate, sampled_rollout_batch
+from opd_hf.prefetch import SnapshotPrefetcher
 
 
 class HFSampler:
@@ -40,13 +46,13 @@ class HFSampler:
     ) -> RolloutBatch:
         expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
         generated = self._generate(expanded)
-        assert generated.completion_logprobs_BC is not None
-        sampler_logprobs_BT = torch.cat(
-            [torch.zeros(generated.prompt_ids_BP.shape), generated.completion_logprobs_BC], dim=1
-        )
-        return rollout_batch(
-            prompts, samples_per_prompt, generated, sampler_logprobs_BT, self.student.tokenizer
-        )
+        return sampled_rollout_batch(prompts, samples_per_prompt, generated, self.student.tokenizer)
+
+    @hookimpl
+    def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:
+        """``train.overlap``: sample from a frozen copy of the student (its trainable weights
+        held twice), refreshed before each update."""
+        return SnapshotPrefetcher(self.student, self.params, self.batch_size)
 
     def _generate(self, prompts: Sequence[Prompt]) -> Generated:
         """One completion per prompt, sampled with ``self.params``."""

@@ -105,6 +105,9 @@ class GeneralizedJSD:
     """
 
     objective = "jsd"
+    stale_rollouts = "per_position"
+    """With ``train.overlap`` the divergence at each position is still the current weights';
+    only which positions are visited comes from the weights of one update earlier."""
 
     def __init__(self, beta: float = 0.5, top_k: int = 20) -> None:
         if not 0.0 <= beta <= 1.0:

@@ -42,6 +42,9 @@ def importance_sampling_loss(
 class ImportanceSampling:
     """Importance-sampled policy gradient (``clip_eps`` set: PPO's clipped surrogate)."""
 
+    stale_rollouts = "corrected"
+    """Rollouts sampled one update earlier (``train.overlap``) are reweighted by the ratio."""
+
     def __init__(self, clip_eps: float | None = None) -> None:
         if clip_eps is not None and not 0 < clip_eps < 1:
             raise ValueError(f"clip_eps must be in (0, 1) or null, got {clip_eps}")

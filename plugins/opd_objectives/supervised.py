@@ -27,6 +27,9 @@ class CrossEntropy:
     not used, so the rollouts may come from any model.
     """
 
+    stale_rollouts = "uncorrected"
+    """Nothing corrects for student rollouts sampled one update earlier (``train.overlap``)."""
+
     @hookimpl
     def opd_compute_loss(
         self,

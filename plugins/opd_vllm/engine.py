@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,15 @@ class EngineOptions:
         return kwargs
 
 
+_RUNNING: weakref.WeakSet[Any] = weakref.WeakSet()
+"""The engines :func:`start_engine` started in this process that are not stopped."""
+
+
+def running_engines() -> int:
+    """How many vLLM engines run in this process (the student's, the teacher's, ...)."""
+    return len(_RUNNING)
+
+
 def import_vllm() -> Any:
     """The ``vllm`` module, or an error saying how to install it."""
     try:
@@ -111,11 +121,13 @@ def start_engine(model: str, role: str, **kwargs: Any) -> Any:
             f"{role}'s max_model_len and memory settings fit, or use {role}=hf for it."
         ) from err
     log.info("vLLM engine for the %s started in %.1f s", role, time.perf_counter() - started)
+    _RUNNING.add(llm)
     return llm
 
 
 def stop_engine(llm: Any) -> None:
     """Shut an engine down (its executor and KV cache) instead of waiting for the collector."""
+    _RUNNING.discard(llm)
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()

@@ -8,6 +8,7 @@ the same tokens.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +30,22 @@ def unpadded_rows(ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> list[list[int]
     ]
 
 
+@dataclass(frozen=True)
+class Requests:
+    """One sampling call's vLLM requests and what reading their outputs back needs."""
+
+    prompts: list[Any]
+    """``vllm.inputs.TokensPrompt`` of each prompt."""
+    params: list[Any]
+    """``vllm.SamplingParams`` of each prompt."""
+    prompt_ids_BP: torch.Tensor
+    prompt_mask_BP: torch.Tensor
+    samples_per_prompt: int
+    pad_id: int
+    stop_ids: tuple[int, ...]
+    with_logprobs: bool
+
+
 def sample(
     llm: Any,
     role: str,
@@ -43,13 +60,26 @@ def sample(
     """Sample ``samples_per_prompt`` completions of each prompt (consecutive rows) and, when
     asked, the log-probability of each sampled token at the sampling temperature: ``(generated,
     logprobs_BC)``. ``seeds`` (one per prompt) make the samples reproducible."""
+    requests = make_requests(
+        tokenizer, prompts, samples_per_prompt, params, stop_ids, seeds, with_logprobs
+    )
+    return collect(requests, generate(llm, role, requests.prompts, requests.params))
+
+
+def make_requests(
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    samples_per_prompt: int,
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    seeds: Sequence[int] | None = None,
+    with_logprobs: bool = True,
+) -> Requests:
+    """The requests of :func:`sample` (the prompts tokenized here; no engine involved)."""
     vllm = import_vllm()
     from vllm.inputs import TokensPrompt
 
     prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
-    requests = [
-        TokensPrompt(prompt_token_ids=row) for row in unpadded_rows(prompt_ids_BP, prompt_mask_BP)
-    ]
     greedy = params.temperature <= 0
     sampling = [
         vllm.SamplingParams(
@@ -65,21 +95,37 @@ def sample(
         )
         for i in range(len(prompts))
     ]
-    outputs = generate(llm, role, requests, sampling)
+    return Requests(
+        prompts=[
+            TokensPrompt(prompt_token_ids=row)
+            for row in unpadded_rows(prompt_ids_BP, prompt_mask_BP)
+        ],
+        params=sampling,
+        prompt_ids_BP=prompt_ids_BP,
+        prompt_mask_BP=prompt_mask_BP,
+        samples_per_prompt=samples_per_prompt,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0],
+        stop_ids=tuple(stop_ids),
+        with_logprobs=with_logprobs,
+    )
+
+
+def collect(requests: Requests, outputs: Sequence[Any]) -> tuple[Generated, torch.Tensor | None]:
+    """The engine's ``outputs`` for ``requests`` in the layout :func:`sample` returns."""
     samples = [c for out in outputs for c in sorted(out.outputs, key=lambda c: c.index)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     completion_ids_BC = pad_sequence(
         [torch.tensor(c.token_ids, dtype=torch.long) for c in samples],
         batch_first=True,
-        padding_value=pad,
+        padding_value=requests.pad_id,
     )
+    n = requests.samples_per_prompt
     generated = Generated(
-        prompt_ids_BP=prompt_ids_BP.repeat_interleave(samples_per_prompt, dim=0),
-        prompt_mask_BP=prompt_mask_BP.repeat_interleave(samples_per_prompt, dim=0),
+        prompt_ids_BP=requests.prompt_ids_BP.repeat_interleave(n, dim=0),
+        prompt_mask_BP=requests.prompt_mask_BP.repeat_interleave(n, dim=0),
         completion_ids_BC=completion_ids_BC,
-        completion_mask_BC=completion_mask(completion_ids_BC, stop_ids),
+        completion_mask_BC=completion_mask(completion_ids_BC, requests.stop_ids),
     )
-    if not with_logprobs:
+    if not requests.with_logprobs:
         return generated, None
     logprobs_BC = pad_sequence(
         [sampled_logprobs(c.logprobs, c.token_ids) for c in samples], batch_first=True

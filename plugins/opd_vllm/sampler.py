@@ -10,11 +10,20 @@ from typing import Any
 
 import torch
 
-from opd_core import GenerationParams, Generator, Prompt, RolloutBatch, hookimpl
+from opd_core import (
+    GenerationParams,
+    Generator,
+    OPDError,
+    Prompt,
+    RolloutBatch,
+    RolloutPrefetcher,
+    hookimpl,
+)
 from opd_core.context import RunContext
-from opd_core.generation import eos_ids, rollout_batch
-from opd_vllm.engine import EngineOptions, start_engine, stop_engine
+from opd_core.generation import Generated, eos_ids, rollout_batch
+from opd_vllm.engine import EngineOptions, running_engines, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, sample
+from opd_vllm.prefetch import EnginePrefetcher
 from opd_vllm.weights import WeightSync
 
 log = logging.getLogger("opd_core.vllm")
@@ -71,8 +80,6 @@ class VLLMSampler:
         self, prompts: Sequence[Prompt], samples_per_prompt: int
     ) -> RolloutBatch:
         self.sync_weights()
-        # one seed per prompt from the run's RNG: reproducible, and exact on resume
-        seeds = torch.randint(0, 2**31 - samples_per_prompt, (len(prompts),)).tolist()
         generated, logprobs_BC = sample(
             self.llm,
             "student",
@@ -81,13 +88,42 @@ class VLLMSampler:
             samples_per_prompt,
             self.params,
             self.stop_ids,
-            seeds,
+            self.prompt_seeds(len(prompts), samples_per_prompt),
         )
+        return self.rollouts(prompts, samples_per_prompt, generated, logprobs_BC)
+
+    def prompt_seeds(self, count: int, samples_per_prompt: int) -> list[int]:
+        """One seed per prompt from the run's RNG: reproducible, and exact on resume."""
+        return torch.randint(0, 2**31 - samples_per_prompt, (count,)).tolist()
+
+    def rollouts(
+        self,
+        prompts: Sequence[Prompt],
+        samples_per_prompt: int,
+        generated: Generated,
+        logprobs_BC: torch.Tensor | None,
+    ) -> RolloutBatch:
+        """The rollout batch of a sampling call (decoded in the calling thread)."""
         assert logprobs_BC is not None
         logprobs_BT = torch.cat([torch.zeros(generated.prompt_ids_BP.shape), logprobs_BC], dim=1)
         return rollout_batch(
             prompts, samples_per_prompt, generated, logprobs_BT, self.student.tokenizer
         )
+
+    @hookimpl
+    def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:
+        """``train.overlap``: the engine samples ahead in a background thread, its weights synced
+        before each update. vLLM keeps its forward state per process, so no other vLLM engine
+        may run in this process meanwhile (a ``teacher=vllm``)."""
+        others = running_engines() - 1
+        if others > 0:
+            raise OPDError(
+                f"train.overlap=true with sampler=vllm cannot run beside {others} other vLLM "
+                "engine(s) in this process (e.g. teacher=vllm): vLLM's forward state is "
+                "per process, so two engines must not run at once; use teacher=hf or "
+                "teacher=remote, or set train.overlap=false."
+            )
+        return EnginePrefetcher(self)
 
     @hookimpl
     def opd_eval_generator(self, role: str) -> Generator | None:

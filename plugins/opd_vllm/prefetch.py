@@ -1,0 +1,52 @@
+"""``sampler=vllm`` with ``train.overlap``: the student's engine samples ahead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from opd_core import Prompt, RolloutBatch
+from opd_vllm.engine import generate
+from opd_vllm.generation import collect, make_requests
+
+if TYPE_CHECKING:
+    from opd_vllm.sampler import VLLMSampler
+
+
+class EnginePrefetcher:
+    """Samples with the sampler's vLLM engine in a background thread.
+
+    ``prepare`` syncs the student's weights into the engine (when they changed), draws the
+    prompts' seeds from the run's RNG as ``opd_sample_rollouts`` does, and tokenizes; the
+    background thread only runs the engine. Weights are synced in the loop's thread, before the
+    update, so the engine holds the weights the rollouts are sampled from until they are done.
+    """
+
+    def __init__(self, sampler: VLLMSampler) -> None:
+        self.sampler = sampler
+
+    def prepare(
+        self, prompts: Sequence[Prompt], samples_per_prompt: int
+    ) -> Callable[[], Callable[[], RolloutBatch]]:
+        s = self.sampler
+        s.sync_weights()
+        requests = make_requests(
+            s.student.tokenizer,
+            prompts,
+            samples_per_prompt,
+            s.params,
+            s.stop_ids,
+            s.prompt_seeds(len(prompts), samples_per_prompt),
+        )
+        llm = s.llm
+
+        def sample() -> Callable[[], RolloutBatch]:
+            outputs = generate(llm, "student", requests.prompts, requests.params)
+
+            def finish() -> RolloutBatch:
+                generated, logprobs_BC = collect(requests, outputs)
+                return s.rollouts(prompts, samples_per_prompt, generated, logprobs_BC)
+
+            return finish
+
+        return sample
