@@ -15,6 +15,7 @@ import pytest
 
 from conftest import TinyModels, tiny_run_overrides
 from opd_core.interrupts import Interrupts, RunInterrupted
+from opd_core.metrics import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 30
@@ -85,6 +86,32 @@ def test_signal_checkpoints_the_last_step_and_resume_is_exact(
     assert code == 0, stderr[-3000:]
     assert metrics(out) == metrics(reference)  # every step once, bit-identical
     assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_signal_with_rollouts_sampled_ahead_checkpoints_and_resume_samples_them_again(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    """train.overlap: the interrupted step's successor was being sampled in the background;
+    the checkpoint is the last finished step's and the resumed run samples the next one anew."""
+    out = tmp_path / "run"
+    process = start(tiny_models, out, "train.overlap=true")
+    wait_for_steps(out, 3)
+    process.send_signal(signal.SIGINT)
+    code, stderr = finish(process)
+    assert code == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("opd_core: interrupted")]
+    assert len(lines) == 1, stderr[-3000:]
+    done = len(metrics(out))
+    assert 3 <= done < STEPS
+    assert (out / "checkpoints" / f"step_{done:06d}" / "trainer_state.pt").exists()
+
+    code, stderr = finish(start(tiny_models, out, "train.overlap=true", "resume=true"))
+    assert code == 0, stderr[-3000:]
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    stale = [r["overlap/stale_steps"] for r in records]
+    assert stale[0] == stale[done] == 0 and sum(stale) == STEPS - 2
 
 
 def test_a_signal_waits_while_held_and_a_second_one_forces() -> None:

@@ -62,3 +62,29 @@ def test_opd_run_with_vllm_sampler_and_teacher(
     # (before steps 2 and 3 and the final evaluation); step 1 found them unchanged
     syncs = [line for line in (out / "app.log").read_text().splitlines() if "weight sync" in line]
     assert len(syncs) == 4, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_overlap_with_the_vllm_sampler_samples_ahead(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """train.overlap with sampler=vllm and an HF teacher: steps 2 and 3 were sampled ahead."""
+    models: TinyModels = vllm_models(tmp_path_factory)
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "opd_core",
+        *tiny_run_overrides(models, out, steps=3),
+        "eval.teacher=false",
+        "sampler=vllm",
+        "sampler.dtype=float32",
+        "train.overlap=true",
+        *engine_overrides("sampler"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [m["overlap/stale_steps"] for m in metrics] == [0, 1, 1]
+    assert all(m["tokens"] > 0 and m["overlap/sample_s"] > 0 for m in metrics[1:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from conftest import TinyModels
-from opd_core import GenerationParams, Prompt, RolloutBatch
+from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
 from opd_core.generation import HFGenerator
 from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import LoadedModel, ModelSpec, gather_logprobs, next_token_logits
@@ -145,6 +146,50 @@ def test_samples_follow_the_students_weights(sampler: VLLMSampler, student: Load
     torch.manual_seed(1)
     restored = sampler.opd_sample_rollouts(prompts=PROMPTS, samples_per_prompt=4)
     assert restored.completions == before.completions  # synced back, same seed: same samples
+
+
+def test_prefetched_samples_come_from_the_weights_before_the_update(
+    sampler: VLLMSampler, student: LoadedModel
+) -> None:
+    """train.overlap: prepare syncs the engine, the engine samples in a background thread while
+    the student changes, and the samples are those of the weights prepare saw."""
+    from opd_core.overlap import Prefetch
+
+    model = student.model
+    prefetcher = sampler.opd_rollout_prefetcher()
+    assert prefetcher is not None
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    before = copy.deepcopy(model).eval()
+    try:
+        torch.manual_seed(1)
+        pending = Prefetch(2, None, prefetcher.prepare(PROMPTS, samples_per_prompt=4))
+        with torch.no_grad():  # the update, while the engine samples
+            for weight in model.parameters():
+                weight.add_(0.05 * torch.randn_like(weight))
+        batch = pending.result()
+        assert pending.metrics()["overlap/stale_steps"] == 1
+        assert max_logprob_error(before, batch) < TOLERANCE
+        assert max_logprob_error(model.eval(), batch) > 100 * TOLERANCE
+        torch.manual_seed(1)  # the same seeds as sampling now, before the change
+        model.load_state_dict(original)
+        assert batch.completions == sampler.opd_sample_rollouts(PROMPTS, 4).completions
+    finally:
+        model.load_state_dict(original)
+
+
+def test_sampling_ahead_beside_another_engine_is_refused(sampler: VLLMSampler) -> None:
+    from opd_vllm import engine
+
+    class OtherEngine:
+        pass
+
+    other = OtherEngine()
+    engine._RUNNING.add(other)  # as teacher=vllm's engine would be
+    try:
+        with pytest.raises(OPDError, match="cannot run beside 1 other vLLM engine"):
+            sampler.opd_rollout_prefetcher()
+    finally:
+        engine._RUNNING.discard(other)
 
 
 def test_eval_generator_syncs_and_decodes_like_hf(
