@@ -119,9 +119,12 @@ def plan(quick: bool) -> tuple[Point, list[Point]]:
 # ------------------------------------------------------------------------ models and prompts
 
 
-def build_models(folder: Path, student: Shape, teacher: Shape) -> dict[str, Any]:
+def build_models(
+    folder: Path, student: Shape, teacher: Shape, unreachable_eos: bool = True
+) -> dict[str, Any]:
     """Save a random-init student and teacher sharing the arithmetic tokenizer under ``folder``
-    (reused when already there); return their sizes."""
+    (reused when already there); return their sizes. With ``unreachable_eos`` their EOS is a
+    token past their vocabulary, so every completion runs to the token limit."""
     info_path = folder / "info.json"
     if info_path.exists():
         return dict(json.loads(info_path.read_text()))
@@ -137,8 +140,9 @@ def build_models(folder: Path, student: Shape, teacher: Shape) -> dict[str, Any]
         )
         for role, shape, seed in (("student", student, 0), ("teacher", teacher, 1))
     }
-    tokenizer.add_special_tokens({"eos_token": UNREACHABLE_EOS})  # past the models' vocabulary
-    eos = tokenizer.convert_tokens_to_ids(UNREACHABLE_EOS)
+    if unreachable_eos:
+        tokenizer.add_special_tokens({"eos_token": UNREACHABLE_EOS})  # past the vocabulary
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
     info: dict[str, Any] = {"vocab": built["student"].config.vocab_size}
     for role, model in built.items():
         info[f"{role}_params"] = sum(p.numel() for p in model.parameters())
@@ -173,38 +177,26 @@ class StepClock:
         self.tokens: list[float] = []
         """Mean completion tokens of each step's rollouts."""
         self.flops: list[float] = []
+        self.overlap: list[dict[str, float]] = []
+        """Each step's ``overlap/*`` metrics (``train.overlap``; empty dicts without)."""
 
     def step_times(self, warmup: int) -> list[float]:
         return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)][warmup:]
 
 
-def run_opd(point: Point, models: Path, out: Path, clock: StepClock) -> None:
-    """opd-core's trainer for ``point.warmup + point.steps`` steps."""
-    from hydra import compose, initialize_config_dir
-
-    from opd_core import hookimpl
-    from opd_core.app import CONF_DIR, run
-    from opd_core.plugin_manager import make_plugin_manager
-
-    class Clock:
-        @hookimpl
-        def opd_step_end(self, ctx: object, step: int, metrics: dict[str, float]) -> None:
-            clock.ends.append(time.perf_counter())
-            clock.stages.append(
-                {k[5:-2]: float(v) for k, v in metrics.items() if k.startswith("time/")}
-            )
-            clock.tokens.append(metrics["tokens"] / metrics["sequences"])
-            clock.flops.append(metrics["flops_step/student"] + metrics["flops_step/teacher"])
-
-    overrides = [
+def opd_overrides(point: Point, models: Path, steps: int | None = None) -> list[str]:
+    """opd-core's side of ``point`` (``+experiment=opd``, sampler=hf, teacher=hf) for ``steps``
+    steps (default ``point.warmup + point.steps``), as command-line overrides."""
+    steps = point.warmup + point.steps if steps is None else steps
+    return [
         "+task=arithmetic",
         "+teacher=hf",
         "+experiment=opd",
         f"teacher.model.path={models / 'teacher'}",
         f"student.model.path={models / 'student'}",
-        f"task.train_size={point.prompts * (point.warmup + point.steps)}",
+        f"task.train_size={point.prompts * steps}",
         "task.eval_size=1",
-        f"train.steps={point.warmup + point.steps}",
+        f"train.steps={steps}",
         f"train.prompts_per_step={point.prompts}",
         "train.samples_per_prompt=1",
         f"train.micro_batch_size={point.prompts}",
@@ -224,6 +216,33 @@ def run_opd(point: Point, models: Path, out: Path, clock: StepClock) -> None:
         "device=cpu",
         "progress=false",
     ]
+
+
+def run_opd(
+    point: Point, models: Path, out: Path, clock: StepClock, overrides: list[str] | None = None
+) -> None:
+    """opd-core's trainer on ``overrides`` (default: :func:`opd_overrides` of ``point``)."""
+    from hydra import compose, initialize_config_dir
+
+    from opd_core import hookimpl
+    from opd_core.app import CONF_DIR, run
+    from opd_core.plugin_manager import make_plugin_manager
+
+    class Clock:
+        @hookimpl
+        def opd_step_end(self, ctx: object, step: int, metrics: dict[str, float]) -> None:
+            clock.ends.append(time.perf_counter())
+            clock.stages.append(
+                {k[5:-2]: float(v) for k, v in metrics.items() if k.startswith("time/")}
+            )
+            clock.tokens.append(metrics["tokens"] / metrics["sequences"])
+            clock.flops.append(metrics["flops_step/student"] + metrics["flops_step/teacher"])
+            clock.overlap.append(
+                {k: float(v) for k, v in metrics.items() if k.startswith("overlap/")}
+            )
+
+    if overrides is None:
+        overrides = opd_overrides(point, models)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     clock.ends = [time.perf_counter()]
@@ -383,8 +402,16 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
 # ------------------------------------------------------------------------ orchestration
 
 
-def spawn(args: list[str], threads: int, label: str, log: Path) -> dict[str, Any]:
-    """Run ``vs_trl.py --worker ...`` in a fresh process; its JSON answer."""
+def spawn(
+    args: list[str],
+    threads: int,
+    label: str,
+    log: Path,
+    script: str = __file__,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    """Run ``script --worker ...`` (this file by default) with ``python`` in a fresh process;
+    its JSON answer."""
     env = {
         **os.environ,
         "OMP_NUM_THREADS": str(threads),
@@ -394,16 +421,17 @@ def spawn(args: list[str], threads: int, label: str, log: Path) -> dict[str, Any
         "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), str(ROOT / "benchmarks")]),
     }
     answer = log.with_suffix(".json")
-    command = [sys.executable, __file__, "--worker", *args, "--answer", str(answer)]
+    command = [python, script, "--worker", *args, "--answer", str(answer)]
+    tag = Path(script).stem
     started = time.perf_counter()
     with open(log, "w") as handle:
         done = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
     if done.returncode != 0:
-        raise SystemExit(f"[vs_trl] {label} failed (exit {done.returncode}); see {log}")
+        raise SystemExit(f"[{tag}] {label} failed (exit {done.returncode}); see {log}")
     result = dict(json.loads(answer.read_text()))
     steps = ", ".join(f"{s:.2f}" for s in result.get("step_s", []))
     print(
-        f"[vs_trl] {label}: {time.perf_counter() - started:.0f} s"
+        f"[{tag}] {label}: {time.perf_counter() - started:.0f} s"
         + (f", step times {steps}" if steps else ""),
         flush=True,
     )
