@@ -108,7 +108,7 @@ class TrainConfig:
     """What to do with a prompt over ``max_prompt_tokens``: skip it (counted) or stop the run."""
     overlap: bool = False
     """Sample step t+1's rollouts in a background thread while step t updates the weights, from
-    the weights before that update (one step stale; ``opd_core.overlap``, docs/performance.md).
+    the weights before that update (one step stale; ``opd_core.overlap``, docs/objectives.md).
     Needs a sampler that answers ``opd_rollout_prefetcher`` (``hf``, ``vllm``) and one process."""
 
 

@@ -78,9 +78,11 @@ def test_step_t_plus_1_samples_from_the_weights_before_update_t(
 ) -> None:
     out = tmp_path / "overlap"
     overrides = tiny_run_overrides(tiny_models, out, steps=4) + QUIET
-    seen = record_run(compose_config, [*overrides, "train.overlap=true"], out)
+    evaluating = ["eval.every=2", "task.eval_size=4"]  # the evaluation waits for the prefetch
+    seen = record_run(compose_config, [*overrides, *evaluating, "train.overlap=true"], out)
     metrics = read_metrics(out / "metrics.jsonl")
     assert [m["overlap/stale_steps"] for m in metrics] == [0, 1, 1, 1]
+    assert "eval/accuracy" in metrics[1]
     # the snapshot copy is paid in steps 1-3 (the last step prefetches nothing)
     assert ["time/prefetch_s" in m for m in metrics] == [True, True, True, False]
     model = load_hf_model(ModelSpec(str(tiny_models.student)), "student", torch.device("cpu"))

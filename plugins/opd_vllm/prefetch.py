@@ -3,14 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from opd_core import Prompt, RolloutBatch
+import torch
+
+from opd_core import GenerationParams, Prompt, RolloutBatch
+from opd_core.generation import Generated
+from opd_core.modeling import LoadedModel
 from opd_vllm.engine import generate
 from opd_vllm.generation import collect, make_requests
 
-if TYPE_CHECKING:
-    from opd_vllm.sampler import VLLMSampler
+
+class EngineSampler(Protocol):
+    """What the prefetcher uses of :class:`opd_vllm.sampler.VLLMSampler`."""
+
+    student: LoadedModel
+    params: GenerationParams
+    stop_ids: list[int]
+    llm: Any
+
+    def sync_weights(self) -> bool: ...
+
+    def prompt_seeds(self, count: int, samples_per_prompt: int) -> list[int]: ...
+
+    def rollouts(
+        self,
+        prompts: Sequence[Prompt],
+        samples_per_prompt: int,
+        generated: Generated,
+        logprobs_BC: torch.Tensor | None,
+    ) -> RolloutBatch: ...
 
 
 class EnginePrefetcher:
@@ -22,7 +44,7 @@ class EnginePrefetcher:
     update, so the engine holds the weights the rollouts are sampled from until they are done.
     """
 
-    def __init__(self, sampler: VLLMSampler) -> None:
+    def __init__(self, sampler: EngineSampler) -> None:
         self.sampler = sampler
 
     def prepare(
