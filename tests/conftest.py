@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +19,8 @@ from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
 from opd_core.app import CONF_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_TEACHER = Architecture(
     hidden_size=64,
@@ -97,6 +102,20 @@ def tiny_run_overrides(models: TinyModels, out: Path, steps: int = 3) -> list[st
         "progress=false",
         f"hydra.run.dir={out}",
     ]
+
+
+def run_opd_core(overrides: list[str]) -> None:
+    """``python -m opd_core`` with ``overrides`` from the repository root, offline; fails with
+    the run's stderr."""
+    result = subprocess.run(
+        [sys.executable, "-m", "opd_core", *overrides],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.fixture

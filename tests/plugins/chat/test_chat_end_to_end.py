@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import TinyModels
+from conftest import TinyModels, run_opd_core
 from opd_core.metrics import read_metrics
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
@@ -26,11 +21,8 @@ def test_chat_opd_runs_with_a_teacher_on_ifeval_style_prompts(
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"question": "1+2", "answer": "3"}) + "\n")
     out = tmp_path / "run"
-    result = subprocess.run(
+    run_opd_core(
         [
-            sys.executable,
-            "-m",
-            "opd_core",
             "+experiment=chat_opd",
             "+task=chat",
             "+teacher=hf",
@@ -46,14 +38,8 @@ def test_chat_opd_runs_with_a_teacher_on_ifeval_style_prompts(
             "eval.teacher=false",
             "progress=false",
             f"hydra.run.dir={out}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ]
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     metrics = read_metrics(out / "metrics.jsonl")
     assert len(metrics) == 3
     for record in metrics:

@@ -4,23 +4,19 @@ personalization experiment) and on-policy context distillation (``+experiment=do
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import TinyModels
+from conftest import TinyModels, run_opd_core
 from opd_core.metrics import read_metrics
 from opd_core.modeling import gather_logprobs, next_token_logits
 from opd_docs.data import document_prompts, read_documents
 from opd_docs.synthetic import write_company
 from opd_hf.offpolicy import supervised_rollouts
 
-ROOT = Path(__file__).resolve().parents[3]
 CHAT = [
     {"messages": [{"role": "user", "content": "2+3"}, {"role": "assistant", "content": "2+3=5"}]},
     {"prompt": "4*2", "response": "4*2=8"},
@@ -43,19 +39,6 @@ def document_nll(model_dir: Path, docs: Path, tokenizer_dir: Path) -> float:
         logprobs_BT = gather_logprobs(logits_BSV, batch.input_ids_BT)
     mask_BT = batch.completion_mask_BT.float()
     return float(-(logprobs_BT * mask_BT).sum() / mask_BT.sum())
-
-
-def run_opd_core(overrides: list[str]) -> None:
-    """``python -m opd_core`` with ``overrides``, offline; fails with the run's stderr."""
-    result = subprocess.run(
-        [sys.executable, "-m", "opd_core", *overrides],
-        cwd=ROOT,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.mark.slow
@@ -140,7 +123,9 @@ def test_docs_context_shows_each_part_to_the_initial_student_only(
 
     requests = document_prompts(read_documents(docs), count, max_tokens=24, doc_format="chat")
     longest_student_prompt = max(
-        len(tokenizer.apply_chat_template(list(p.messages), add_generation_prompt=True))
+        len(
+            tokenizer.apply_chat_template([dict(m) for m in p.messages], add_generation_prompt=True)
+        )
         for p in requests
     )
     metrics = read_metrics(out / "metrics.jsonl")
