@@ -18,6 +18,7 @@ from opd_arith.build import Architecture, make_model
 from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
+from opd_core import hookimpl
 from opd_core.app import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,6 +117,19 @@ def run_opd_core(overrides: list[str]) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+class StopAtStep:
+    """A plugin that interrupts the run when a step ends (as Ctrl-C would); with
+    ``train.overlap`` the next step's rollouts are then being sampled in the background."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    @hookimpl
+    def opd_step_end(self, ctx: object, step: int, metrics: object) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import torch
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
-from conftest import TinyModels, tiny_run_overrides
-from opd_core import hookimpl
+from conftest import StopAtStep, TinyModels, tiny_run_overrides
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint
 from opd_core.metrics import read_metrics
@@ -60,18 +59,6 @@ def test_on_policy_distillation_lowers_teacher_kl(
         *(["overlap/stale_steps", "overlap/hidden_s", "overlap/wait_s"] if overlap else []),
     ):
         assert key in record, key
-
-
-class StopAtStep:
-    """A plugin that interrupts the run when a step ends (as Ctrl-C would)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @hookimpl
-    def opd_step_end(self, ctx: object, step: int, metrics: object) -> None:
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:

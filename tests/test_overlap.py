@@ -15,7 +15,7 @@ import pytest
 import torch
 from omegaconf import DictConfig
 
-from conftest import TinyModels, tiny_run_overrides
+from conftest import StopAtStep, TinyModels, tiny_run_overrides
 from opd_core import OPDError, RolloutBatch, hookimpl
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint
@@ -99,19 +99,6 @@ def test_step_t_plus_1_samples_from_the_weights_before_update_t(
     without = record_run(compose_config, tiny_run_overrides(tiny_models, plain, 4) + QUIET, plain)
     assert seen.prompt_ids() == without.prompt_ids()
     assert "overlap/stale_steps" not in read_metrics(plain / "metrics.jsonl")[0]
-
-
-class StopAtStep:
-    """Interrupts the run when a step ends (as Ctrl-C would), with the next step's rollouts
-    being sampled in the background."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    @hookimpl
-    def opd_step_end(self, ctx: object, step: int, metrics: object) -> None:
-        if step == self.step:
-            raise KeyboardInterrupt
 
 
 def test_resume_selects_and_samples_the_prefetched_step_again(
