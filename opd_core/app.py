@@ -11,6 +11,7 @@ shows tracebacks.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -61,6 +62,18 @@ def run(
     return summary
 
 
+def exit_now(status: int) -> None:
+    """End an interrupted run's process with ``status`` once its logs are flushed, skipping
+    interpreter teardown: everything is saved by then, and a thread that sampled ahead
+    (``train.overlap``) can still be unwinding its native thread state, which C++ static
+    destructors running beside it abort on ("terminate called without an active exception",
+    status -6 instead of 130)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main() -> None:
     """Entry point of ``python -m opd_core`` and the ``opd-core`` script."""
     try:
@@ -97,7 +110,7 @@ def _main() -> None:
                 run(cfg, output_dir, interrupts=interrupts)
         except RunInterrupted as stop:
             print(interrupt_line(stop, output_dir, overrides), file=sys.stderr, flush=True)
-            sys.exit(stop.exit_status)
+            exit_now(stop.exit_status)
         except Exception as err:
             if debug_requested():
                 raise
