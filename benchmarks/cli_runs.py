@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from opd_core.curves import Curve, first_reaching
+from opd_report.curves import Curve, first_reaching
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ Every method starts from the embedded demo's student (SFT-initialised to a middl
 its arithmetic task, with 128 sequences per step, the same learning rate and schedule, and the
 same evaluation (greedy accuracy on 500 held-out problems every 25 steps). Each run is a real
 ``python -m opd_core`` process (``OMP_NUM_THREADS=1`` per process; ``--jobs`` run at once). The
-report reads the run folders back (``opd_core.curves``) and writes into ``docs/results/``:
+report reads the run folders back (``opd_report.curves``) and writes into ``docs/results/``:
 
 - ``comparison.md``: per method the seeds, final accuracy (mean ± std), steps, FLOPs and
   training seconds to 90% and 95% of the teacher (median over the seeds that got there), and the
@@ -37,7 +37,7 @@ from typing import Any
 
 from cli_runs import cost_to, median_or_none, run_cli
 
-from opd_core.curves import Curve, CurvePoint, first_reaching, load_curve
+from opd_report.curves import Curve, CurvePoint, first_reaching, load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

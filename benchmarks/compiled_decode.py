@@ -3,7 +3,7 @@
     python benchmarks/compiled_decode.py          # about 5 min on 2 quiet CPU cores
     python benchmarks/compiled_decode.py --quick  # tiny model: checks the script
 
-The sampler (``opd_core.generation.decode``) runs one single-token forward of the student per
+The sampler (``opd_hf.generation.decode``) runs one single-token forward of the student per
 sampled token over a static KV cache. On a small model each step is bound by per-operation
 overhead (issue 13's profile), which is what ``torch.compile`` removes by fusing operations. This
 script times, on vs_trl's random-init 10.7M student, 32 rows:
@@ -57,9 +57,9 @@ def main() -> None:
     torch.manual_seed(0)
     from transformers import AutoModelForCausalLM
 
-    from opd_core.generation import decode, make_cache
     from opd_core.modeling import forward_accepts
     from opd_core.types import GenerationParams
+    from opd_hf.generation import decode, make_cache
 
     pair = "tiny" if args.quick else "10M/50M"
     folder = ROOT / "outputs" / "compiled_decode" / pair.replace("/", "_")

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from opd_core.curves import load_curve
+from opd_report.curves import load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

@@ -25,8 +25,8 @@ from typing import Any
 
 from cli_runs import cost_to, run_cli
 
-from opd_core.cache import cache_root
-from opd_core.curves import Curve, load_curve
+from opd_core.lib.cache import cache_root
+from opd_report.curves import Curve, load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

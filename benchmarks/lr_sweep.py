@@ -25,7 +25,7 @@ from typing import Any
 
 from compare_objectives import DEFAULT_STEPS, METHODS, RESULTS, ROOT, SWEEP_JSON, run_dir, run_one
 
-from opd_core.curves import Curve, first_reaching, load_curve
+from opd_report.curves import Curve, first_reaching, load_curve
 
 DEFAULT_LRS = (1e-3, 2e-3)
 SWEPT = (

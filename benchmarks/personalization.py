@@ -65,7 +65,7 @@ IFEVAL_METRIC = "ifeval/prompt_level_strict_acc"
 
 def prepare_data(out: Path, args: argparse.Namespace) -> dict[str, Path]:
     """Fetch the model and prompts, write the company, split the prompts, write chat data."""
-    from opd_core.assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
+    from opd_assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
 
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -100,9 +100,9 @@ def original_answers(prompts: list[str], max_new_tokens: int) -> list[dict[str, 
     import torch
 
     from opd_core import GenerationParams, Prompt
-    from opd_core.generation import HFGenerator
     from opd_core.modeling import ModelSpec, load_model
     from opd_core.plugin_manager import make_plugin_manager
+    from opd_hf.generation import HFGenerator
 
     print(f"[data] the original model answers {len(prompts)} chat prompts", flush=True)
     started = time.perf_counter()

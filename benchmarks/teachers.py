@@ -36,8 +36,8 @@ from typing import Any
 
 from cli_runs import run_cli
 
-from opd_core.curves import Curve, load_curve
 from opd_core.metrics import read_metrics
+from opd_report.curves import Curve, load_curve
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"

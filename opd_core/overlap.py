@@ -147,27 +147,3 @@ def plan_overlap(
             ", ".join(STALE_ROLLOUTS),
         )
     return prefetcher
-
-
-def on_side_stream(
-    sample: Callable[[], Callable[[], RolloutBatch]], device: torch.device
-) -> Callable[[], Callable[[], RolloutBatch]]:
-    """``sample`` (a prefetcher's background function), run on a CUDA stream of its own when
-    ``device`` is a GPU, so that its kernels can run beside training's instead of queueing
-    behind them on one stream. The stream first waits for the work queued so far on the
-    calling thread's stream (the weight copy); ``sample`` ends with its stream drained. On
-    other devices ``sample`` itself."""
-    if device.type != "cuda":
-        return sample
-    ready = torch.cuda.Event()
-    ready.record(torch.cuda.current_stream(device))
-    stream = torch.cuda.Stream(device)
-
-    def run() -> Callable[[], RolloutBatch]:
-        with torch.cuda.stream(stream):
-            stream.wait_event(ready)
-            finish = sample()
-        stream.synchronize()
-        return finish
-
-    return run

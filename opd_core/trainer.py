@@ -44,6 +44,7 @@ from opd_core.checkpoint import (
 )
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
+from opd_core.devices import pick_device
 from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
@@ -659,16 +660,6 @@ def merge_score_requests(requests: Sequence[ScoreRequest | None]) -> ScoreReques
     if not asked:
         return None
     return ScoreRequest(top_k=max(r.top_k for r in asked))
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` is the first CUDA device when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as err:
-        raise OPDError(f"Invalid device={name!r}: use auto, cpu, cuda or cuda:N.") from err
 
 
 def prepare_student(model: Any, cfg: RunConfig) -> Any:

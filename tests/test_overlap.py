@@ -19,11 +19,11 @@ from conftest import StopAtStep, TinyModels, tiny_run_overrides
 from opd_core import OPDError, RolloutBatch, hookimpl
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint
-from opd_core.hf_loading import load_hf_model
 from opd_core.metrics import read_metrics
 from opd_core.modeling import ModelSpec, gather_logprobs, next_token_logits
 from opd_core.overlap import plan_overlap
 from opd_core.plugin_manager import make_plugin_manager
+from opd_hf.loading import load_hf_model
 
 Compose = Callable[[list[str]], DictConfig]
 QUIET = ["eval.teacher=false", "eval.at_start=false", "train.lr=1e-2"]

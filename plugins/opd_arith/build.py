@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen3Config, 
 from opd_arith.problems import ArithmeticProblem, grade, make_problems, to_prompt
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
-from opd_core.locks import cache_lock
+from opd_core.api import cache_lock
 
 BUILD_FORMAT_VERSION = 2
 """Bumped when the build's code changes what a spec produces, so stale cache entries are unused."""
@@ -214,8 +214,8 @@ def evaluate_accuracy(
     batch_size: int = 100,
 ) -> float:
     """Fraction of ``problems`` the model answers exactly right with greedy decoding."""
-    from opd_core.generation import HFGenerator
-    from opd_core.types import GenerationParams
+    from opd_core.api import GenerationParams
+    from opd_hf.generation import HFGenerator
 
     generator = HFGenerator("model", model, tokenizer, batch_size)
     prompts = [to_prompt(p, "eval", i) for i, p in enumerate(problems)]

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerFast
 from opd_arith.build import DemoSpec, make_model
 from opd_arith.sft import sft
 from opd_arith.tokenizer import BOS, PAD, ROLE_TOKENS, wrap_tokenizer
-from opd_core.locks import cache_lock
+from opd_core.api import cache_lock
 
 EOS_BPE = "</s>"
 

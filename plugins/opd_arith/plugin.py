@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING
 
 from opd_arith.problems import grade, to_prompt
 from opd_core import OPDError, Prompt, hookimpl
-from opd_core.cache import cache_root
+from opd_core.api import cache_root
 
 if TYPE_CHECKING:
     import torch
 
-    from opd_core.modeling import LoadedModel, ModelSpec
-    from opd_core.registry import Registry
+    from opd_core.api import LoadedModel, ModelSpec, Registry
 
 DEMO_SCHEME = "demo://arithmetic/"
 CONTEXT_FRACTION = 0.5
@@ -86,7 +85,7 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
             "teacher=context)."
         )
     from opd_arith.build import DemoSpec, build_demo_models
-    from opd_core.hf_loading import load_hf_model
+    from opd_hf.loading import load_hf_model
 
     if which == "teacher_bpe":
         from opd_arith.other_tokenizer import build_bpe_teacher

@@ -19,7 +19,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from opd_core.types import Prompt
+from opd_core.api import Prompt
 
 ANSWER_MARKER = "#"
 """Marks the final answer at the end of a solution (``... #11``)."""

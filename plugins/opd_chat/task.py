@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from opd_core import Prompt, hookimpl
-from opd_core.chat_data import ChatExample, ChatFields, parse_chat_record, read_chat_jsonl
-from opd_core.rows import load_rows
+from opd_core.api import ChatExample, ChatFields, load_rows, parse_chat_record, read_chat_jsonl
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ student's completion tokens after a longer prefix. See docs/teachers.md.
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 
 @hookimpl

@@ -26,10 +26,7 @@ from opd_core import (
     TeacherScores,
     hookimpl,
 )
-from opd_core.context import RunContext
-from opd_core.flops import ModelShape
-from opd_core.modeling import encode_prompts
-from opd_core.registry import Registry
+from opd_core.api import ModelShape, Registry, RunContext, encode_prompts
 
 
 class ContextTeacher:

@@ -8,7 +8,7 @@ writes a fictional company's documents and questions for benchmarks.
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, Prompt, hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 from opd_docs.data import read_documents
 from opd_docs.qa import QAItem, answer_matches, read_qa_jsonl
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from opd_core import OPDError
-from opd_core.jsonl import read_jsonl
+from opd_core.api import read_jsonl
 
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _DECIMAL_POINT = re.compile(r"(?<=\d)\.(?=\d)")

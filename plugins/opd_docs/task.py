@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from opd_core import OPDError, Prompt, hookimpl
-from opd_core.chat_data import read_chat_jsonl
-from opd_core.context import RunContext
+from opd_core.api import RunContext, read_chat_jsonl
 from opd_docs.data import DOC_FORMATS, document_prompts, mix, read_documents
 
 log = logging.getLogger("opd_core")

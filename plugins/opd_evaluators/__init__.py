@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, hookimpl
-from opd_core.context import RunContext
-from opd_core.registry import Registry
+from opd_core.api import Registry, RunContext
 
 log = logging.getLogger("opd_core")
 

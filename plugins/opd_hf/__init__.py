@@ -1,12 +1,28 @@
-"""The Hugging Face ``transformers`` backend: model loading, the student sampler, the teacher."""
+"""The Hugging Face ``transformers`` backend: model loading (:mod:`opd_hf.loading`), the decode
+loop (:mod:`opd_hf.generation`), the student sampler and the teacher."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from opd_core import hookimpl
-from opd_core.registry import Registry
-from opd_hf.loading import opd_load_model
+from opd_core.api import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from opd_core.api import LoadedModel, ModelSpec
 
 __all__ = ["opd_load_model", "opd_register_components"]
+
+
+@hookimpl(trylast=True)
+def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedModel:
+    """The fallback model loader: ``spec.path`` (a local folder, a Hub id or a ``.gguf`` file)
+    is loaded with transformers when no other plugin claims it."""
+    from opd_hf.loading import load_hf_model  # torch and transformers, when a model loads
+
+    return load_hf_model(spec, role, device)
 
 
 @hookimpl

@@ -21,9 +21,7 @@ from typing import Any
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
-from opd_core.context import RunContext
-from opd_core.generation import eos_ids
-from opd_core.modeling import load_model, next_token_logits, pad_left, render_prompt
+from opd_core.api import RunContext, eos_ids, load_model, next_token_logits, pad_left, render_prompt
 from opd_hf.char_spans import SPLITS, Span, piece_spans, segment_values, spread, token_pieces
 from opd_hf.teacher import HFTeacher
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import copy
 
-from opd_core.context import RunContext
-from opd_core.modeling import LoadedModel
+from opd_core.api import LoadedModel, RunContext
 from opd_hf.teacher import HFTeacher
 
 

@@ -8,8 +8,7 @@ from typing import Any
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
-from opd_core.context import RunContext
-from opd_core.modeling import encode_prompts, pad_left, pad_right
+from opd_core.api import RunContext, encode_prompts, pad_left, pad_right
 from opd_hf.sampler import HFSampler
 
 

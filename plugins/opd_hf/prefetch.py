@@ -10,16 +10,17 @@ from typing import Any
 import torch
 
 from opd_core import GenerationParams, Prompt, RolloutBatch
-from opd_core.generation import (
+from opd_core.api import (
     Generated,
+    LoadedModel,
     completion_mask,
     completion_pad_id,
-    decode_batches,
+    encode_prompts,
     eos_ids,
+    on_side_stream,
     sampled_rollout_batch,
 )
-from opd_core.modeling import LoadedModel, encode_prompts
-from opd_core.overlap import on_side_stream
+from opd_hf.generation import decode_batches
 
 
 def frozen_copy(model: Any) -> Any:

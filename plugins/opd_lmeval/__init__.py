@@ -7,7 +7,7 @@ lm-eval is an optional dependency (``pip install 'opd-core[eval]'``), imported o
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 __all__ = ["opd_register_components"]
 

@@ -10,10 +10,7 @@ from typing import Any
 import torch
 
 from opd_core import EvalResult, Generator, OPDError, hookimpl
-from opd_core.checkpoint import capture_rng, restore_rng
-from opd_core.context import RunContext
-from opd_core.eval_roles import parse_eval_roles
-from opd_core.modeling import LoadedModel
+from opd_core.api import LoadedModel, RunContext, capture_rng, parse_eval_roles, restore_rng
 from opd_lmeval.results import flatten_results
 from opd_lmeval.tasks import TaskSelection, load_task_manager
 

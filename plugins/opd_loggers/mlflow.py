@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 from opd_loggers.tracker import Tracker, flatten, require
 
 BAD_KEY_CHARS = re.compile(r"[^\w\-. /]")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 from opd_loggers.tracker import Tracker, require
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from opd_core import OPDError, hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 
 
 class Tracker(ABC):

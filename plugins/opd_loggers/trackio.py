@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from opd_core import OPDError
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 from opd_loggers.tracker import Tracker, require
 
 log = logging.getLogger("opd_core.loggers")

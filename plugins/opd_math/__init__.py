@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 
 @hookimpl

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opd_core import Prompt, hookimpl
-from opd_core.rows import load_rows, require_columns
+from opd_core.api import load_rows, require_columns
 from opd_math.grading import grade_math
 
 

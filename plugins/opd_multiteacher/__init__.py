@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from opd_core import hookimpl
 
 if TYPE_CHECKING:
-    from opd_core.registry import Registry
+    from opd_core.api import Registry
 
 
 @hookimpl

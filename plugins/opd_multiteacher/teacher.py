@@ -8,9 +8,7 @@ from typing import Any
 import torch
 
 from opd_core import Generator, OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
-from opd_core.context import RunContext
-from opd_core.reduction import Sum
-from opd_core.registry import Registry
+from opd_core.api import Registry, RunContext, Sum
 
 
 class MultiTeacher:

@@ -8,7 +8,7 @@ config chooses.
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 ADVANTAGES = {
     "reverse_kl": "opd_objectives.reverse_kl:ReverseKL",

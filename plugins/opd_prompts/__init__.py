@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opd_core import Prompt, hookimpl
-from opd_core.context import RunContext
-from opd_core.registry import Registry
+from opd_core.api import Registry, RunContext
 
 
 class ShuffledPasses:

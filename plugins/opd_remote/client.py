@@ -9,7 +9,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from opd_core.errors import OPDError
+from opd_core.api import OPDError
 
 log = logging.getLogger("opd_core.remote")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from opd_core.modeling import LoadedModel, pad_left, position_ids_from_mask
+from opd_core.api import LoadedModel, pad_left, position_ids_from_mask
 from opd_remote.request import CompletionsRequest
 
 

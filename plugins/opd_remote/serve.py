@@ -35,8 +35,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opd_core.errors import OPDError
-from opd_core.modeling import ModelSpec, load_model
+from opd_core.api import ModelSpec, OPDError
 from opd_remote.limits import ServerLimits, flag
 from opd_remote.request import RequestError, parse_request
 from opd_remote.scorer import Scorer, completion_response
@@ -325,13 +324,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s")
 
-    from opd_core.plugin_manager import make_plugin_manager
-    from opd_core.trainer import pick_device
+    from opd_core.api import load_model_outside_a_run, pick_device
 
     try:
         device = pick_device(args.device)
-        loaded = load_model(
-            make_plugin_manager().hook, ModelSpec(args.model, dtype=args.dtype), "teacher", device
+        loaded = load_model_outside_a_run(
+            ModelSpec(args.model, dtype=args.dtype), "teacher", device
         )
         server = serve(
             Scorer(loaded, args.name or args.model, args.batch_size),

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from opd_core import Generator, OPDError, RolloutBatch, TeacherScores, hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 from opd_remote.client import CompletionsClient
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from opd_core import hookimpl
 
 if TYPE_CHECKING:
-    from opd_core.context import RunContext
+    from opd_core.api import RunContext
 
 log = logging.getLogger("opd_core.report")
 

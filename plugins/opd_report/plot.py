@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from opd_core.curves import load_curve
+from opd_report.curves import load_curve
 
 log = logging.getLogger("opd_core.report")
 

@@ -8,7 +8,7 @@ sets them up. docs/vllm.md
 from __future__ import annotations
 
 from opd_core import hookimpl
-from opd_core.registry import Registry
+from opd_core.api import Registry
 
 __all__ = ["opd_register_components"]
 

@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from opd_core.errors import OPDError
-from opd_core.modeling import resolve_dtype
+from opd_core.api import OPDError, resolve_dtype
 
 log = logging.getLogger("opd_core.vllm")
 

@@ -14,9 +14,14 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from opd_core.generation import Generated, completion_mask, decode_completions
-from opd_core.modeling import encode_prompts
-from opd_core.types import GenerationParams, Prompt
+from opd_core.api import (
+    Generated,
+    GenerationParams,
+    Prompt,
+    completion_mask,
+    decode_completions,
+    encode_prompts,
+)
 from opd_vllm.engine import generate, import_vllm
 from opd_vllm.logprobs import sampled_logprobs
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from opd_core.errors import OPDError
+from opd_core.api import OPDError
 
 
 def flat_grid(flat: Any, positions: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,7 @@ from typing import Any, Protocol
 import torch
 
 from opd_core import GenerationParams, Prompt, RolloutBatch
-from opd_core.generation import Generated
-from opd_core.modeling import LoadedModel
+from opd_core.api import Generated, LoadedModel
 from opd_vllm.engine import generate
 from opd_vllm.generation import collect, make_requests
 

@@ -19,8 +19,7 @@ from opd_core import (
     RolloutPrefetcher,
     hookimpl,
 )
-from opd_core.context import RunContext
-from opd_core.generation import Generated, eos_ids, rollout_batch
+from opd_core.api import Generated, RunContext, eos_ids, rollout_batch
 from opd_vllm.engine import EngineOptions, running_engines, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, sample
 from opd_vllm.prefetch import EnginePrefetcher

@@ -8,14 +8,14 @@ from typing import Any
 import torch
 
 from opd_core import Generator, OPDError, RolloutBatch, TeacherScores, hookimpl
-from opd_core.context import RunContext
-from opd_core.flops import ModelShape
-from opd_core.generation import eos_ids
-from opd_core.modeling import (
+from opd_core.api import (
     TEMPLATE_PROBE,
+    ModelShape,
     ModelSpec,
+    RunContext,
     check_same_rendering,
     check_same_vocabulary,
+    eos_ids,
 )
 from opd_vllm.engine import EngineOptions, generate, import_vllm, start_engine, stop_engine
 from opd_vllm.generation import VLLMGenerator, unpadded_rows

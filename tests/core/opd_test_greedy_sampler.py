@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from opd_core import Prompt, hookimpl
-from opd_core.generation import Generated, generate
 from opd_core.registry import Registry
+from opd_core.rollouts import Generated
+from opd_hf.generation import generate
 from opd_hf.sampler import HFSampler
 
 

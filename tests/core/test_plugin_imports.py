@@ -1,5 +1,7 @@
-"""Layout rules, checked on the source: a plugin imports only ``opd_core`` and its own modules,
-``opd_core`` imports no plugin, and no plugin's modules import each other in a cycle."""
+"""Layout rules, checked on the source: a plugin imports opd-core only through its plugin API
+(``opd_core`` and ``opd_core.api``), other plugins only where its ``DEPENDS_ON`` declares them
+(acyclically), its own modules without cycles; the kernel imports neither the library
+(``opd_core.lib``, reached through the API) nor any plugin."""
 
 from __future__ import annotations
 
@@ -12,6 +14,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "__init__.py").is_file())
 PLUGIN_NAMES = {p.name for p in PLUGINS}
+EXAMPLE = ROOT / "examples" / "opd-example-task" / "opd_example_task"
+PLUGIN_API = {"opd_core", "opd_core.api"}
+KERNEL = sorted(p for p in (ROOT / "opd_core").glob("*.py") if p.name != "api.py")
+
+
+def declared_dependencies(plugin: Path) -> set[str]:
+    """The plugins that ``plugin``'s ``__init__`` names in ``DEPENDS_ON``."""
+    tree = ast.parse((plugin / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "DEPENDS_ON" for t in node.targets
+        ):
+            return set(ast.literal_eval(node.value))
+    return set()
 
 
 def module_name(path: Path, package_dir: Path) -> str:
@@ -40,14 +56,48 @@ def package_files(package_dir: Path) -> list[Path]:
 
 
 @pytest.mark.parametrize("plugin", PLUGINS, ids=lambda p: p.name)
-def test_a_plugin_imports_only_opd_core_and_itself(plugin: Path) -> None:
+def test_a_plugin_imports_only_itself_and_the_plugins_it_declares(plugin: Path) -> None:
+    allowed = declared_dependencies(plugin) | {plugin.name}
+    assert declared_dependencies(plugin) <= PLUGIN_NAMES
     foreign = [
         f"{path.relative_to(ROOT)}:{line} imports {module}"
         for path in package_files(plugin)
         for line, module in imports(path, module_name(path, plugin))
-        if module.split(".")[0] in PLUGIN_NAMES - {plugin.name}
+        if module.split(".")[0] in PLUGIN_NAMES - allowed
     ]
-    assert not foreign, "move what plugins share into opd_core:\n" + "\n".join(foreign)
+    assert not foreign, (
+        "move what plugins share into opd_core.api, or declare the dependency in the plugin's "
+        "DEPENDS_ON:\n" + "\n".join(foreign)
+    )
+
+
+def test_declared_plugin_dependencies_have_no_cycle() -> None:
+    graph = {p.name: declared_dependencies(p) for p in PLUGINS}
+    assert find_cycle(graph) is None
+
+
+@pytest.mark.parametrize("plugin", [*PLUGINS, EXAMPLE], ids=lambda p: p.name)
+def test_a_plugin_reaches_opd_core_only_through_the_plugin_api(plugin: Path) -> None:
+    outside = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in package_files(plugin)
+        for line, module in imports(path, module_name(path, plugin))
+        if module.split(".")[0] == "opd_core" and module not in PLUGIN_API
+    ]
+    assert not outside, (
+        "plugins import opd_core and opd_core.api only (the trainer, the plugin manager and the "
+        "overlap machinery are the kernel's own):\n" + "\n".join(outside)
+    )
+
+
+def test_the_kernel_does_not_import_the_library() -> None:
+    found = [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in KERNEL
+        for line, module in imports(path, f"opd_core.{path.stem}")
+        if module.startswith("opd_core.lib")
+    ]
+    assert not found, "\n".join(found)
 
 
 def test_opd_core_imports_no_plugin() -> None:
@@ -106,8 +156,10 @@ def test_the_checks_see_a_foreign_import_and_a_cycle(tmp_path: Path) -> None:
     plugin = tmp_path / "opd_fake"
     plugin.mkdir()
     (plugin / "__init__.py").write_text("")
-    (plugin / "a.py").write_text("def f():\n    from opd_fake.b import g\n    import opd_hf.x\n")
+    (plugin / "a.py").write_text(
+        "def f():\n    from opd_fake.b import g\n    import opd_hf.x\n    import opd_core.trainer\n"
+    )
     (plugin / "b.py").write_text("from .a import f\n")
     found = [m for p in package_files(plugin) for _, m in imports(p, module_name(p, plugin))]
-    assert sorted(found) == ["opd_fake.a", "opd_fake.b", "opd_hf.x"]
+    assert sorted(found) == ["opd_core.trainer", "opd_fake.a", "opd_fake.b", "opd_hf.x"]
     assert find_cycle(submodule_graph(plugin)) == ["opd_fake.a", "opd_fake.b", "opd_fake.a"]

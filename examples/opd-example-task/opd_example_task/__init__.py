@@ -17,8 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from opd_core import hookimpl
-from opd_core.config import store_config_dir
-from opd_core.registry import Registry
+from opd_core.api import Registry, store_config_dir
 
 
 @hookimpl

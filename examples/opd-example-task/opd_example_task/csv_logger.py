@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from opd_core import hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 
 
 class CsvLogger:

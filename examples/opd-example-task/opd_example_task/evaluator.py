@@ -6,7 +6,7 @@ import logging
 import re
 
 from opd_core import EvalResult, GenerationParams, Generator, hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 
 log = logging.getLogger(__name__)
 FINAL_ANSWER = re.compile(r"#\S+\s*$")

@@ -12,7 +12,7 @@ from collections.abc import Generator, Mapping
 from typing import Any
 
 from opd_core import hookimpl
-from opd_core.context import RunContext
+from opd_core.api import RunContext
 
 seconds: dict[str, list[float]] = {}
 """Seconds of each call, by hook name, in the current run."""

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from opd_assets.plugin import opd_load_model
+from opd_assets.smollm2 import SMOLLM2
 from opd_core import OPDError
-from opd_core.assets.smollm2 import SMOLLM2
 from opd_core.modeling import ModelSpec, load_model
 from opd_core.plugin_manager import make_plugin_manager
 from tiny_gguf import write_tiny_gguf

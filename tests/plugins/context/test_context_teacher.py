@@ -18,10 +18,10 @@ from opd_core import OPDError, Prompt, RolloutBatch
 from opd_core.app import run
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
-from opd_core.hf_loading import load_hf_model
 from opd_core.metrics import read_metrics
 from opd_core.modeling import render_prompt
 from opd_core.plugin_manager import make_plugin_manager
+from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 
 Compose = Callable[[list[str]], DictConfig]

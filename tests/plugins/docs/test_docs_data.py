@@ -13,7 +13,7 @@ from transformers import AutoTokenizer
 
 from conftest import TinyModels
 from opd_core import OPDError, Prompt
-from opd_core.chat_data import read_chat_jsonl
+from opd_core.lib.chat_data import read_chat_jsonl
 from opd_docs.data import (
     Document,
     chat_examples_needed,

@@ -12,9 +12,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from conftest import TinyModels
 from opd_arith.plugin import ArithmeticTask
 from opd_core import GenerationParams, OPDError, Prompt, hookimpl
-from opd_core.generation import HFGenerator
 from opd_core.plugin_manager import make_plugin_manager
 from opd_evaluators import TaskAccuracy, accuracy_metrics
+from opd_hf.generation import HFGenerator
 
 
 def test_mean_and_pass_at_k_by_hand() -> None:

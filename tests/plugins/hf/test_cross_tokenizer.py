@@ -23,13 +23,13 @@ from opd_core import OPDError, Prompt, RolloutBatch, ScoreRequest, hookimpl
 from opd_core.app import run
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
-from opd_core.generation import Generated, eos_ids, rollout_batch
-from opd_core.hf_loading import load_hf_model
 from opd_core.metrics import read_metrics
 from opd_core.modeling import encode_prompts, pad_right, render_prompt
 from opd_core.plugin_manager import make_plugin_manager
+from opd_core.rollouts import Generated, eos_ids, rollout_batch
 from opd_hf.char_spans import piece_spans, segment_values, spread, token_pieces
 from opd_hf.cross_tokenizer import CrossTokenizerTeacher
+from opd_hf.loading import load_hf_model
 from opd_hf.teacher import HFTeacher
 
 Compose = Callable[[list[str]], DictConfig]

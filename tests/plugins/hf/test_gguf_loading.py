@@ -12,8 +12,8 @@ from omegaconf import DictConfig
 from opd_core import OPDError
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import LoadedModel, ModelSpec
+from opd_hf.loading import load_hf_model
 from tiny_gguf import TinyGGUF, tiny_llama, tiny_tokenizer, write_gguf, write_tiny_gguf
 
 pytest.importorskip("gguf", reason="the gguf package (extra 'gguf') writes the test's GGUF file")

@@ -10,8 +10,6 @@ from transformers import AutoTokenizer
 
 from conftest import TinyModels
 from opd_core import GenerationParams, OPDError, Prompt
-from opd_core.generation import completion_mask, decode, generate
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import (
     ModelSpec,
     check_same_rendering,
@@ -19,6 +17,9 @@ from opd_core.modeling import (
     gather_logprobs,
     next_token_logits,
 )
+from opd_core.rollouts import completion_mask
+from opd_hf.generation import decode, generate
+from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
 

@@ -9,8 +9,8 @@ import torch
 
 from conftest import TinyModels
 from opd_core import GenerationParams, Prompt, RolloutBatch
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import LoadedModel, ModelSpec, gather_logprobs, next_token_logits
+from opd_hf.loading import load_hf_model
 from opd_hf.prefetch import SnapshotPrefetcher, frozen_copy
 
 CPU = torch.device("cpu")

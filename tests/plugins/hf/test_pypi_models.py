@@ -23,10 +23,10 @@ from opd_core import Prompt, RolloutBatch
 from opd_core.app import run
 from opd_core.config import RunConfig
 from opd_core.context import RunContext
-from opd_core.generation import Generated, rollout_batch
 from opd_core.metrics import read_metrics
 from opd_core.modeling import ModelSpec, encode_prompts, load_model, pad_right
 from opd_core.plugin_manager import make_plugin_manager
+from opd_core.rollouts import Generated, rollout_batch
 from opd_hf.cross_tokenizer import CrossTokenizerTeacher
 
 Compose = Callable[[list[str]], DictConfig]

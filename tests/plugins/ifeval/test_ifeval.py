@@ -13,8 +13,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TinyModels
 from opd_core import GenerationParams, OPDError, Prompt
-from opd_core.generation import HFGenerator
 from opd_core.plugin_manager import build_registry, make_plugin_manager
+from opd_hf.generation import HFGenerator
 from opd_ifeval.data import choose, load_prompts
 from opd_ifeval.evaluator import IFEvalEvaluator
 from opd_ifeval.scoring import IFEvalScorer

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import TinyModels
 from opd_core import OPDError
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import ModelSpec
+from opd_hf.loading import load_hf_model
 from vllm_helpers import CPU, ENGINE, require_vllm, run_context, vllm_models
 
 require_vllm()

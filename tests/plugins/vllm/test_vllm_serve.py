@@ -17,8 +17,8 @@ import torch
 
 from conftest import TinyModels
 from opd_core import Prompt
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import ModelSpec
+from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
 from opd_remote.teacher import RemoteTeacher

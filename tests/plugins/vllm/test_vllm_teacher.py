@@ -12,9 +12,9 @@ import torch
 from conftest import TinyModels
 from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
 from opd_core.flops import ModelShape
-from opd_core.generation import HFGenerator
-from opd_core.hf_loading import load_hf_model
 from opd_core.modeling import LoadedModel, ModelSpec
+from opd_hf.generation import HFGenerator
+from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
 from vllm_helpers import CPU, ENGINE, require_vllm, run_context, vllm_models

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from opd_assets.cache import assets_root, atomic_path
 from opd_core import OPDError
-from opd_core.assets.cache import assets_root, atomic_path
-from opd_core.locks import cache_lock
+from opd_core.api import cache_lock
 
 PUNKT_FILES = ("abbrev_types.txt", "sent_starters.txt", "collocations.tab", "ortho_context.tab")
 """The files NLTK's ``load_punkt_params`` opens in a ``punkt_tab/<language>/`` folder."""

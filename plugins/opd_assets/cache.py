@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from opd_core.cache import cache_root
+from opd_core.api import cache_root
 
 
 def assets_root() -> Path:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from opd_assets.cache import atomic_path, say
 from opd_core import OPDError
-from opd_core.assets.cache import atomic_path, say
-from opd_core.locks import cache_lock
+from opd_core.api import cache_lock
 
 Check = Callable[[Path, str], str]
 """Validates a file (its path, and a label naming it in messages): returns a short description,

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opd_core.errors import OPDError
-from opd_core.metrics import read_metrics
+from opd_core.api import OPDError, read_metrics
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from opd_core.errors import OPDError
-from opd_core.jsonl import read_jsonl
+from opd_core.lib.jsonl import read_jsonl
 from opd_core.types import ChatMessage, Prompt
 
 ROLES = ("system", "user", "assistant")

