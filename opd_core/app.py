@@ -1,4 +1,4 @@
-"""The command line: Hydra composes ``opd_core/conf/``, the trainer runs it.
+"""The command line: Hydra composes ``conf/``, the trainer runs it.
 
 ``python -m opd_core`` runs the embedded demo; ``python -m opd_core +task=math
 +teacher=qwen3_32b`` composes an experiment; ``-m`` sweeps. Whatever ends a run early is one line
@@ -22,13 +22,12 @@ from typing import Any, NoReturn
 import pluggy
 from omegaconf import DictConfig
 
-from opd_core.config import RunConfig
+from opd_core.config import CONF_DIR, RunConfig
 from opd_core.errors import OPDError
 from opd_core.failures import PREFIX, debug_requested, describe
 from opd_core.interrupts import Interrupts, RunInterrupted
 from opd_core.plugin_manager import command_line_plugins, make_plugin_manager, register_configs
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("opd_core")
 
 

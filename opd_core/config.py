@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -26,6 +27,17 @@ if TYPE_CHECKING:
 
 STRATEGIES = ("ddp", "fsdp")
 """``distributed.strategy`` values (:mod:`opd_core.distributed`)."""
+
+
+def _conf_dir() -> Path:
+    """The folder of the primary config and the experiment groups: the top-level ``conf/`` of a
+    checkout, which the wheel carries as ``opd_core/conf/``."""
+    installed = Path(__file__).resolve().parent / "conf"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+
+CONF_DIR = _conf_dir()
+"""Where Hydra composes from; every plugin's own options come from the ConfigStore."""
 
 
 @dataclass(frozen=True)

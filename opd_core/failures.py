@@ -19,7 +19,6 @@ from typing import Any
 
 from opd_core.errors import OPDError, unknown_choice
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 DEBUG_VARIABLES = ("OPD_DEBUG", "HYDRA_FULL_ERROR")
 PREFIX = "opd_core: error: "
 
@@ -195,6 +194,8 @@ def section_keys(section: str) -> list[str]:
 def group_options(group: str) -> list[str]:
     """The options of a config group: the shipped YAML files and what plugins stored."""
     from hydra.core.config_store import ConfigStore
+
+    from opd_core.config import CONF_DIR
 
     names = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
     node: Any = ConfigStore.instance().repo

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real models built offline, and configs composed from ``opd_core/conf/``."""
+"""Shared fixtures: tiny real models built offline, and configs composed from ``conf/``."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from opd_arith.problems import make_problems
 from opd_arith.sft import sft
 from opd_arith.tokenizer import build_tokenizer
 from opd_core import hookimpl
-from opd_core.app import CONF_DIR
+from opd_core.config import CONF_DIR
+from opd_core.plugin_manager import make_plugin_manager
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -132,9 +133,21 @@ class StopAtStep:
             raise KeyboardInterrupt
 
 
+def store_plugin_configs() -> None:
+    """Every installed plugin's options in Hydra's ConfigStore, as the command line stores them
+    before composing (idempotent: a second call stores the same nodes again)."""
+    from hydra.core.config_store import ConfigStore
+
+    make_plugin_manager().hook.opd_register_configs.call_historic(
+        kwargs={"store": ConfigStore.instance()}
+    )
+
+
 @pytest.fixture
 def compose_config() -> Callable[[list[str]], DictConfig]:
-    """Compose ``opd_core/conf/`` with overrides, as the command line would."""
+    """Compose ``conf/`` with overrides, as the command line would."""
+
+    store_plugin_configs()
 
     def _compose(overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

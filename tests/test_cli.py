@@ -42,6 +42,31 @@ def test_cfg_job_prints_the_composed_seed_experiment() -> None:
     assert "name: math" in result.stdout
 
 
+def test_help_opens_with_the_program_and_what_it_does() -> None:
+    result = opd("--help")
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("opd-core: on-policy distillation"), first
+    assert "powered by Hydra" not in first
+
+
+def group_line(help_text: str, group: str) -> str:
+    return next(line for line in help_text.splitlines() if line.startswith(f"{group}: "))
+
+
+def test_a_disabled_plugin_takes_its_options_with_it() -> None:
+    shown = opd("--help")
+    hidden = opd("disable_plugins=[vllm,lm_eval]", "--help")
+    assert hidden.returncode == 0, hidden.stderr
+    assert "vllm" in group_line(shown.stdout, "sampler")
+    assert "vllm" not in group_line(hidden.stdout, "sampler")
+    assert "vllm" not in group_line(hidden.stdout, "teacher")
+    assert "lm_eval" in group_line(shown.stdout, "evaluator")
+    assert "lm_eval" not in group_line(hidden.stdout, "evaluator")
+    chosen = opd("disable_plugins=[vllm]", "sampler=vllm", "--cfg", "job")
+    assert_one_sentence_error(chosen, "sampler")
+
+
 HEAVY = ("torch", "transformers")
 """What ``--help`` and ``--cfg job`` need not import: every plugin loads, no model does."""
 

@@ -23,7 +23,7 @@ import pytest
 from conftest import TinyModels, tiny_run_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "opd_core", "plugins")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "opd_core", "plugins", "conf")
 """What the build needs from the checkout (copied, so the checkout gets no build/ folder)."""
 
 pytestmark = pytest.mark.slow
@@ -105,10 +105,14 @@ def test_the_build_prints_no_warnings(installed: Installed) -> None:
 
 def test_the_wheel_holds_every_config_and_module_of_the_checkout(installed: Installed) -> None:
     in_wheel = set(zipfile.ZipFile(installed.wheel).namelist())
-    expected = {str(p.relative_to(ROOT)) for p in (ROOT / "opd_core").rglob("*.yaml")}
+    expected = {
+        f"opd_core/conf/{p.relative_to(ROOT / 'conf')}" for p in (ROOT / "conf").rglob("*.yaml")
+    }
     expected |= {str(p.relative_to(ROOT)) for p in (ROOT / "opd_core").rglob("*.py")}
-    expected |= {str(p.relative_to(ROOT / "plugins")) for p in (ROOT / "plugins").rglob("*.py")}
+    plugin_files = [*(ROOT / "plugins").rglob("*.py"), *(ROOT / "plugins").rglob("*.yaml")]
+    expected |= {str(p.relative_to(ROOT / "plugins")) for p in plugin_files}
     assert any(name.startswith("opd_core/conf/") for name in expected)
+    assert any(name.startswith("opd_hf/conf/sampler/") for name in expected)
     assert expected - in_wheel == set()
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opd_arith.problems import grade, to_prompt
 from opd_core import OPDError, Prompt, hookimpl
-from opd_core.api import cache_root
+from opd_core.api import cache_root, store_config_dir
 
 if TYPE_CHECKING:
     import torch
@@ -105,3 +105,10 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
     registry.add("task", "arithmetic", ArithmeticTask)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_arith")

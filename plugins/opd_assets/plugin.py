@@ -14,12 +14,12 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opd_assets.gemma3 import GEMMA3_CHAT_TEMPLATE, fetch_gemma3
 from opd_assets.smollm2 import fetch_smollm2
 from opd_core import OPDError, hookimpl
-from opd_core.api import cache_lock
+from opd_core.api import cache_lock, store_config_dir
 
 if TYPE_CHECKING:
     import torch
@@ -100,3 +100,10 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     from opd_hf.loading import load_hf_model
 
     return load_hf_model(replace(spec, path=str(resolve_asset(spec.path))), role, device)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_assets")

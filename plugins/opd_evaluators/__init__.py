@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from opd_core import EvalResult, GenerationParams, Generator, OPDError, hookimpl
-from opd_core.api import Registry, RunContext
+from opd_core.api import Registry, RunContext, store_config_dir
 
 log = logging.getLogger("opd_core")
 
@@ -97,3 +98,10 @@ def accuracy_metrics(grades: list[float], k: int) -> dict[str, float]:
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
     registry.add("evaluator", "task_accuracy", TaskAccuracy)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_evaluators")

@@ -3,17 +3,17 @@ loop (:mod:`opd_hf.generation`), the student sampler and the teacher."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opd_core import hookimpl
-from opd_core.api import Registry
+from opd_core.api import Registry, store_config_dir
 
 if TYPE_CHECKING:
     import torch
 
     from opd_core.api import LoadedModel, ModelSpec
 
-__all__ = ["opd_load_model", "opd_register_components"]
+__all__ = ["opd_load_model", "opd_register_components", "opd_register_configs"]
 
 
 @hookimpl(trylast=True)
@@ -33,3 +33,10 @@ def opd_register_components(registry: Registry) -> None:
     registry.add("teacher", "hf", "opd_hf.teacher:HFTeacher")
     registry.add("teacher", "student_initial", "opd_hf.initial:StudentInitialTeacher")
     registry.add("teacher", "cross_tokenizer", "opd_hf.cross_tokenizer:CrossTokenizerTeacher")
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_hf")

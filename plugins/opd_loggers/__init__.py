@@ -5,8 +5,10 @@ chosen (docs/loggers.md)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from opd_core import hookimpl
-from opd_core.api import Registry
+from opd_core.api import Registry, store_config_dir
 
 
 @hookimpl
@@ -15,3 +17,10 @@ def opd_register_components(registry: Registry) -> None:
     registry.add("logger", "wandb", "opd_loggers.wandb:WandbLogger")
     registry.add("logger", "mlflow", "opd_loggers.mlflow:MLflowLogger")
     registry.add("logger", "trackio", "opd_loggers.trackio:TrackioLogger")
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_loggers")

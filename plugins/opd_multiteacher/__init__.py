@@ -10,9 +10,10 @@ totals, which assume one teacher shape, stay 0).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opd_core import hookimpl
+from opd_core.api import store_config_dir
 
 if TYPE_CHECKING:
     from opd_core.api import Registry
@@ -21,3 +22,10 @@ if TYPE_CHECKING:
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
     registry.add("teacher", "multi", "opd_multiteacher.teacher:MultiTeacher")
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_multiteacher")

@@ -7,8 +7,10 @@ config chooses.
 
 from __future__ import annotations
 
+from typing import Any
+
 from opd_core import hookimpl
-from opd_core.api import Registry
+from opd_core.api import Registry, store_config_dir
 
 ADVANTAGES = {
     "reverse_kl": "opd_objectives.reverse_kl:ReverseKL",
@@ -33,3 +35,10 @@ def opd_register_components(registry: Registry) -> None:
         registry.add("advantage", name, path)
     for name, path in LOSSES.items():
         registry.add("loss", name, path)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_objectives")

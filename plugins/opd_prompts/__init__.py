@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from opd_core import Prompt, hookimpl
-from opd_core.api import Registry, RunContext
+from opd_core.api import Registry, RunContext, store_config_dir
 
 
 class ShuffledPasses:
@@ -47,3 +47,10 @@ class ShuffledPasses:
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
     registry.add("prompts", "shuffle", ShuffledPasses)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_prompts")

@@ -27,8 +27,8 @@ INSTALL_HINT = (
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """The ``vllm.LLM`` settings a config chooses (``opd_core/conf/sampler/vllm.yaml``,
-    ``opd_core/conf/teacher/vllm.yaml``)."""
+    """The ``vllm.LLM`` settings a config chooses (``plugins/opd_vllm/conf/sampler/vllm.yaml``,
+    ``plugins/opd_vllm/conf/teacher/vllm.yaml``)."""
 
     dtype: str = "auto"
     """``auto``: bfloat16 on a GPU that supports it, else float32 (always float32 on CPU)."""

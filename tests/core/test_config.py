@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig
 
-from opd_core.app import CONF_DIR
-from opd_core.config import RunConfig
+from opd_core.config import CONF_DIR, RunConfig
 from opd_core.errors import OPDError
 from opd_core.plugin_manager import build_registry, make_plugin_manager
 from opd_core.trainer import build_components, lr_factor
@@ -21,13 +20,24 @@ Compose = Callable[[list[str]], DictConfig]
 ADDED_GROUPS = {"task", "teacher", "experiment"}  # chosen with "+", not in the defaults list
 
 
-def shipped_options() -> list[tuple[str, str]]:
-    return sorted(
-        (group.name, option.stem)
-        for group in CONF_DIR.iterdir()
-        if group.is_dir()
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIRS = [CONF_DIR, *sorted((ROOT / "plugins").glob("*/conf"))]
+"""The top-level conf/ and every built-in plugin's own."""
+
+
+def shipped_files() -> dict[tuple[str, str], Path]:
+    """``(group, option)`` of every shipped config file (top-level groups only), and its path."""
+    return {
+        (group.name, option.stem): option
+        for root in CONF_DIRS
+        for group in root.iterdir()
+        if group.is_dir() and group.name != "hydra"
         for option in group.glob("*.yaml")
-    )
+    }
+
+
+def shipped_options() -> list[tuple[str, str]]:
+    return sorted(shipped_files())
 
 
 def overrides_for(group: str, option: str) -> list[str]:
@@ -58,7 +68,7 @@ def test_every_shipped_config_composes_and_validates(
 
 @pytest.mark.parametrize(("group", "option"), shipped_options())
 def test_every_config_file_starts_with_the_command_that_runs_it(group: str, option: str) -> None:
-    lines = (CONF_DIR / group / f"{option}.yaml").read_text().splitlines()
+    lines = shipped_files()[(group, option)].read_text().splitlines()
     comments = [line for line in lines[:3] if line.startswith("#")]
     assert any("python -m opd_core" in line for line in comments), f"{group}/{option}.yaml"
 
@@ -189,7 +199,20 @@ def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> Non
 
 
 def test_conf_dir_is_the_top_level_conf_folder() -> None:
-    assert Path(__file__).resolve().parents[2] / "opd_core" / "conf" == CONF_DIR
+    assert ROOT / "conf" == CONF_DIR
+    assert (CONF_DIR / "config.yaml").is_file()
+
+
+def test_every_built_in_plugin_stores_its_own_options() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    make_plugin_manager().hook.opd_register_configs.call_historic(kwargs={"store": store})
+    for root in CONF_DIRS[1:]:
+        for path in root.glob("*/*.yaml"):
+            group, option = path.parent.name, path.name
+            assert option in store.repo[group], f"{path} is not in the ConfigStore"
+            assert store.repo[group][option].provider == root.parent.name
 
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor() -> None:

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 
 from conftest import TinyModels, tiny_run_overrides
 from opd_core import OPDError, Prompt, hookimpl
-from opd_core.app import CONF_DIR, run
-from opd_core.config import RunConfig
+from opd_core.app import run
+from opd_core.config import CONF_DIR, RunConfig
 from opd_core.plugin_manager import (
     build_registry,
     check_stage_answers,

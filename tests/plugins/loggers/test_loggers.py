@@ -32,7 +32,7 @@ def logged_run(
     """One run with every tracker on; its folder and its metrics.jsonl records."""
     from hydra import compose, initialize_config_dir
 
-    from opd_core.app import CONF_DIR
+    from opd_core.config import CONF_DIR
 
     out = tmp_path_factory.mktemp("loggers") / "run"
     overrides = tiny_run_overrides(tiny_models, out, steps=STEPS) + [
