@@ -8,6 +8,9 @@ from opd_core.errors import OPDError
 from opd_core.hookspecs import hookimpl
 from opd_core.types import (
     Advantages,
+    EnvReply,
+    EpisodeStart,
+    EpisodeSummary,
     EvalResult,
     GenerationParams,
     Generator,
@@ -22,6 +25,9 @@ from opd_core.types import (
 
 __all__ = [
     "Advantages",
+    "EnvReply",
+    "EpisodeStart",
+    "EpisodeSummary",
     "EvalResult",
     "GenerationParams",
     "Generator",

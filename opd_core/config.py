@@ -148,6 +148,20 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class EpisodeConfig:
+    """Budgets of a multi-turn episode: the student writes a turn (at most
+    ``train.max_new_tokens`` / ``eval.max_new_tokens`` tokens), the environment answers, until the
+    environment says done or a budget is reached. A budget cut is counted in the metrics
+    (``episode/budget_cut``), never silent."""
+
+    max_turns: int = 8
+    """Most assistant turns per episode."""
+    max_tokens: int | None = None
+    """Most tokens per episode after the first prompt (student and environment tokens together);
+    ``None``: what the student's context length leaves after the prompt."""
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A validated run configuration."""
 
@@ -173,6 +187,11 @@ class RunConfig:
     """Installed plugins to turn off for this run, by entry-point name (pytest's ``-p no:``)."""
     loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Trackers that receive every step's metrics besides ``metrics.jsonl`` (``logger=[...]``)."""
+    environment: Mapping[str, Any] | None = None
+    """The rollout environment of a multi-turn task (``environment=<name>``), or ``None``: one
+    prompt, one completion (docs/environments.md)."""
+    episode: EpisodeConfig = field(default_factory=lambda: EpisodeConfig())
+    """Budgets of a multi-turn episode (used only with an ``environment``)."""
 
     @staticmethod
     def from_dict(cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
@@ -185,7 +204,7 @@ class RunConfig:
                 f"Unknown config key '{unknown[0]}'; the top-level keys are: "
                 f"{', '.join(sorted(TOP_LEVEL_KEYS))}."
             )
-        for key in (*(k.node for k in COMPONENT_KINDS if not k.many), "student"):
+        for key in (*(k.node for k in COMPONENT_KINDS if not (k.many or k.optional)), "student"):
             if raw.get(key) is None:
                 raise OPDError(
                     f"No {key} is configured; add one with +{key}=<name> "
@@ -203,7 +222,10 @@ class RunConfig:
         scalars = _only({key: raw[key] for key in RUN_SCALARS if key in raw}, RunConfig, "")
         components: dict[str, Any] = {}
         for kind in COMPONENT_KINDS:
-            node = raw[kind.node] if not kind.many else raw.get(kind.node) or {}
+            node = raw.get(kind.node) if not kind.many else raw.get(kind.node) or {}
+            if kind.optional and node is None:
+                components[kind.node] = None
+                continue
             if kind.many and not isinstance(node, Mapping):
                 raise invalid(
                     kind.node, node, f"a mapping of {kind.name} configs ({kind.name}=[...])"
@@ -216,6 +238,7 @@ class RunConfig:
             eval=_build(EvalConfig, _section(raw, "eval"), "eval"),
             checkpoint=_build(CheckpointConfig, _section(raw, "checkpoint"), "checkpoint"),
             distributed=_build(DistributedConfig, _section(raw, "distributed"), "distributed"),
+            episode=_build(EpisodeConfig, _section(raw, "episode"), "episode"),
             **scalars,
         )
         run.validate()
@@ -223,6 +246,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check value ranges; raise :class:`OPDError` naming the first bad value."""
+        e = self.episode
+        _require(e.max_turns > 0, "episode.max_turns", e.max_turns, "a positive number of turns")
+        if e.max_tokens is not None:
+            _require(
+                e.max_tokens > 0, "episode.max_tokens", e.max_tokens, "a positive count or null"
+            )
         t = self.train
         _require(t.steps >= 0, "train.steps", t.steps, "a count of steps >= 0")
         for name in (

@@ -24,6 +24,8 @@ import pluggy
 
 from opd_core.types import (
     Advantages,
+    EnvReply,
+    EpisodeStart,
     EvalResult,
     Generator,
     LossOutput,
@@ -51,6 +53,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 STAGES: tuple[str, ...] = (
     "opd_task_prompts",
     "opd_grade_completions",
+    "opd_start_episode",
+    "opd_step_episode",
     "opd_select_prompts",
     "opd_sample_rollouts",
     "opd_score_rollouts",
@@ -139,6 +143,28 @@ def opd_grade_completions(
     correct answer, 0.0 for a wrong one, or a graded score in between).
 
     Stops at first non-None result. Returning ``None`` means the task has no grader.
+    """
+
+
+@hookspec(firstresult=True)
+def opd_start_episode(prompt: Prompt) -> EpisodeStart | None:
+    """Open a multi-turn episode for ``prompt``: the conversation the student answers first and
+    the environment's initial state. Answered by the run's ``environment`` component; a run
+    without one samples one completion per prompt and never calls this.
+
+    Stops at first non-None result.
+    """
+
+
+@hookspec(firstresult=True)
+def opd_step_episode(prompt: Prompt, state: Any, reply: str, turn: int) -> EnvReply | None:
+    """Answer the student's assistant turn number ``turn`` (1-based), whose text is ``reply``
+    (decoded from the exact tokens it sampled, special tokens skipped), in the episode ``state``
+    describes: the observation to append, the turn's reward, whether the episode is over, and
+    the new state. Raising, or returning something else than an :class:`EnvReply`, ends the run
+    with one sentence naming the environment.
+
+    Stops at first non-None result.
     """
 
 

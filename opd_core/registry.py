@@ -31,6 +31,9 @@ class Kind:
     """The composed config's key: the node itself, or a mapping of nodes when ``many``."""
     many: bool = False
     """A list chosen with ``<name>=[a,b]``, each node at ``<node>.<option>``."""
+    optional: bool = False
+    """A run may leave the node ``null`` (no such component; e.g. a single-turn task has no
+    ``environment``)."""
 
 
 COMPONENT_KINDS: tuple[Kind, ...] = (
@@ -42,6 +45,7 @@ COMPONENT_KINDS: tuple[Kind, ...] = (
     Kind("loss", "loss"),
     Kind("evaluator", "evaluators", many=True),
     Kind("logger", "loggers", many=True),
+    Kind("environment", "environment", optional=True),
 )
 """Every component kind, the one list the registry, the config and the trainer read."""
 

@@ -632,6 +632,8 @@ def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
     components: dict[str, Any] = {}
     for kind in COMPONENT_KINDS:
         node = getattr(cfg, kind.node)
+        if kind.optional and node is None:
+            continue
         if not kind.many:
             components[kind.name] = registry.build(kind.name, node)
             continue

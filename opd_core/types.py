@@ -44,6 +44,57 @@ class Prompt:
 
 
 @dataclass(frozen=True)
+class EpisodeStart:
+    """How an environment opens an episode for one task prompt."""
+
+    messages: tuple[ChatMessage, ...]
+    """The conversation the student answers first: usually the prompt's messages, perhaps with a
+    system turn describing the tools. Rendered with the student's chat template."""
+    state: Any = None
+    """The environment's own state, handed back with every turn (keep it picklable and small:
+    a run may copy it)."""
+
+
+@dataclass(frozen=True)
+class EnvReply:
+    """An environment's answer to one assistant turn."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    """What the student sees next (a ``tool`` result, the ``user``'s next message); appended at
+    the token level after the student's turn, attended to but never trained on. Empty when
+    ``done``."""
+    reward: float = 0.0
+    """This turn's reward; the episode's reward is the sum over its turns."""
+    done: bool = False
+    """The episode is over (solved, failed, or the environment gave up)."""
+    state: Any = None
+    """The episode's state after this turn, handed back with the next one."""
+    counts: Mapping[str, float] = field(default_factory=dict)
+    """Per-turn counters (``tool_calls``, ``invalid_calls``, ...): summed per episode and logged
+    as ``episode/<name>``."""
+
+
+@dataclass(frozen=True)
+class EpisodeSummary:
+    """One finished (or cut) episode of a multi-turn rollout."""
+
+    turns: int
+    """Assistant turns the student wrote."""
+    reward: float
+    """Sum of the environment's rewards."""
+    end: str
+    """Why it ended: ``done`` (the environment said so), ``max_turns``, ``max_tokens`` (an
+    ``episode`` budget), or ``context`` (the student's context length)."""
+    counts: Mapping[str, float] = field(default_factory=dict)
+    """The environment's per-turn counters, summed."""
+
+    @property
+    def budget_cut(self) -> bool:
+        """The episode was cut by a budget, not ended by the environment."""
+        return self.end != "done"
+
+
+@dataclass(frozen=True)
 class RolloutBatch:
     """Sequences sampled by the student, laid out as left-padded prompt + right-padded completion.
 
@@ -72,6 +123,11 @@ class RolloutBatch:
     """Which model wrote the completions: ``student`` (on-policy), ``teacher`` (off-policy,
     e.g. the SFT baseline) or ``data`` (fixed reference texts, no model). FLOPs accounting
     charges the sampling to that model (nothing for ``data``)."""
+    episodes: tuple[EpisodeSummary, ...] | None = None
+    """Multi-turn rollouts (a run with an ``environment``): each sequence's episode, B entries.
+    The completion region then holds every turn: the student's tokens (``completion_mask_BT``
+    1) and the environment's answers between them (attended to, ``completion_mask_BT`` 0,
+    sampler log-probability 0). ``None`` for single-turn rollouts."""
 
     @property
     def batch_size(self) -> int:
@@ -107,6 +163,7 @@ class RolloutBatch:
             completion_mask_BT=self.completion_mask_BT[index_B],
             sampler_logprobs_BT=self.sampler_logprobs_BT[index_B],
             completions=tuple(self.completions[i] for i in rows),
+            episodes=None if self.episodes is None else tuple(self.episodes[i] for i in rows),
         )
 
     def select(self, rows: slice) -> RolloutBatch:
@@ -121,6 +178,7 @@ class RolloutBatch:
             completions=self.completions[rows],
             prompt_len=self.prompt_len,
             sampler_role=self.sampler_role,
+            episodes=None if self.episodes is None else self.episodes[rows],
         )
 
     def sequence_lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
