@@ -149,6 +149,26 @@ def load_trainer_state(checkpoint: Path) -> TrainerState:
         ) from err
 
 
+def rank_entry(saved: dict[str, Any], key: str, rank: int, world_size: int) -> Any:
+    """This rank's entry of a per-rank state (``<key>_by_rank``) when the run has as many
+    processes as saved it, else the shared one (``<key>``)."""
+    by_rank = saved.get(f"{key}_by_rank")
+    if world_size > 1 and by_rank and len(by_rank) == world_size:
+        return by_rank[rank]
+    return saved.get(key, {})
+
+
+def check_state_layout(checkpoint: Path, saved: str, sharded: bool) -> None:
+    """FSDP keeps optimizer state by parameter name, DDP and one process by index: a checkpoint
+    resumes only the way it was written."""
+    current = "sharded" if sharded else "full"
+    if saved != current:
+        written = "distributed=fsdp" if saved == "sharded" else "distributed=ddp or one process"
+        raise OPDError(
+            f"Checkpoint {checkpoint} was written with {written}; resume it the same way."
+        )
+
+
 def weight_shards(folder: Path) -> list[str]:
     """The safetensors files of a ``save_pretrained`` folder (one, or those its index lists)."""
     index = folder / "model.safetensors.index.json"

@@ -9,34 +9,35 @@ One training step walks the stages of the loop, each a hook answered by a config
     advantages <- opd_compute_advantages  (advantage function)
     update     <- opd_compute_loss        (loss) + AdamW
 
-With ``train.overlap`` the next step's rollouts are sampled in a background thread while this
-step grades, scores and updates (``opd_core.overlap``). Every step also books the FLOPs it
-spent (``opd_core.flops``) into metrics and the summary.
+What happens between steps (signals, the state an interrupt keeps, sampling the next step's
+rollouts ahead with ``train.overlap``) is :class:`opd_core.boundary.StepBoundary`'s; the update's
+pieces live in :mod:`opd_core.update`, a step's metrics in :mod:`opd_core.step_metrics`. Every
+step also books the FLOPs it spent (``opd_core.flops``) into metrics and the summary.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pluggy
 import torch
 
+from opd_core.boundary import StepBoundary
 from opd_core.checkpoint import (
     TrainerState,
     capture_rng,
+    check_state_layout,
     checkpoint_dir,
     latest_checkpoint,
     load_model_weights,
     load_trainer_state,
+    rank_entry,
     read_model_weights,
     remove_partial_checkpoints,
     restore_rng,
@@ -48,7 +49,7 @@ from opd_core.devices import pick_device
 from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
-from opd_core.interrupts import Interrupts, RunInterrupted
+from opd_core.interrupts import Interrupts
 from opd_core.limits import (
     check_generation_lengths,
     check_top_k,
@@ -58,8 +59,8 @@ from opd_core.limits import (
     vocab_size,
 )
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
-from opd_core.modeling import entropy, gather_logprobs, load_model, next_token_logits
-from opd_core.overlap import SAMPLED_NOW, Prefetch, plan_overlap
+from opd_core.modeling import load_model
+from opd_core.overlap import plan_overlap
 from opd_core.plugin_manager import (
     COMPONENT_PREFIX,
     build_registry,
@@ -69,29 +70,27 @@ from opd_core.plugin_manager import (
     register_plugin,
 )
 from opd_core.progress import Progress
-from opd_core.reduction import Max, Min, Sum
+from opd_core.reduction import Max
 from opd_core.registry import COMPONENT_KINDS, Registry
+from opd_core.step_metrics import merge_eval_results, step_metrics
 from opd_core.types import (
     Advantages,
     EvalResult,
-    PolicyOutput,
     Prompt,
     RolloutBatch,
     RolloutPrefetcher,
     ScoreRequest,
     TeacherScores,
 )
+from opd_core.update import (
+    accumulate_gradients,
+    clip_gradients,
+    make_optimizer,
+    step_and_mark_updated,
+)
+from opd_core.update import policy_output as policy_output  # benchmarks/estimator_variance.py
 
 log = logging.getLogger("opd_core")
-
-
-@dataclass(frozen=True)
-class _Boundary:
-    """What changes during a step besides the weights, as it was when step ``step`` ended."""
-
-    step: int
-    rng: dict[str, Any]
-    components: dict[str, Any]
 
 
 class Trainer:
@@ -106,7 +105,7 @@ class Trainer:
     ) -> None:
         self.config = config
         self.interrupts = interrupts or Interrupts()
-        """Signals wait while a step changes the student (see :meth:`update`)."""
+        """Signals wait while a step changes the student (:class:`StepBoundary`)."""
         self.pm = pm
         self.hook = pm.hook
         self.output_dir = output_dir
@@ -116,10 +115,6 @@ class Trainer:
         self.flops = FlopsLedger()
         self.evals: dict[str, dict[str, float]] = {}
         """Summary entries so far: ``student_before``, ``teacher``, ``student_after``."""
-        self.prefetcher: RolloutPrefetcher | None = None
-        """The sampler's prefetcher when ``train.overlap`` is on."""
-        self._prefetch: Prefetch[_Boundary] | None = None
-        """The next step's rollouts, being sampled in the background (``train.overlap``)."""
 
     # ---------------------------------------------------------------- setup
 
@@ -133,7 +128,7 @@ class Trainer:
         self._make_optimizer()
         self._load_train_pool()
         self._plan_scoring()
-        self._plan_overlap()
+        self.boundary = self._plan_boundary()
         self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
         if self.config.resume:
             self._resume()
@@ -205,15 +200,8 @@ class Trainer:
         self.train_model = self.dist.wrap(self.student.model)
         """The student as training calls it (a DDP wrapper or FSDP-sharded when distributed)."""
         params = [p for p in self.train_model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
-            params,
-            lr=cfg.train.lr,
-            weight_decay=cfg.train.weight_decay,
-            betas=cfg.train.betas,
-            **adamw_implementation(params, sharded=self.dist.sharded),
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.total_steps, cfg.train)
+        self.optimizer, self.scheduler = make_optimizer(
+            params, cfg.train, self.dist.sharded, lambda: self.total_steps
         )
 
     def _load_train_pool(self) -> None:
@@ -249,17 +237,30 @@ class Trainer:
         self.student_shape = ModelShape.of(self.student.model)
         self.teacher_shape: ModelShape | None = self.hook.opd_model_shape(role="teacher")
 
-    def _plan_overlap(self) -> None:
-        """With ``train.overlap``: the sampler's prefetcher, or a clear refusal."""
+    def _plan_boundary(self) -> StepBoundary:
+        """What happens between steps: signals, state capture and, with ``train.overlap``,
+        sampling ahead through the sampler's prefetcher (or a clear refusal)."""
         cfg = self.config
+        prefetcher: RolloutPrefetcher | None = None
         if cfg.train.overlap:
-            self.prefetcher = plan_overlap(
+            prefetcher = plan_overlap(
                 self.hook,
                 cfg.sampler,
                 self.components.get("loss"),
                 str(cfg.loss.get("name", "?")),
                 self.dist.world_size,
             )
+        return StepBoundary(
+            self.interrupts,
+            self.components,
+            self.output_dir,
+            save=self.save,
+            has_work=lambda: bool(self.evals),
+            distributed=self.dist.enabled,
+            prefetcher=prefetcher,
+            samples_per_prompt=cfg.train.samples_per_prompt,
+            last_step=self.total_steps,
+        )
 
     def _refuse_to_overwrite(self) -> None:
         if not self.config.resume and latest_checkpoint(self.output_dir) is not None:
@@ -279,7 +280,8 @@ class Trainer:
             )
             return
         state = load_trainer_state(checkpoint)
-        self._check_state_layout(checkpoint, state.components.get("_state_layout", "full"))
+        layout = state.components.get("_state_layout", "full")
+        check_state_layout(checkpoint, layout, self.dist.sharded)
         if self.dist.sharded:
             weights = read_model_weights(checkpoint)
             self.dist.load_sharded(self.train_model, self.optimizer, weights, state.optimizer)
@@ -291,44 +293,22 @@ class Trainer:
             if name in state.components and hasattr(component, "load_state_dict"):
                 component.load_state_dict(state.components[name])
         self.evals = dict(state.components.get("_evals", {}))
-        self.flops.load_state_dict(self._own(state.components, "_flops"))
-        restore_rng(self._own({"_rng": state.rng, **state.components}, "_rng"))
+        rank, world = self.dist.rank, self.dist.world_size
+        self.flops.load_state_dict(rank_entry(state.components, "_flops", rank, world))
+        restore_rng(rank_entry({"_rng": state.rng, **state.components}, "_rng", rank, world))
         self.start_step = state.step
         log.info("resumed from %s (step %d)", checkpoint, state.step)
-
-    def _own(self, saved: dict[str, Any], key: str) -> Any:
-        """This rank's entry of a per-rank state (``<key>_by_rank``), else the shared one."""
-        by_rank = saved.get(f"{key}_by_rank")
-        if self.dist.enabled and by_rank and len(by_rank) == self.dist.world_size:
-            return by_rank[self.dist.rank]
-        return saved.get(key, {})
-
-    def _check_state_layout(self, checkpoint: Path, saved: str) -> None:
-        """FSDP keeps optimizer state by parameter name, DDP and one process by index."""
-        current = "sharded" if self.dist.sharded else "full"
-        if saved != current:
-            written = "distributed=fsdp" if saved == "sharded" else "distributed=ddp or one process"
-            raise OPDError(
-                f"Checkpoint {checkpoint} was written with {written}; resume it the same way."
-            )
 
     # ---------------------------------------------------------------- train
 
     def train(self) -> dict[str, Any]:
         """Run the remaining steps; return the summary (also written to ``summary.json``)."""
-        cfg = self.config
+        cfg, boundary = self.config, self.boundary
         started = time.perf_counter()
-        # Signals wait (hold) except inside the stretches below that begin with release(); each
-        # stretch keeps the state the run had when it began, taken while signals still waited.
-        self.interrupts.hold()
+        boundary.hold()  # signals wait except inside the stretches the boundary opens
         if self.start_step == 0:
-            with self._keep_work(self._boundary(0)):
-                self.interrupts.release()
-                if cfg.eval.teacher and "teacher" not in self.evals:
-                    self.evals["teacher"] = self.evaluate("teacher", step=0)
-                if cfg.eval.at_start and "student_before" not in self.evals:
-                    self.evals["student_before"] = self.evaluate("student", step=0)
-                self.interrupts.hold()
+            with boundary.between_steps(0):
+                self._evaluate_at_start()
         progress = Progress(
             total=self.total_steps,
             initial=self.start_step,
@@ -336,219 +316,99 @@ class Trainer:
         )
         progress.show_eval(self.evals.get("student_before"))
         last: dict[str, float] = {}
-        try:
+        with progress, boundary.loop():
             for step in range(self.start_step + 1, self.total_steps + 1):
-                with self._keep_work(self._step_start(step)):
-                    self.interrupts.release()  # a signal that waited for step - 1 stops here
-                    last = self.train_step(step)  # update() holds signals to the step's end
-                    if cfg.eval.every and step % cfg.eval.every == 0 and step < self.total_steps:
-                        scores = self.evaluate("student", step)
-                        last.update({f"eval/{k}": v for k, v in scores.items()})
-                        progress.show_eval(scores)
-                    if self.metrics is not None:
-                        self.metrics.write(last)
-                    self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=last)
-                    progress.update(last)
+                with boundary.step(step):  # a signal before the update checkpoints step - 1
+                    last = self.train_step(step)
+                    last.update(self._evaluate_during(step, progress))
+                    self._log(step, last, progress)
                     if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
                         self.save(step)
-        except BaseException as err:
-            # a second signal (forced) stops at once: the daemon thread dies with the process
-            self._drop_prefetch(wait=not (isinstance(err, RunInterrupted) and err.forced))
-            raise
-        finally:
-            progress.close()
-        with self._keep_work(self._boundary(self.total_steps)):
-            self.interrupts.release()
+        with boundary.between_steps(self.total_steps):
             self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
-            self.interrupts.hold()  # the run is complete: a signal now no longer stops it
-        checkpoint = self.save(self.total_steps)
-        summary = {
-            **self.evals,
-            "steps": self.total_steps,
-            "flops": self.dist.combine_metrics(self.flops.metrics("flops")),
-            "final_train_metrics": last,
-            "checkpoint": str(checkpoint),
-            "wall_time_s": round(time.perf_counter() - started, 2),
-        }
-        if self.dist.is_main:
-            write_summary(self.output_dir, summary)
-        self.dist.barrier()  # every rank is done before any leaves the process group
-        self.hook.opd_run_end(ctx=self.ctx, summary=summary)
-        return summary
-
-    @contextmanager
-    def _keep_work(self, state: _Boundary) -> Iterator[None]:
-        """An interrupt inside checkpoints the step that ``state`` ended, then re-raises."""
-        try:
-            yield
-        except RunInterrupted as stop:
-            raise self._interrupted(stop, state) from None
-
-    def _step_start(self, step: int) -> _Boundary:
-        """The state as it was when ``step`` began: taken now, or, when its rollouts were
-        sampled ahead, before its prompts were selected (during the previous step)."""
-        if self._prefetch is not None and self._prefetch.step == step:
-            return self._prefetch.state
-        return self._boundary(step - 1)
-
-    def _drop_prefetch(self, wait: bool) -> None:
-        """Forget the rollouts being sampled ahead, after the sampling ended unless not ``wait``."""
-        pending, self._prefetch = self._prefetch, None
-        if pending is not None and wait:
-            pending.wait()
-
-    def _boundary(self, step: int) -> _Boundary:
-        components = {
-            name: copy.deepcopy(c.state_dict())
-            for name, c in self.components.items()
-            if hasattr(c, "state_dict") and hasattr(c, "load_state_dict")
-        }
-        return _Boundary(step, capture_rng(), components)
-
-    def _interrupted(self, stop: RunInterrupted, state: _Boundary) -> RunInterrupted:
-        """Checkpoint the last finished step (as it was at its end) unless one exists already."""
-        stop.step = state.step
-        latest = latest_checkpoint(self.output_dir)
-        stop.checkpoint = str(latest) if latest is not None else None
-        if stop.forced or self.dist.enabled:  # half-updated state, or ranks at different points
-            return stop
-        if latest is not None and latest.name == checkpoint_dir(self.output_dir, state.step).name:
-            return stop
-        if state.step == 0 and not self.evals:
-            return stop  # nothing done yet
-        self.interrupts.hold()  # another signal waits for this save (a third one forces)
-        self._drop_prefetch(wait=True)  # the next step's prompts are selected again on resume
-        restore_rng(state.rng)
-        for name, saved in state.components.items():
-            self.components[name].load_state_dict(saved)
-        stop.checkpoint = str(self.save(state.step))
-        return stop
+        return self._finish(last, started)
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step of on-policy distillation; returns its metrics."""
-        cfg, hook, timer = self.config, self.hook, StageTimer()
-        started = time.perf_counter()
-        rollouts, overlap_metrics = self._rollouts(step, timer)
-        if self.prefetcher is not None and step < self.total_steps:
-            with timer.stage("prefetch"):  # the weight copy or sync: the cost of overlapping
-                self._prefetch = self._start_prefetch(step + 1, self.prefetcher)
-        with timer.stage("grade"):
-            rewards = hook.opd_grade_completions(
-                prompts=rollouts.prompts, completions=rollouts.completions
-            )
-            rewards_B = torch.tensor(rewards, dtype=torch.float32) if rewards is not None else None
-        scores: TeacherScores | None = None
-        if self.score_request is not None:
-            with timer.stage("score"):
-                scores = hook.opd_score_rollouts(rollouts=rollouts, top_k=self.score_request.top_k)
-            if scores is None:
-                raise OPDError(
-                    "The objective needs teacher scores but no teacher scored the rollouts; "
-                    "configure a teacher (+teacher=<name>)."
-                )
-        advantages = hook.opd_compute_advantages(
-            rollouts=rollouts, scores=scores, rewards_B=rewards_B
-        )
-        if advantages is None:
-            raise OPDError("No advantage function is configured; set advantage=<name>.")
+        timer, started = StageTimer(), time.perf_counter()
+        rollouts, overlap = self.boundary.rollouts(step, self.select_prompts, self.sample, timer)
+        rewards_B = self.grade(rollouts, timer)
+        scores = self.score(rollouts, timer)
+        advantages = self.compute_advantages(rollouts, scores, rewards_B)
         with timer.stage("update"):
-            update_metrics = self.update(rollouts, advantages, scores)
-        step_flops = rollout_flops(
-            rollouts,
-            self.student_shape,
-            self.teacher_shape,
-            scored=scores is not None,
-            update_epochs=cfg.train.update_epochs,
-        )
-        self.flops.add(step_flops)
-        metrics: dict[str, float] = {"step": step}
-        metrics.update(rollout_metrics(rollouts, scores, rewards_B))
-        metrics.update(advantage_metrics(advantages))
-        if scores is not None:
-            metrics.update(scores.metrics)
-        metrics.update(update_metrics)
-        metrics["passes"] = step * cfg.train.prompts_per_step / len(self.train_pool)
-        metrics.update(step_flops.metrics("flops_step"))
-        metrics.update(self.flops.metrics("flops"))
-        metrics.update(overlap_metrics)
-        metrics.update(timer.pop())
+            update = self.update(rollouts, advantages, scores)
+        metrics = step_metrics(step, rollouts, scores, rewards_B, advantages, update)
+        metrics.update(self._account(step, rollouts, scores))
+        metrics.update({**overlap, **timer.pop()})
         metrics["time/step_s"] = Max(round(time.perf_counter() - started, 4))
         return self.dist.combine_metrics(metrics)
 
-    def _select_prompts(self, step: int) -> list[Prompt]:
+    # ------------------------------------------------------------ the stages of a step
+
+    def select_prompts(self, step: int) -> list[Prompt]:
         """This process's share of the prompts the prompt source chooses for ``step``."""
         prompts = self.hook.opd_select_prompts(
             step=step, pool=self.train_pool, count=self.config.train.prompts_per_step
         )
         return list(self.dist.shard(prompts))  # every rank picked the same; each takes its share
 
-    def _rollouts(self, step: int, timer: StageTimer) -> tuple[RolloutBatch, dict[str, float]]:
-        """``step``'s rollouts: those sampled ahead for it, else sampled now; and the overlap
-        metrics saying which (none without ``train.overlap``)."""
-        pending, self._prefetch = self._prefetch, None
-        if pending is not None and pending.step == step:
-            with timer.stage("sample"):  # what the background sampling did not hide
-                rollouts = pending.result()
-            return rollouts, pending.metrics()
-        prompts = self._select_prompts(step)
-        with timer.stage("sample"):
-            rollouts = self.hook.opd_sample_rollouts(
-                prompts=prompts, samples_per_prompt=self.config.train.samples_per_prompt
-            )
-        return rollouts, dict(SAMPLED_NOW) if self.prefetcher is not None else {}
+    def sample(self, prompts: list[Prompt]) -> RolloutBatch:
+        """The student's answers to ``prompts`` (``train.samples_per_prompt`` each)."""
+        return self.hook.opd_sample_rollouts(
+            prompts=prompts, samples_per_prompt=self.config.train.samples_per_prompt
+        )
 
-    def _start_prefetch(self, step: int, prefetcher: RolloutPrefetcher) -> Prefetch[_Boundary]:
-        """Select ``step``'s prompts and start sampling them in the background from the weights
-        as they are now; the state from before the selection goes with it."""
-        state = self._boundary(step - 1)
-        prompts = self._select_prompts(step)
-        sample = prefetcher.prepare(prompts, self.config.train.samples_per_prompt)
-        return Prefetch(step, state, sample)
+    def grade(self, rollouts: RolloutBatch, timer: StageTimer) -> torch.Tensor | None:
+        """The task's reward of each sequence, (B,) float32; ``None`` when nothing grades."""
+        with timer.stage("grade"):
+            rewards = self.hook.opd_grade_completions(
+                prompts=rollouts.prompts, completions=rollouts.completions
+            )
+            return torch.tensor(rewards, dtype=torch.float32) if rewards is not None else None
+
+    def score(self, rollouts: RolloutBatch, timer: StageTimer) -> TeacherScores | None:
+        """The teacher's scores of the sampled tokens, when the objective asked for them."""
+        if self.score_request is None:
+            return None
+        with timer.stage("score"):
+            scores = self.hook.opd_score_rollouts(rollouts=rollouts, top_k=self.score_request.top_k)
+        if scores is None:
+            raise OPDError(
+                "The objective needs teacher scores but no teacher scored the rollouts; "
+                "configure a teacher (+teacher=<name>)."
+            )
+        return scores
+
+    def compute_advantages(
+        self, rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
+    ) -> Advantages:
+        """Each completion token's advantage (the advantage function's answer)."""
+        advantages = self.hook.opd_compute_advantages(
+            rollouts=rollouts, scores=scores, rewards_B=rewards_B
+        )
+        if advantages is None:
+            raise OPDError("No advantage function is configured; set advantage=<name>.")
+        return advantages
 
     def update(
         self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
     ) -> dict[str, float]:
         """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps.
 
-        From here to the end of the step a signal waits (:class:`opd_core.interrupts.Interrupts`).
+        From here to the end of the step a signal waits (:meth:`StepBoundary.hold`).
         """
-        self.interrupts.hold()
+        self.boundary.hold()
         cfg, model = self.config.train, self.train_model
-        # Normalised by the loss tokens of all ranks and scaled by the number of ranks, whose
-        # gradients are averaged: the step's gradient is the one a single process would get.
         num_loss_tokens = max(int(self.dist.sum(float(advantages.mask_BT.sum()))), 1)
-        scale = float(self.dist.world_size)
         sums: dict[str, float] = {}
         model.train()
         grad_norm = 0.0
-        starts = range(0, rollouts.batch_size, cfg.micro_batch_size)
         for _ in range(cfg.update_epochs):
             self.optimizer.zero_grad(set_to_none=True)
-            for start in starts:
-                rows = slice(start, start + cfg.micro_batch_size)
-                micro = rollouts.select(rows).to(self.device)
-                micro_adv = advantages.select(rows).to(self.device)
-                micro_scores = scores.select(rows).to(self.device) if scores is not None else None
-                with self.dist.no_sync(model, last_micro_batch=start == starts[-1]):
-                    policy = policy_output(model, micro)
-                    out = self.hook.opd_compute_loss(
-                        rollouts=micro,
-                        policy=policy,
-                        advantages=micro_adv,
-                        scores=micro_scores,
-                        num_loss_tokens=num_loss_tokens,
-                    )
-                    if out is None:
-                        raise OPDError("No loss is configured; set loss=<name>.")
-                    (out.loss * scale).backward()
-                mask_BT = micro_adv.mask_BT
-                sums["loss"] = sums.get("loss", 0.0) + float(out.loss.detach()) * scale
-                sums["entropy"] = sums.get("entropy", 0.0) + scale * float(
-                    (policy.entropy_BT * mask_BT).sum() / num_loss_tokens
-                )
-                for key, value in out.metrics.items():
-                    weight = scale * int(mask_BT.sum()) / num_loss_tokens
-                    sums[key] = sums.get(key, 0.0) + value * weight
+            batch = (rollouts, advantages, scores)
+            accumulate_gradients(
+                model, self.hook, self.dist, batch, cfg.micro_batch_size, num_loss_tokens, sums
+            )
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
             step_and_mark_updated(self.optimizer)
         lr = float(self.scheduler.get_last_lr()[0])
@@ -556,12 +416,55 @@ class Trainer:
         epochs = cfg.update_epochs
         return {**{k: v / epochs for k, v in sums.items()}, "grad_norm": grad_norm, "lr": lr}
 
+    def _account(
+        self, step: int, rollouts: RolloutBatch, scores: TeacherScores | None
+    ) -> dict[str, float]:
+        """Book the step's FLOPs; the passes over the pool and the FLOPs, as metrics."""
+        step_flops = rollout_flops(
+            rollouts,
+            self.student_shape,
+            self.teacher_shape,
+            scored=scores is not None,
+            update_epochs=self.config.train.update_epochs,
+        )
+        self.flops.add(step_flops)
+        passes = step * self.config.train.prompts_per_step / len(self.train_pool)
+        return {
+            "passes": passes,
+            **step_flops.metrics("flops_step"),
+            **self.flops.metrics("flops"),
+        }
+
+    def _log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
+        """Write the step's metrics, tell the plugins the step ended, advance the bar."""
+        if self.metrics is not None:
+            self.metrics.write(metrics)
+        self.hook.opd_step_end(ctx=self.ctx, step=step, metrics=metrics)
+        progress.update(metrics)
+
     # ---------------------------------------------------------------- evaluate / save
+
+    def _evaluate_at_start(self) -> None:
+        """The teacher and the student before training, unless a resumed run has them."""
+        cfg = self.config.eval
+        if cfg.teacher and "teacher" not in self.evals:
+            self.evals["teacher"] = self.evaluate("teacher", step=0)
+        if cfg.at_start and "student_before" not in self.evals:
+            self.evals["student_before"] = self.evaluate("student", step=0)
+
+    def _evaluate_during(self, step: int, progress: Progress) -> dict[str, float]:
+        """Every ``eval.every`` steps (but the last, evaluated at the end): the student's
+        scores as ``eval/<metric>``."""
+        every = self.config.eval.every
+        if not every or step % every or step >= self.total_steps:
+            return {}
+        scores = self.evaluate("student", step)
+        progress.show_eval(scores)
+        return {f"eval/{k}": v for k, v in scores.items()}
 
     def evaluate(self, role: str, step: int) -> dict[str, float]:
         """Run every evaluator on the model playing ``role``; merged metrics by name."""
-        if self._prefetch is not None:
-            self._prefetch.wait()  # nothing samples in the background while evaluators generate
+        self.boundary.wait_for_sampling()  # nothing samples in the background while evaluating
         generator = self.hook.opd_eval_generator(role=role)
         if generator is None:
             log.info("no generator for the %s: skipping its evaluation", role)
@@ -579,12 +482,7 @@ class Trainer:
         With rollouts being sampled ahead, it waits for them and saves the components' state
         from before their prompts were selected: a resume selects and samples them again.
         """
-        components = {
-            name: c.state_dict() for name, c in self.components.items() if hasattr(c, "state_dict")
-        }
-        if self._prefetch is not None:
-            self._prefetch.wait()
-            components.update(self._prefetch.state.components)
+        components = self.boundary.component_states()
         components["_evals"] = dict(self.evals)
         components["_flops"] = self.flops.state_dict()
         components["_state_layout"] = "sharded" if self.dist.sharded else "full"
@@ -610,6 +508,23 @@ class Trainer:
             )
         self.dist.barrier()
         return checkpoint_dir(self.output_dir, step)
+
+    def _finish(self, last: dict[str, float], started: float) -> dict[str, Any]:
+        """Checkpoint the last step, write the summary and tell the plugins the run ended."""
+        checkpoint = self.save(self.total_steps)
+        summary = {
+            **self.evals,
+            "steps": self.total_steps,
+            "flops": self.dist.combine_metrics(self.flops.metrics("flops")),
+            "final_train_metrics": last,
+            "checkpoint": str(checkpoint),
+            "wall_time_s": round(time.perf_counter() - started, 2),
+        }
+        if self.dist.is_main:
+            write_summary(self.output_dir, summary)
+        self.dist.barrier()  # every rank is done before any leaves the process group
+        self.hook.opd_run_end(ctx=self.ctx, summary=summary)
+        return summary
 
     def cleanup(self) -> None:
         """Release components (servers, engines) and unregister them."""
@@ -682,106 +597,3 @@ def prepare_student(model: Any, cfg: RunConfig) -> Any:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, peft_config)
-
-
-def adamw_implementation(params: Sequence[torch.Tensor], sharded: bool) -> dict[str, bool]:
-    """AdamW's fused kernel (one pass over all weights) where torch has one for the weights'
-    devices and dtypes, else its multi-tensor ``foreach`` loop; never the per-tensor loop."""
-    fusable = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
-    return {"fused": True} if fusable and not sharded else {"foreach": True}
-
-
-def step_and_mark_updated(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.step()``, then bump the in-place version counter of every weight it updated.
-    The fused AdamW kernel writes the weights without bumping them, and those counters are how
-    a weight consumer tells that the student changed (the vLLM sampler's weight sync)."""
-    optimizer.step()
-    updated = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    torch.autograd.graph.increment_version(updated)
-
-
-def lr_factor(step: int, total_steps: int, train: Any) -> float:
-    """The learning rate of optimizer step ``step`` (0-based) as a fraction of ``train.lr``:
-    linear warm-up over ``train.warmup_steps``, then constant or a half cosine down to
-    ``train.min_lr_ratio`` at the last step (``train.lr_schedule``)."""
-    warmup = train.warmup_steps
-    if step < warmup:
-        return (step + 1) / warmup
-    if train.lr_schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup))
-    floor = train.min_lr_ratio
-    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:
-    """Current log-probabilities (with gradients) and entropies of a micro-batch, on its
-    completion tokens (0 on the prompt: the LM head runs on completion positions only)."""
-    logits_BSV = next_token_logits(
-        model, rollouts.input_ids_BT, rollouts.attention_mask_BT, first=rollouts.prompt_len
-    )
-    logprobs_BT = gather_logprobs(logits_BSV, rollouts.input_ids_BT)
-    with torch.no_grad():
-        entropy_BT = entropy(logits_BSV)
-    return PolicyOutput(logprobs_BT=logprobs_BT, entropy_BT=entropy_BT, logits_BSV=logits_BSV)
-
-
-def clip_gradients(model: Any, max_norm: float) -> float:
-    """Clip the global gradient norm to ``max_norm`` (0: no clipping); return the norm before."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if not params:
-        return 0.0
-    limit = max_norm if max_norm > 0 else math.inf
-    return float(torch.nn.utils.clip_grad_norm_(params, limit))
-
-
-def masked_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> float:
-    """Mean of ``values_BT`` over positions where ``mask_BT`` is 1."""
-    mask = mask_BT.float()
-    return float((values_BT * mask).sum() / mask.sum().clamp(min=1))
-
-
-def rollout_metrics(
-    rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
-) -> dict[str, float]:
-    """Sampled-token counts, task reward and (when scored) teacher reverse KL of the rollouts."""
-    mask_BT = rollouts.completion_mask_BT.float()
-    out = {
-        "tokens": Sum(mask_BT.sum()),
-        "completion_len": float(mask_BT.sum(1).mean()),
-        "sequences": Sum(rollouts.batch_size),
-    }
-    if scores is not None:
-        reverse_kl_BT = rollouts.sampler_logprobs_BT - scores.logprobs_BT
-        out["teacher_reverse_kl"] = masked_mean(reverse_kl_BT, mask_BT)
-    if rewards_B is not None:
-        out["reward"] = float(rewards_B.mean())
-    return out
-
-
-def advantage_metrics(advantages: Advantages) -> dict[str, float]:
-    """Mean, std, min and max of the advantages over their mask, plus the function's own."""
-    mask = advantages.mask_BT.bool()
-    values = advantages.advantages_BT[mask]
-    if values.numel() == 0:
-        return dict(advantages.metrics)
-    return {
-        "advantage/mean": float(values.mean()),
-        "advantage/std": float(values.std()) if values.numel() > 1 else 0.0,
-        "advantage/min": Min(values.min()),
-        "advantage/max": Max(values.max()),
-        **advantages.metrics,
-    }
-
-
-def merge_eval_results(results: Sequence[EvalResult]) -> dict[str, float]:
-    """Merge evaluators' metrics; a name two evaluators share is prefixed by the evaluator."""
-    counts: dict[str, int] = {}
-    for result in results:
-        for key in result.metrics:
-            counts[key] = counts.get(key, 0) + 1
-    merged: dict[str, float] = {}
-    for result in results:
-        for key, value in result.metrics.items():
-            merged[key if counts[key] == 1 else f"{result.evaluator}/{key}"] = float(value)
-    return merged

@@ -14,7 +14,8 @@ from omegaconf import DictConfig
 from opd_core.config import CONF_DIR, RunConfig
 from opd_core.errors import OPDError
 from opd_core.plugin_manager import build_registry, make_plugin_manager
-from opd_core.trainer import build_components, lr_factor
+from opd_core.trainer import build_components
+from opd_core.update import lr_factor
 
 Compose = Callable[[list[str]], DictConfig]
 ADDED_GROUPS = {"task", "teacher", "experiment"}  # chosen with "+", not in the defaults list

@@ -25,7 +25,7 @@ from opd_core.distributed import (
 from opd_core.flops import FlopsLedger
 from opd_core.metrics import StageTimer, read_metrics
 from opd_core.reduction import Max, Min, Sum, plain
-from opd_core.trainer import advantage_metrics
+from opd_core.step_metrics import advantage_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from opd_core.trainer import adamw_implementation, step_and_mark_updated
+from opd_core.update import adamw_implementation, step_and_mark_updated
 
 
 def test_fp32_cpu_weights_get_the_fused_kernel_and_sharded_ones_foreach() -> None:

@@ -14,7 +14,7 @@ from conftest import TinyModels
 from opd_core import OPDError, Prompt, RolloutBatch
 from opd_core.flops import ModelShape, rollout_flops
 from opd_core.modeling import LoadedModel, ModelSpec, render_prompt
-from opd_core.trainer import policy_output
+from opd_core.update import policy_output
 from opd_hf.dataset_sampler import DatasetSamples
 from opd_objectives.supervised import CrossEntropy, Uniform
 
