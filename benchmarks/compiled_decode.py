@@ -20,19 +20,18 @@ Medians of interleaved repeats. Results: ``docs/results/compiled_decode.{md,json
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
-from vs_trl import PAIRS, build_models
+from bench_common.models import PAIRS, build_models
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.report import markdown_table, produced_by, write_report
+from bench_common.runs import command_line, load_average
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 
 
 def timed(function: Any, repeats: int) -> list[float]:
@@ -57,12 +56,12 @@ def main() -> None:
     torch.manual_seed(0)
     from transformers import AutoModelForCausalLM
 
-    from opd_core.modeling import forward_accepts
-    from opd_core.types import GenerationParams
+    from opd_core.api import GenerationParams, forward_accepts
     from opd_hf.generation import decode, make_cache
 
     pair = "tiny" if args.quick else "10M/50M"
-    folder = ROOT / "outputs" / "compiled_decode" / pair.replace("/", "_")
+    work = OUTPUTS / RESULTS.name
+    folder = work / pair.replace("/", "_")
     info = build_models(folder, *PAIRS[pair])
     model = AutoModelForCausalLM.from_pretrained(folder / "student", dtype=torch.float32).eval()
     B, P, C = args.rows, args.prompt_tokens, args.new_tokens
@@ -129,7 +128,7 @@ def main() -> None:
               + ", ".join(f"{k} {v[-1]:.4f}" for k, v in rounds.items()), flush=True)  # fmt: skip
     medians = {k: statistics.median(v) for k, v in rounds.items()}
     record = {
-        "command": "python benchmarks/compiled_decode.py" + " ".join([""] + sys.argv[1:]),
+        "command": command_line(__file__, *sys.argv[1:]),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "student_params": info["student_params"],
@@ -143,31 +142,34 @@ def main() -> None:
         "rounds": rounds,
         "compiled_speedup_per_step": medians["eager_step_s"] / medians["compiled_step_s"],
         "decode_s_per_token": medians["decode_s"] / C,
-        "load_average_before": os.getloadavg()[0],
+        "load_average_before": load_average(),
     }
-    write(record, ROOT / "outputs" / "compiled_decode" if args.quick else RESULTS)
+    write_report(RESULTS.under(work) if args.quick else RESULTS, markdown(record), record)
 
 
-def write(record: dict[str, Any], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+def markdown(record: dict[str, Any]) -> list[str]:
+    """The report: the decode loop, one step eager and compiled, the compilation, a verdict."""
     m = record["medians"]
-    lines = [
+    return [
         "# A compiled decode step on this CPU",
         "",
-        f"Produced by `{record['command']}` ({record['threads']} threads, torch "
-        f"{record['torch']}). Random-init Qwen3 student of {record['student_params'] / 1e6:.1f}M "
+        produced_by(record["command"], f"{record['threads']} threads, torch {record['torch']}")
+        + f". Random-init Qwen3 student of {record['student_params'] / 1e6:.1f}M "
         f"parameters (vs_trl's 10M), {record['rows']} rows, {record['prompt_tokens']} prompt "
         f"tokens, {record['new_tokens']} new tokens, static KV cache. Medians of "
         f"{len(record['rounds']['decode_s'])} interleaved rounds.",
         "",
-        "| measure | seconds |",
-        "|---|---|",
-        f"| the sampler's decode loop, eager (prefill + {record['new_tokens'] - 1} steps) "
-        f"| {m['decode_s']:.3f} ({record['decode_s_per_token'] * 1000:.1f} ms a token) |",
-        f"| one single-token step, eager | {m['eager_step_s'] * 1000:.2f} ms |",
-        f"| the same step, `torch.compile` (inductor, static shapes) "
-        f"| {m['compiled_step_s'] * 1000:.2f} ms |",
-        f"| compilation (once per shape) | {record['compile_s']:.1f} s |",
+        *markdown_table(
+            "measure | seconds",
+            [
+                f"the sampler's decode loop, eager (prefill + {record['new_tokens'] - 1} steps) "
+                f"| {m['decode_s']:.3f} ({record['decode_s_per_token'] * 1000:.1f} ms a token)",
+                f"one single-token step, eager | {m['eager_step_s'] * 1000:.2f} ms",
+                "the same step, `torch.compile` (inductor, static shapes) "
+                f"| {m['compiled_step_s'] * 1000:.2f} ms",
+                f"compilation (once per shape) | {record['compile_s']:.1f} s",
+            ],
+        ),
         "",
         f"Eager time / compiled time per step: {record['compiled_speedup_per_step']:.2f} (above 1: "
         "compiling pays). The "
@@ -184,9 +186,6 @@ def write(record: dict[str, Any], folder: Path) -> None:
         ),
         "",
     ]
-    (folder / "compiled_decode.md").write_text("\n".join(lines))
-    (folder / "compiled_decode.json").write_text(json.dumps(record, indent=1))
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

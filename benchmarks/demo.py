@@ -15,36 +15,22 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from bench_common.paths import ResultFiles
+from bench_common.report import load_text, markdown_table, produced_by, targets_line, write_report
+from bench_common.runs import command_line, load_average, run_cli, warn_if_busy
+
 from opd_report.curves import load_curve
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 TARGETS = {
     "minutes": 10.0,
     "points_below_teacher": 5.0,
     "points_gained": 25.0,
 }
-
-
-def load_average() -> float:
-    return os.getloadavg()[0]
-
-
-def run_demo(out: Path, cache: Path, extra: list[str]) -> float:
-    """``python -m opd_core`` into ``out`` with an empty cache; its wall seconds."""
-    env = {**os.environ, "OPD_CORE_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, "-m", "opd_core", "progress=false", f"hydra.run.dir={out}", *extra]
-    started = time.perf_counter()
-    with open(out.parent / "demo.log", "w") as log:
-        subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=True)
-    return time.perf_counter() - started
 
 
 def build_info(cache: Path) -> dict[str, Any]:
@@ -56,6 +42,7 @@ def build_info(cache: Path) -> dict[str, Any]:
 def report(
     out: Path, seconds: float, load: tuple[float, float], info: dict[str, Any], command: str
 ) -> None:
+    """Write the demo's Markdown and JSON, and copy its learning curve."""
     summary = json.loads((out / "summary.json").read_text())
     curve = load_curve(out)
     teacher = summary["teacher"]["accuracy"]
@@ -79,52 +66,57 @@ def report(
             "points_gained": (after - before) * 100 >= TARGETS["points_gained"],
         },
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "demo.json").write_text(json.dumps(record, indent=1) + "\n")
-    if (out / "learning_curve.png").exists():
-        shutil.copy(out / "learning_curve.png", RESULTS / "demo.png")
     student = info.get("student", {})
     lines = [
         "# The demo, end to end from an empty cache",
         "",
-        f"Produced by `{command}` (`python -m opd_core` with a fresh "
-        f"`OPD_CORE_CACHE`; 2 CPU cores; load average {load[0]:.1f} before, {load[1]:.1f} after).",
+        produced_by(
+            command,
+            "`python -m opd_core` with a fresh `OPD_CORE_CACHE`",
+            "2 CPU cores",
+            load_text(load),
+        )
+        + ".",
         "",
-        "| | value | target |",
-        "|---|---|---|",
-        f"| wall time, build included | {seconds / 60:.1f} min | <= {TARGETS['minutes']:.0f} min |",
-        f"| teacher (500 held-out problems, greedy) | {teacher:.1%} | |",
-        f"| student before OPD | {before:.1%} | |",
-        f"| student after {summary['steps']} OPD steps | {after:.1%} | >= teacher - "
-        f"{TARGETS['points_below_teacher']:.0f} points and >= start + "
-        f"{TARGETS['points_gained']:.0f} points |",
-        f"| student SFT steps to its start level | {student.get('steps', float('nan')):.0f} "
-        f"(validation {student.get('validation_accuracy', float('nan')):.1%}) | |",
+        *markdown_table(
+            " | value | target",
+            [
+                f"wall time, build included | {seconds / 60:.1f} min "
+                f"| <= {TARGETS['minutes']:.0f} min",
+                f"teacher (500 held-out problems, greedy) | {teacher:.1%} | ",
+                f"student before OPD | {before:.1%} | ",
+                f"student after {summary['steps']} OPD steps | {after:.1%} | >= teacher - "
+                f"{TARGETS['points_below_teacher']:.0f} points and >= start + "
+                f"{TARGETS['points_gained']:.0f} points",
+                "student SFT steps to its start level | "
+                f"{student.get('steps', float('nan')):.0f} "
+                f"(validation {student.get('validation_accuracy', float('nan')):.1%}) | ",
+            ],
+        ),
         "",
         "Learning curve (step: held-out accuracy): "
         + ", ".join(f"{p.step}: {p.score:.1%}" for p in curve.points),
         "",
-        "Targets met: "
-        + ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in record["met"].items()),
+        targets_line(record["met"], "Targets met"),
         "",
-        "![learning curve](demo.png)",
+        RESULTS.image("learning curve"),
         "",
     ]
-    (RESULTS / "demo.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_report(RESULTS, lines, record)
+    if (out / "learning_curve.png").exists():
+        shutil.copy(out / "learning_curve.png", RESULTS.png())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="extra config overrides (none: the demo)")
     args = parser.parse_args()
-    load_before = load_average()
-    if load_before > 1.0:
-        print(f"[demo] warning: load average {load_before:.1f}; timings will be inflated")
+    load_before = warn_if_busy("demo")
     with tempfile.TemporaryDirectory(prefix="opd_demo_") as tmp:
         out, cache = Path(tmp) / "run", Path(tmp) / "cache"
-        seconds = run_demo(out, cache, args.overrides)
-        command = " ".join(["python benchmarks/demo.py", *args.overrides])
+        cache_env = {"OPD_CORE_CACHE": str(cache)}
+        _, seconds = run_cli(args.overrides, out, "demo", threads=None, env=cache_env, check=True)
+        command = command_line(__file__, *args.overrides)
         report(out, seconds, (load_before, load_average()), build_info(cache), command)
 
 

@@ -4,8 +4,8 @@
     python benchmarks/estimator_variance.py --pairs 16     # tighter spread
 
 From the demo's student (its start, before any OPD) the script samples pairs of independent
-batches of rollouts (64 prompts x 2 answers, as one demo step) and computes, for every named
-objective, the gradient of its loss on each batch. It reports:
+batches of rollouts (as many prompts and answers as one training step of the run) and
+computes, for every named objective, the gradient of its loss on each batch. It reports:
 
 - **agreement**: the cosine between the gradients of two independent batches. An estimator
   whose one-batch gradient is mostly noise agrees poorly with itself; 1 means no noise.
@@ -14,13 +14,16 @@ objective, the gradient of its loss on each batch. It reports:
   estimator is unbiased for it, so a low alignment there is noise, not bias; for the top-k
   estimators the gap to their agreement shows the bias of bucketing or truncation.
 
-Results go to ``docs/results/estimators.{md,json,png}``.
+The measurement runs inside an ordinary run (``opd_core.app.run``, the demo's config plus the
+overrides given): a plugin's ``opd_run_start`` gets the loaded student and every component
+through the run context, measures, and ends the run before its first step. Batches are drawn
+from the task's whole training pool. Results go to
+``docs/results/estimator_variance.{md,json,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -31,13 +34,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
+from bench_common.inprocess import run_in_process
+from bench_common.paths import ResultFiles
+from bench_common.plots import Bars, figure, plot_bars
+from bench_common.report import markdown_table, produced_by, write_report
+from bench_common.runs import command_line
 
-from opd_core.app import CONF_DIR
-from opd_core.config import RunConfig
-from opd_core.plugin_manager import make_plugin_manager
-from opd_core.trainer import Trainer, policy_output
-from opd_core.types import Advantages, LossOutput, RolloutBatch, TeacherScores
+from opd_core import hookimpl
+from opd_core.api import (
+    Advantages,
+    LossOutput,
+    PolicyOutput,
+    RolloutBatch,
+    RunContext,
+    TeacherScores,
+    entropy,
+    gather_logprobs,
+    next_token_logits,
+)
 from opd_objectives.distribution import (
     EntropyAwareKL,
     ForwardKL,
@@ -47,8 +61,7 @@ from opd_objectives.distribution import (
 from opd_objectives.importance_sampling import ImportanceSampling
 from opd_objectives.reverse_kl import ReverseKL
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 LossFn = Callable[[RolloutBatch, Any, TeacherScores, int], LossOutput]
 
 
@@ -117,26 +130,50 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
-def build_trainer(overrides: list[str], out: Path) -> Trainer:
-    """The demo's trainer, set up (student and teacher loaded) but never stepped."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, "progress=false"])
-    trainer = Trainer(RunConfig.from_dict(cfg), make_plugin_manager(), out)
-    trainer.setup()
-    return trainer
+def policy_output(model: Any, rollouts: RolloutBatch) -> PolicyOutput:
+    """The student's log-probabilities (with gradients) and entropies on the completion tokens,
+    as the loop computes them for its losses."""
+    logits_BSV = next_token_logits(
+        model, rollouts.input_ids_BT, rollouts.attention_mask_BT, first=rollouts.prompt_len
+    )
+    logprobs_BT = gather_logprobs(logits_BSV, rollouts.input_ids_BT)
+    with torch.no_grad():
+        entropy_BT = entropy(logits_BSV)
+    return PolicyOutput(logprobs_BT=logprobs_BT, entropy_BT=entropy_BT, logits_BSV=logits_BSV)
 
 
-def measure(trainer: Trainer, pairs: int, top_k: int) -> dict[str, Any]:
+class Measured(Exception):
+    """Ends the run once the probe has measured (before its first step)."""
+
+
+class Probe:
+    """A plugin that measures every objective's gradients when the run starts."""
+
+    def __init__(self, pairs: int, top_k: int) -> None:
+        self.pairs, self.top_k = pairs, top_k
+        self.rows: dict[str, Any] = {}
+        self.batch = (0, 0)
+        """Prompts and samples per prompt of each batch (the run's training step)."""
+
+    @hookimpl
+    def opd_run_start(self, ctx: RunContext) -> None:
+        self.batch = (ctx.config.train.prompts_per_step, ctx.config.train.samples_per_prompt)
+        self.rows = measure(ctx, self.pairs, self.top_k)
+        raise Measured
+
+
+def measure(ctx: RunContext, pairs: int, top_k: int) -> dict[str, Any]:
     """Gradients of every objective on ``2 * pairs`` independent batches; their statistics."""
-    cfg, hook = trainer.config, trainer.hook
-    model = trainer.train_model
+    cfg, hook = ctx.config, ctx.hook
+    model = ctx.student.model
     vocab = int(model.get_output_embeddings().weight.shape[0])
     named = objectives(vocab, top_k)
     gradients: dict[str, list[torch.Tensor]] = {key: [] for key in named}
+    pool = hook.opd_task_prompts(split="train")
     model.train()
     for batch in range(2 * pairs):
         prompts = hook.opd_select_prompts(
-            step=batch + 1, pool=trainer.train_pool, count=cfg.train.prompts_per_step
+            step=batch + 1, pool=pool, count=cfg.train.prompts_per_step
         )
         rollouts = hook.opd_sample_rollouts(
             prompts=prompts, samples_per_prompt=cfg.train.samples_per_prompt
@@ -164,76 +201,86 @@ def measure(trainer: Trainer, pairs: int, top_k: int) -> dict[str, Any]:
     return rows
 
 
-def write_report(rows: dict[str, Any], args: argparse.Namespace, seconds: float) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/estimator_variance.py" + (
-        f" --pairs {args.pairs}" if args.pairs != DEFAULT_PAIRS else ""
-    )
+def run_probe(overrides: list[str], out: Path, pairs: int, top_k: int) -> Probe:
+    """The demo's run (with ``overrides``) set up in this process and measured by the returned
+    :class:`Probe`."""
+    probe = Probe(pairs, top_k)
+    try:
+        run_in_process([*overrides, "progress=false"], out, [probe])
+    except Measured:
+        return probe
+    raise RuntimeError("the run ended without calling opd_run_start")
+
+
+def report(probe: Probe, overrides: list[str], seconds: float) -> None:
+    """Write the estimators' Markdown, JSON and figure."""
+    rows, pairs, (prompts, samples) = probe.rows, probe.pairs, probe.batch
+    flags = [f"--pairs {pairs}"] if pairs != DEFAULT_PAIRS else []
+    flags += [f"--top-k {probe.top_k}"] if probe.top_k != DEFAULT_TOP_K else []
+    command = command_line(__file__, *flags, *overrides)
     lines = [
         "# Bias and variance of the OPD estimators on the CPU demo",
         "",
-        f"Produced by `{command}` ({seconds / 60:.1f} min). From the demo student before OPD, "
-        f"{2 * args.pairs} independent batches of 64 prompts x 2 sampled answers; for each "
-        "objective the gradient of its loss on each batch. *Agreement*: cosine between the "
-        f"gradients of two independent batches ({args.pairs} pairs). *Alignment*: cosine between "
+        produced_by(command, f"{seconds / 60:.1f} min") + ". From the demo student before OPD, "
+        f"{2 * pairs} independent batches of {prompts} prompts x {samples} sampled answers; for "
+        "each objective the gradient of its loss on each batch. *Agreement*: cosine between the "
+        f"gradients of two independent batches ({pairs} pairs). *Alignment*: cosine between "
         "one batch's gradient and the reference direction (the exact full-vocabulary reverse-KL "
         "gradient averaged over all batches). Mean ± standard deviation over pairs / batches.",
         "",
-        "| objective | key | agreement | alignment with exact reverse KL | gradient norm |",
-        "|---|---|---|---|---|",
+        *markdown_table(
+            "objective | key | agreement | alignment with exact reverse KL | gradient norm",
+            [
+                f"{row['label']} | `{key}` "
+                f"| {row['agreement_mean']:.3f} ± {row['agreement_std']:.3f} "
+                f"| {row['alignment_mean']:.3f} ± {row['alignment_std']:.3f} "
+                f"| {row['gradient_norm_mean']:.3g}"
+                for key, row in rows.items()
+            ],
+        ),
+        "",
+        RESULTS.image("agreement and alignment"),
+        "",
     ]
-    for key, row in rows.items():
-        lines.append(
-            f"| {row['label']} | `{key}` | {row['agreement_mean']:.3f} ± {row['agreement_std']:.3f}"
-            f" | {row['alignment_mean']:.3f} ± {row['alignment_std']:.3f}"
-            f" | {row['gradient_norm_mean']:.3g} |"
-        )
-    lines += ["", "![agreement and alignment](estimators.png)", ""]
-    (RESULTS / "estimators.md").write_text("\n".join(lines))
-    payload = {"command": command, "pairs": args.pairs, "seconds": seconds, "objectives": rows}
-    (RESULTS / "estimators.json").write_text(json.dumps(payload, indent=1) + "\n")
-    plot(rows)
-    print("\n".join(lines))
-
-
-def plot(rows: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    record = {
+        "command": command,
+        "pairs": pairs,
+        "prompts_per_step": prompts,
+        "samples_per_prompt": samples,
+        "seconds": seconds,
+        "objectives": rows,
+    }
+    write_report(RESULTS, lines, record)
     keys = list(rows)
-    xs = range(len(keys))
-    fig, ax = plt.subplots(figsize=(8, 4))
-    width = 0.38
-    for offset, stat, label in (
-        (-width / 2, "agreement", "agreement (batch vs batch)"),
-        (width / 2, "alignment", "alignment with exact reverse KL"),
-    ):
-        ax.bar(
-            [x + offset for x in xs],
-            [rows[k][f"{stat}_mean"] for k in keys],
-            width,
-            yerr=[rows[k][f"{stat}_std"] for k in keys],
-            capsize=3,
-            label=label,
+    with figure(RESULTS.png(), size=(8, 4)) as (ax,):
+        plot_bars(
+            ax,
+            [k.removeprefix("opd_") for k in keys],
+            [
+                Bars(
+                    label,
+                    [rows[k][f"{stat}_mean"] for k in keys],
+                    [rows[k][f"{stat}_std"] for k in keys],
+                )
+                for stat, label in (
+                    ("agreement", "agreement (batch vs batch)"),
+                    ("alignment", "alignment with exact reverse KL"),
+                )
+            ],
+            ylabel="gradient cosine",
+            rotation=20,
         )
-    ax.set_xticks(list(xs), [k.removeprefix("opd_") for k in keys], rotation=20, fontsize=8)
-    ax.set_ylabel("gradient cosine")
-    ax.set_ylim(min(0.0, min(rows[k]["agreement_mean"] for k in keys)) - 0.05, 1.05)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "estimators.png", dpi=120)
-    plt.close(fig)
+        ax.set_ylim(min(0.0, min(rows[k]["agreement_mean"] for k in keys)) - 0.05, 1.05)
 
 
 DEFAULT_PAIRS = 8
+DEFAULT_TOP_K = 20
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=DEFAULT_PAIRS)
-    parser.add_argument("--top-k", type=int, default=20)
+    parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     parser.add_argument("overrides", nargs="*", help="config overrides (default: the demo)")
     args = parser.parse_args()
     if args.pairs < 2:
@@ -241,11 +288,9 @@ def main() -> None:
     torch.manual_seed(0)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="opd_estimators_") as tmp:
-        trainer = build_trainer(args.overrides, Path(tmp) / "run")
-        rows = measure(trainer, args.pairs, args.top_k)
-        trainer.cleanup()
-    write_report(rows, args, time.perf_counter() - started)
-    assert all(math.isfinite(r["agreement_mean"]) for r in rows.values())
+        probe = run_probe(args.overrides, Path(tmp) / "run", args.pairs, args.top_k)
+    report(probe, args.overrides, time.perf_counter() - started)
+    assert all(math.isfinite(r["agreement_mean"]) for r in probe.rows.values())
 
 
 if __name__ == "__main__":

@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
-from cli_runs import cost_to, run_cli
+from bench_common.costs import cost_to
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.plots import Series, figure, plot_curves
+from bench_common.report import cost_text, markdown_table, produced_by, write_report
+from bench_common.runs import command_line, run_cli
 
-from opd_core.lib.cache import cache_root
+from opd_core.api import cache_root
 from opd_report.curves import Curve, load_curve
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 METHODS = {
     "opd_reverse_kl_topk": ("+experiment=reverse_kl_topk",),
     "sft_teacher_samples": ("+experiment=sft",),
@@ -43,6 +45,8 @@ SHARED = (  # the schedule its report was measured with (the demo's before the l
     "train.max_new_tokens=64",
     "eval.max_new_tokens=64",
 )
+Results = dict[int, dict[str, list[Curve]]]
+"""Per number of operations, per method: the curve of every seed."""
 
 
 def build(num_ops: int) -> Path:
@@ -65,100 +69,101 @@ def run(num_ops: int, key: str, seed: int, steps: int, models: Path, out: Path) 
         "+teacher=hf", f"teacher.model.path={models / 'teacher'}",
         f"student.model.path={models / 'student'}", f"train.steps={steps}", f"seed={seed}",
     ]  # fmt: skip
-    returncode, _ = run_cli(overrides, out, f"horizon {num_ops} {key} seed {seed}")
-    if returncode != 0:
-        raise SystemExit(f"horizon: the run in {out} failed; see {out}.log")
+    run_cli(overrides, out, f"horizon {num_ops} {key} seed {seed}", check=True)
 
 
-def fmt(flops: float | None) -> str:
-    return "not reached" if flops is None else f"{flops:.2e}"
+def horizon_row(opd: list[Curve], sft: list[Curve]) -> dict[str, Any]:
+    """One number of operations: both methods' finals and FLOPs to the target, 90% of the
+    teacher or, when that is lower, the best accuracy every run of both reached."""
+    teacher = statistics.mean(c.teacher_score or 0.0 for c in opd)
+    target = min(0.9 * teacher, *(c.best_score for c in [*opd, *sft]))
+    a, b = cost_to(opd, target, "flops"), cost_to(sft, target, "flops")
+    return {
+        "teacher": teacher,
+        "start": opd[0].points[0].score,
+        "seeds": len(opd),
+        "opd_final_mean": statistics.mean(c.final.score for c in opd),
+        "sft_final_mean": statistics.mean(c.final.score for c in sft),
+        "target": target,
+        "target_is_90": target >= 0.9 * teacher,
+        "opd_flops_to_target": a,
+        "sft_flops_to_target": b,
+        "sft_over_opd_flops": (b / a) if a and b else None,
+        "steps_run": opd[0].final.step,
+    }
 
 
-def report(results: dict[int, dict[str, list[Curve]]], command: str) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, Any] = {}
+def table_row(ops: str, r: dict[str, Any]) -> str:
+    """One number of operations' line of the report's table."""
+    target = f"{r['target']:.1%}" + ("" if r["target_is_90"] else " (best both reached)")
+    ratio = f"{r['sft_over_opd_flops']:.2f}x" if r["sft_over_opd_flops"] else "-"
+    return (
+        f"{ops} | {r['teacher']:.1%} | {r['start']:.1%} | {r['opd_final_mean']:.1%} "
+        f"| {r['sft_final_mean']:.1%} | {target} "
+        f"| {cost_text(r['opd_flops_to_target'], 'flops')} "
+        f"| {cost_text(r['sft_flops_to_target'], 'flops')} | {ratio}"
+    )
+
+
+def report(results: Results, command: str) -> None:
+    """Write the horizon's Markdown, JSON and figure."""
+    rows = {
+        str(ops): horizon_row(m["opd_reverse_kl_topk"], m["sft_teacher_samples"])
+        for ops, m in sorted(results.items())
+    }
+    table = markdown_table(
+        "operations | teacher | student start | OPD final | SFT final | target | "
+        "OPD FLOPs to target | SFT FLOPs to target | SFT / OPD",
+        [table_row(ops, row) for ops, row in rows.items()],
+    )
     lines = [
         "# OPD against SFT as the horizon grows",
         "",
-        f"Produced by `{command}`. For each number of operations per problem, a teacher and an "
+        produced_by(command) + ". For each number of operations per problem, a teacher and an "
         "SFT-initialised student built for that task (the demo's recipe), then 128 sequences "
         "per step, lr 5e-4 with warm-up and cosine decay, greedy accuracy on 500 held-out "
         "problems every 25 steps. Target: 90% of the teacher, or, where either method stays "
         "below it, the best accuracy every run of both reached; FLOPs to it: median over seeds.",
         "",
-        "| operations | teacher | student start | OPD final | SFT final | target "
-        "| OPD FLOPs to target | SFT FLOPs to target | SFT / OPD |",
-        "|---|---|---|---|---|---|---|---|---|",
+        *table,
+        "",
+        RESULTS.image("accuracy against FLOPs per horizon"),
+        "",
     ]
-    for ops, by_method in sorted(results.items()):
-        opd, sft = by_method["opd_reverse_kl_topk"], by_method["sft_teacher_samples"]
-        teacher = statistics.mean(c.teacher_score or 0.0 for c in opd)
-        # 90% of the teacher, or the best accuracy every run of both reached when that is lower
-        target = min(0.9 * teacher, *(c.best_score for c in [*opd, *sft]))
-        a, b = cost_to(opd, target, "flops"), cost_to(sft, target, "flops")
-        row = {
-            "teacher": teacher,
-            "start": opd[0].points[0].score,
-            "seeds": len(opd),
-            "opd_final_mean": statistics.mean(c.final.score for c in opd),
-            "sft_final_mean": statistics.mean(c.final.score for c in sft),
-            "target": target,
-            "target_is_90": target >= 0.9 * teacher,
-            "opd_flops_to_target": a,
-            "sft_flops_to_target": b,
-            "sft_over_opd_flops": (b / a) if a and b else None,
-            "steps_run": opd[0].final.step,
-        }
-        rows[str(ops)] = row
-        ratio = f"{row['sft_over_opd_flops']:.2f}x" if row["sft_over_opd_flops"] else "-"
-        lines.append(
-            f"| {ops} | {teacher:.1%} | {row['start']:.1%} | {row['opd_final_mean']:.1%} "
-            f"| {row['sft_final_mean']:.1%} | {target:.1%}"
-            f"{'' if row['target_is_90'] else ' (best both reached)'} "
-            f"| {fmt(a)} | {fmt(b)} | {ratio} |"
-        )
-    lines += ["", "![accuracy against FLOPs per horizon](horizon.png)", ""]
-    (RESULTS / "horizon.md").write_text("\n".join(lines))
     curves = {
         ops: {k: [[dataclasses.asdict(p) for p in c.points] for c in v] for k, v in m.items()}
         for ops, m in results.items()
     }
-    payload = {"command": command, "horizons": rows, "curves": curves}
-    (RESULTS / "horizon.json").write_text(json.dumps(payload, indent=1) + "\n")
+    write_report(RESULTS, lines, {"command": command, "horizons": rows, "curves": curves})
     plot(results)
-    print("\n".join(lines))
 
 
-def plot(results: dict[int, dict[str, list[Curve]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, (ops, by_method) in zip(axes[0], sorted(results.items()), strict=True):
-        for key, curves in by_method.items():
-            for i, curve in enumerate(curves):
-                ax.plot(
+def plot(results: Results) -> None:
+    """Accuracy against FLOPs, one panel per number of operations, one line per run."""
+    with figure(RESULTS.png(), len(results), size=(5 * len(results), 4)) as axes:
+        for ax, (ops, by_method) in zip(axes, sorted(results.items()), strict=True):
+            series = [
+                Series(
+                    key if i == 0 else None,
                     [p.total_flops for p in curve.points],
                     [p.score for p in curve.points],
                     color="C0" if key.startswith("opd") else "C1",
                     alpha=0.8,
-                    marker="o",
-                    ms=2,
-                    label=key if i == 0 else None,
+                    marker_size=2,
                 )
-        teacher = by_method["opd_reverse_kl_topk"][0].teacher_score or 0.0
-        ax.axhline(teacher, color="black", ls="--", lw=1, label="teacher")
-        ax.axhline(0.9 * teacher, color="gray", ls=":", lw=1, label="90% of teacher")
-        ax.set_xlim(left=0)
-        ax.set_title(f"{ops} operations per problem")
-        ax.set_xlabel("FLOPs (teacher + student)")
-        ax.set_ylabel("held-out accuracy")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "horizon.png", dpi=120)
-    plt.close(fig)
+                for key, curves in by_method.items()
+                for i, curve in enumerate(curves)
+            ]
+            plot_curves(
+                ax,
+                series,
+                teacher=by_method["opd_reverse_kl_topk"][0].teacher_score or 0.0,
+                fractions=(0.9,),
+                title=f"{ops} operations per problem",
+                xlabel="FLOPs (teacher + student)",
+                ylabel="held-out accuracy",
+            )
+            ax.set_xlim(left=0)
 
 
 def main() -> None:
@@ -166,7 +171,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "horizon")
+    parser.add_argument("--out", type=Path, default=OUTPUTS / "horizon")
     parser.add_argument("--build-only", action="store_true")
     parser.add_argument(
         "--reuse-comparison",
@@ -176,7 +181,7 @@ def main() -> None:
         "runs (same models, schedule and steps; only max_new_tokens differs, 48 vs 64)",
     )
     args = parser.parse_args()
-    results: dict[int, dict[str, list[Curve]]] = {}
+    results: Results = {}
     for ops in args.ops:
         models = build(ops)
         if args.build_only:
@@ -191,12 +196,12 @@ def main() -> None:
                 run(ops, key, seed, args.steps, models, out)
                 results.setdefault(ops, {}).setdefault(key, []).append(load_curve(out, name=key))
     if results:
-        flags = "" if args.ops == [2, 4] else " --ops " + " ".join(map(str, args.ops))
-        flags += "" if args.seeds == 1 else f" --seeds {args.seeds}"
-        flags += "" if args.steps == 200 else f" --steps {args.steps}"
+        flags = [] if args.ops == [2, 4] else ["--ops", *map(str, args.ops)]
+        flags += [] if args.seeds == 1 else ["--seeds", str(args.seeds)]
+        flags += [] if args.steps == 200 else ["--steps", str(args.steps)]
         if args.reuse_comparison is not None:
-            flags += f" --reuse-comparison {args.reuse_comparison}"
-        report(results, f"python benchmarks/horizon.py{flags}")
+            flags += ["--reuse-comparison", str(args.reuse_comparison)]
+        report(results, command_line(__file__, *flags))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ every method gets in ``compare_objectives.py --tuned``.
 
 Runs are real ``python -m opd_core`` processes in the comparison's own run folders
 (``outputs/compare_objectives/<method>@lr<lr>/seed0``; the default learning rate's runs are the
-comparison's first seed), so a tuned comparison reuses the sweep's runs as its first seed.
+comparison's first seed), so a tuned comparison reuses the sweep's runs as its first seed; the
+methods and folders are ``bench_common.comparison``'s.
 
 A method's best learning rate is the one that reaches 90% of the teacher in the fewest steps;
 where none does, the one with the highest final accuracy (one seed: 500 problems carry about
@@ -17,16 +18,20 @@ where none does, the one with the highest final accuracy (one seed: 500 problems
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from compare_objectives import DEFAULT_STEPS, METHODS, RESULTS, ROOT, SWEEP_JSON, run_dir, run_one
+from bench_common.comparison import DEFAULT_STEPS, METHODS, RUNS, run_dir, run_one
+from bench_common.paths import ResultFiles
+from bench_common.plots import Series, figure, plot_curves
+from bench_common.report import markdown_table, produced_by, write_report
+from bench_common.runs import command_line
 
 from opd_report.curves import Curve, first_reaching, load_curve
 
+RESULTS = ResultFiles.of(__file__)
 DEFAULT_LRS = (1e-3, 2e-3)
 SWEPT = (
     "opd_reverse_kl_topk",
@@ -38,6 +43,8 @@ SWEPT = (
 )
 SWEPT_LAST = ("opd_reverse_kl_sampled", "rl_grpo")
 """The slowest runs, and the ones least likely to change the comparison's conclusion."""
+Results = dict[str, dict[float, dict[str, Any]]]
+"""Per method, per learning rate: the run's line of the sweep (:func:`score_run`)."""
 
 
 def score_run(curve: Curve, teacher: float) -> dict[str, Any]:
@@ -64,13 +71,23 @@ def pick_best(by_lr: dict[float, dict[str, Any]]) -> float:
     )
 
 
-def write_report(results: dict[str, dict[float, dict[str, Any]]], teacher: float, command: str):
+def cell(run: dict[str, Any] | None, best: bool) -> str:
+    """Final accuracy (steps to 90% of the teacher, where reached); bold for the best lr."""
+    if run is None:
+        return "-"
+    steps = run["steps_to_90"]
+    text = f"{run['final']:.1%}" + (f" ({steps})" if steps is not None else "")
+    return f"**{text}**" if best else text
+
+
+def report(results: Results, teacher: float, command: str) -> None:
+    """Write the sweep's Markdown, JSON (with each method's best lr) and figure."""
     best = {key: pick_best(by_lr) for key, by_lr in results.items() if by_lr}
     lrs = sorted({lr for by_lr in results.values() for lr in by_lr})
     lines = [
         "# Learning-rate sweep of the comparison's methods",
         "",
-        f"Produced by `{command}`: every method from the demo's SFT-initialised student, "
+        produced_by(command) + ": every method from the demo's SFT-initialised student, "
         f"{DEFAULT_STEPS} steps of 128 sequences, 50 warm-up steps then cosine decay, seed 0, "
         "greedy accuracy on 500 held-out problems (about +-1.8 points of noise per number). "
         f"Teacher {teacher:.1%}; 90% of it {0.9 * teacher:.1%}. Each cell: final accuracy "
@@ -78,25 +95,18 @@ def write_report(results: dict[str, dict[float, dict[str, Any]]], teacher: float
         "`compare_objectives.py --tuned` uses (fewest steps to 90%, else best final accuracy); "
         "`-`: not run.",
         "",
-        "| method | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " |",
-        "|---|" + "---|" * len(lrs),
+        *markdown_table(
+            " | ".join(["method", *(f"lr {lr:g}" for lr in lrs)]),
+            [
+                " | ".join([f"`{key}`", *(cell(by_lr.get(lr), lr == best.get(key)) for lr in lrs)])
+                for key, by_lr in results.items()
+            ],
+        ),
+        "",
+        RESULTS.image("final accuracy against learning rate"),
+        "",
     ]
-    for key, by_lr in results.items():
-        cells = []
-        for lr in lrs:
-            if lr not in by_lr:
-                cells.append("-")
-                continue
-            run = by_lr[lr]
-            text = f"{run['final']:.1%}" + (
-                f" ({run['steps_to_90']})" if run["steps_to_90"] is not None else ""
-            )
-            cells.append(f"**{text}**" if lr == best[key] else text)
-        lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
-    lines += ["", "![final accuracy against learning rate](lr_sweep.png)", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lr_sweep.md").write_text("\n".join(lines))
-    payload = {
+    record = {
         "command": command,
         "teacher": teacher,
         "steps": DEFAULT_STEPS,
@@ -105,30 +115,23 @@ def write_report(results: dict[str, dict[float, dict[str, Any]]], teacher: float
             key: {f"{lr:g}": run for lr, run in by_lr.items()} for key, by_lr in results.items()
         },
     }
-    SWEEP_JSON.write_text(json.dumps(payload, indent=1) + "\n")
-    plot(results, teacher)
-    print("\n".join(lines))
-
-
-def plot(results: dict[str, dict[float, dict[str, Any]]], teacher: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, by_lr in results.items():
-        lrs = sorted(by_lr)
-        ax.plot(lrs, [by_lr[lr]["final"] for lr in lrs], marker="o", label=key)
-    ax.axhline(teacher, color="black", ls="--", lw=1, label="teacher")
-    ax.axhline(0.9 * teacher, color="gray", ls=":", lw=1, label="90% of the teacher")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate (peak, cosine decay)")
-    ax.set_ylabel(f"final accuracy after {DEFAULT_STEPS} steps (seed 0)")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "lr_sweep.png", dpi=120)
-    plt.close(fig)
+    write_report(RESULTS, lines, record)
+    with figure(RESULTS.png(), size=(7, 4.5)) as (ax,):
+        plot_curves(
+            ax,
+            [
+                Series(
+                    key, sorted(by_lr), [by_lr[lr]["final"] for lr in sorted(by_lr)], marker_size=6
+                )
+                for key, by_lr in results.items()
+            ],
+            teacher=teacher,
+            fractions=(0.9,),
+            xlabel="learning rate (peak, cosine decay)",
+            ylabel=f"final accuracy after {DEFAULT_STEPS} steps (seed 0)",
+            legend={"fontsize": 7, "loc": "lower right"},
+        )
+        ax.set_xscale("log")
 
 
 def main() -> None:
@@ -136,7 +139,7 @@ def main() -> None:
     parser.add_argument("--lrs", type=float, nargs="+", default=list(DEFAULT_LRS))
     parser.add_argument("--methods", nargs="+", default=list(SWEPT), choices=list(METHODS))
     parser.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "compare_objectives")
+    parser.add_argument("--out", type=Path, default=RUNS)
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     args = parser.parse_args()
     # the distillation and SFT methods first, the larger learning rates before the smaller
@@ -163,14 +166,14 @@ def main() -> None:
     if not curves:
         raise SystemExit("lr_sweep: no finished run to report; run the sweep first")
     teacher = statistics.mean(c.teacher_score for c in curves.values() if c.teacher_score)
-    results: dict[str, dict[float, dict[str, Any]]] = {key: {} for key in args.methods}
+    results: Results = {key: {} for key in args.methods}
     for (key, lr), curve in curves.items():
         results[key][lr] = score_run(curve, teacher)
     flags = (
         [] if sorted(args.lrs) == sorted(DEFAULT_LRS) else ["--lrs", *map("{:g}".format, args.lrs)]
     )
     flags += [] if args.methods == list(SWEPT) else ["--methods", *args.methods]
-    write_report(results, teacher, " ".join(["python benchmarks/lr_sweep.py", *flags]))
+    report(results, teacher, command_line(__file__, *flags))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     python benchmarks/overlap.py            # about 25 min on 2 quiet CPU cores
     python benchmarks/overlap.py --quick    # tiny models, a few seconds a run (checks the script)
 
-opd-core's side of ``benchmarks/vs_trl.py`` (``+experiment=opd``: the sampled-token reverse KL
-with ``loss=importance_sampling``, whose ratio corrects the one-step-stale rollouts; random-init
-Qwen3 student and teacher sharing one tokenizer, every completion runs to the token limit, fp32,
-fused AdamW, device=cpu), run with ``train.overlap=false`` and ``true``:
+opd-core's side of ``benchmarks/vs_trl.py`` (``bench_common.timing``; ``+experiment=opd``: the
+sampled-token reverse KL with ``loss=importance_sampling``, whose ratio corrects the
+one-step-stale rollouts; random-init Qwen3 student and teacher sharing one tokenizer, every
+completion runs to the token limit, fp32, fused AdamW, device=cpu), run with
+``train.overlap=false`` and ``true``:
 
 - ``sampler=hf`` (``teacher=hf``): the main environment;
 - ``sampler=vllm`` (``teacher=hf``; vLLM's engine in the training process, as the sampler runs
@@ -32,28 +33,35 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
-import shutil
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vs_trl import (
-    PAIRS,
+from bench_common.models import PAIRS, Shape, build_models
+from bench_common.paths import OUTPUTS, ROOT, ResultFiles
+from bench_common.report import load_text, markdown_table, produced_by, write_report
+from bench_common.runs import (
+    command_line,
+    load_average,
+    package_versions,
+    spawn_worker,
+    warn_if_busy,
+)
+from bench_common.timing import (
     Point,
-    Shape,
     StepClock,
-    build_models,
+    fresh_dir,
     opd_overrides,
+    pair_ratios,
+    repeat_medians,
+    rotations,
     run_opd,
     slug,
-    spawn,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 SAMPLERS = ("hf", "vllm")
 MODES = ("off", "on")
 QUICK_PAIR = (Shape(64, 128, 1, 2, 1, 32), Shape(64, 128, 2, 2, 1, 32))
@@ -99,24 +107,8 @@ def worker(point: Point, sampler: str, overlap: bool, models: Path, out: Path) -
     # vLLM refuses a stop token outside the vocabulary: its completions may end at EOS
     info = build_models(models, point.student, point.teacher, unreachable_eos=sampler == "hf")
     clock = StepClock()
-    run_opd(point, models, out, clock, run_overrides(point, models, sampler, overlap))
-    timed = slice(point.warmup, point.warmup + point.steps)
-    steps = clock.step_times(0)[timed]
-    stages = clock.stages[timed]
-    overlap_metrics = clock.overlap[timed]
-
-    def medians(rows: list[dict[str, float]]) -> dict[str, float]:
-        names = sorted({name for row in rows for name in row})
-        return {n: statistics.median(row.get(n, 0.0) for row in rows) for n in names}
-
-    return {
-        "step_s": steps,
-        "stages_s": medians(stages),
-        "overlap": medians(overlap_metrics),
-        "completion_tokens": statistics.median(clock.tokens[timed]),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "models": info,
-    }
+    run_opd(run_overrides(point, models, sampler, overlap), out, clock)
+    return {**clock.summary(slice(point.warmup, point.warmup + point.steps)), "models": info}
 
 
 def measure(point: Point, samplers: dict[str, str], work: Path, threads: int) -> dict[str, Any]:
@@ -124,33 +116,27 @@ def measure(point: Point, samplers: dict[str, str], work: Path, threads: int) ->
     each repeat); ``samplers`` maps each measured sampler to the Python that runs it."""
     sides = [(s, m) for s in samplers for m in MODES]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {side: [] for side in sides}
-    for repeat in range(point.repeats):
-        order = sides[repeat % len(sides) :] + sides[: repeat % len(sides)]
-        for sampler, mode in order:
-            name = f"{slug(point.name)}_{sampler}_{mode}_{repeat}"
-            out = work / "runs" / name
-            shutil.rmtree(out, ignore_errors=True)  # a run folder with checkpoints is refused
-            out.mkdir(parents=True)
-            models = work / "models" / slug(point.name.split(",")[0]) / sampler
-            models.mkdir(parents=True, exist_ok=True)
-            args = ["--point", json.dumps(dataclasses.asdict(point)), "--sampler", sampler]
-            args += ["--overlap", mode, "--models", str(models), "--out", str(out / "run")]
-            label = f"{point.name} | sampler={sampler} overlap {mode} | repeat {repeat + 1}"
-            result = spawn(
+    for repeat, (sampler, mode) in rotations(sides, point.repeats):
+        out = fresh_dir(work / "runs" / f"{slug(point.name)}_{sampler}_{mode}_{repeat}")
+        models = work / "models" / slug(point.name.split(",")[0]) / sampler
+        models.mkdir(parents=True, exist_ok=True)
+        args = ["--point", json.dumps(dataclasses.asdict(point)), "--sampler", sampler]
+        args += ["--overlap", mode, "--models", str(models), "--out", str(out / "run")]
+        label = f"{point.name} | sampler={sampler} overlap {mode} | repeat {repeat + 1}"
+        runs[(sampler, mode)].append(
+            spawn_worker(
+                __file__,
                 args,
                 threads,
                 f"{label}/{point.repeats}",
                 out / "worker.log",
-                script=__file__,
                 python=samplers[sampler],
             )
-            runs[(sampler, mode)].append(result)
+        )
     record: dict[str, Any] = {"point": dataclasses.asdict(point), "samplers": {}}
     for sampler in samplers:
-        per_repeat = {
-            mode: [statistics.median(r["step_s"]) for r in runs[(sampler, mode)]] for mode in MODES
-        }
-        ratios = [off / on for off, on in zip(per_repeat["off"], per_repeat["on"], strict=True)]
+        per_repeat = {mode: repeat_medians(runs[(sampler, mode)]) for mode in MODES}
+        ratios = pair_ratios(per_repeat["off"], per_repeat["on"])
         record["samplers"][sampler] = {
             "models": runs[(sampler, "off")][-1]["models"],
             "speedup": statistics.median(ratios),
@@ -170,66 +156,75 @@ def measure(point: Point, samplers: dict[str, str], work: Path, threads: int) ->
     return record
 
 
-def report(record: dict[str, Any], folder: Path) -> None:
-    """Write ``overlap.{json,md}`` into ``folder`` and print the table."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "overlap.json").write_text(json.dumps(record, indent=1) + "\n")
-    load = record["load_average_before_after"]
-    lines = [
+def table_row(point: dict[str, Any], sampler: str, result: dict[str, Any]) -> str:
+    """One (point, sampler) line of the report's table."""
+    off, on = result["modes"]["off"], result["modes"]["on"]
+    return (
+        f"{point['name']} ({point['prompts']} x {point['new_tokens']}) | {sampler} | "
+        f"{off['s_per_step']:.2f} | {on['s_per_step']:.2f} | {result['speedup']:.2f} | "
+        f"{off['stages_s'].get('sample', 0.0):.2f} | "
+        f"{on['overlap'].get('overlap/hidden_s', 0.0):.2f} | "
+        f"{on['overlap'].get('overlap/wait_s', 0.0):.2f} | "
+        f"{on['stages_s'].get('prefetch', 0.0):.3f} | "
+        f"{off['peak_rss_mb']:.0f} / {on['peak_rss_mb']:.0f} MB | "
+        f"{off['completion_tokens']:.1f} / {on['completion_tokens']:.1f}"
+    )
+
+
+def markdown(record: dict[str, Any]) -> list[str]:
+    """The report: s/step off and on per point and sampler, then every run's stages."""
+    versions = record["versions"]
+    table = markdown_table(
+        "point | sampler | s/step off | s/step on | off / on (median of pairs) | "
+        "sample s (off) | sampling hidden s (on) | wait s (on) | prefetch s (on) | "
+        "peak RSS off / on | completion tokens off / on",
+        [
+            table_row(point["point"], sampler, result)
+            for point in record["points"]
+            for sampler, result in point["samplers"].items()
+        ],
+    )
+    stages = [
+        f"- {point['point']['name']}, {sampler}, overlap {mode}: "
+        + ", ".join(f"{n} {t:.3f}" for n, t in sorted(result["modes"][mode]["stages_s"].items()))
+        for point in record["points"]
+        for sampler, result in point["samplers"].items()
+        for mode in MODES
+    ]
+    return [
         "# Does train.overlap pay?",
         "",
-        f"Produced by `{record['command']}` ({record['threads']} thread(s) per run, torch "
-        f"{record['versions'].get('torch', '?')}, vLLM {record['versions'].get('vllm', '-')}; "
-        f"load average {load[0]:.1f} before, {load[1]:.1f} after; "
-        f"{record['wall_s'] / 60:.1f} min). opd-core with `+experiment=opd` (importance "
+        produced_by(
+            record["command"],
+            f"{record['threads']} thread(s) per run, torch {versions.get('torch', '?')}, vLLM "
+            f"{versions.get('vllm', '-')}",
+            load_text(record["load_average_before_after"]),
+            f"{record['wall_s'] / 60:.1f} min",
+        )
+        + ". opd-core with `+experiment=opd` (importance "
         "sampling, sampler log-probs as the behaviour policy), random-init Qwen3 student and "
         "teacher, fp32, every completion to the token limit with sampler=hf (with sampler=vllm "
         "they may stop at EOS); each run its own process, the runs "
         "of a point interleaved and repeated with their order rotated; s/step is the median of a "
         "run's timed steps (warm-up and the last step left out), then the median over repeats.",
         "",
-        "| point | sampler | s/step off | s/step on | off / on (median of pairs) | sample s "
-        "(off) | sampling hidden s (on) | wait s (on) | prefetch s (on) | peak RSS off / on | "
-        "completion tokens off / on |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for point in record["points"]:
-        p = point["point"]
-        for sampler, result in point["samplers"].items():
-            off, on = result["modes"]["off"], result["modes"]["on"]
-            lines.append(
-                f"| {p['name']} ({p['prompts']} x {p['new_tokens']}) | {sampler} | "
-                f"{off['s_per_step']:.2f} | {on['s_per_step']:.2f} | {result['speedup']:.2f} | "
-                f"{off['stages_s'].get('sample', 0.0):.2f} | "
-                f"{on['overlap'].get('overlap/hidden_s', 0.0):.2f} | "
-                f"{on['overlap'].get('overlap/wait_s', 0.0):.2f} | "
-                f"{on['stages_s'].get('prefetch', 0.0):.3f} | "
-                f"{off['peak_rss_mb']:.0f} / {on['peak_rss_mb']:.0f} MB | "
-                f"{off['completion_tokens']:.1f} / {on['completion_tokens']:.1f} |"
-            )
-    lines += [
+        *table,
         "",
         "Stages (s, median over the last repeat's timed steps; with overlap `sample` is what the "
         "step waited for its rollouts, `prefetch` the weight copy or sync for the next step):",
         "",
+        *stages,
+        "",
+        *record["notes"],
+        "",
     ]
-    for point in record["points"]:
-        for sampler, result in point["samplers"].items():
-            for mode in MODES:
-                stages = result["modes"][mode]["stages_s"]
-                cells = ", ".join(f"{n} {t:.3f}" for n, t in sorted(stages.items()))
-                lines.append(f"- {point['point']['name']}, {sampler}, overlap {mode}: {cells}")
-    lines += ["", *record["notes"], ""]
-    (folder / "overlap.md").write_text("\n".join(lines))
-    print("\n".join(lines))
 
 
 def versions(vllm_python: str | None) -> dict[str, str]:
     """torch's version here and vLLM's in its environment (when measured)."""
     import subprocess
-    from importlib.metadata import version
 
-    found = {"torch": version("torch")}
+    found = package_versions("torch")
     if vllm_python is not None:
         done = subprocess.run(
             [vllm_python, "-c", "import vllm; print(vllm.__version__)"],
@@ -251,7 +246,7 @@ def main() -> None:
         help="the Python of an environment with vLLM (make setup-vllm)",
     )
     parser.add_argument("--samplers", default="hf,vllm", help="which samplers to measure")
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "overlap")
+    parser.add_argument("--work", type=Path, default=OUTPUTS / "overlap")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--point", help=argparse.SUPPRESS)
     parser.add_argument("--sampler", help=argparse.SUPPRESS)
@@ -265,9 +260,7 @@ def main() -> None:
         answer = worker(point, args.sampler, args.overlap == "on", args.models, args.out)
         args.answer.write_text(json.dumps(answer))
         return
-    load_before = os.getloadavg()[0]
-    if load_before > 1.0:
-        print(f"[overlap] warning: load average {load_before:.1f}; timings will be inflated")
+    load_before = warn_if_busy("overlap")
     started = time.perf_counter()
     notes: list[str] = []
     samplers: dict[str, str] = {}
@@ -285,7 +278,7 @@ def main() -> None:
         else:
             raise SystemExit(f"--samplers: unknown sampler {sampler!r}; use hf and/or vllm")
     record: dict[str, Any] = {
-        "command": " ".join(["python benchmarks/overlap.py", *sys.argv[1:]]),
+        "command": command_line(__file__, *sys.argv[1:]),
         "threads": args.threads,
         "versions": versions(samplers.get("vllm")),
         "points": [
@@ -295,8 +288,9 @@ def main() -> None:
         "notes": notes,
     }
     record["wall_s"] = time.perf_counter() - started
-    record["load_average_before_after"] = (load_before, os.getloadavg()[0])
-    report(record, args.work / "results" if args.quick else RESULTS)
+    record["load_average_before_after"] = (load_before, load_average())
+    files = RESULTS.under(args.work / "results") if args.quick else RESULTS
+    write_report(files, markdown(record), record)
 
 
 if __name__ == "__main__":

