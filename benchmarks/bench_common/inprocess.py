@@ -1,4 +1,5 @@
-"""A run inside the benchmark's own process, with plugins of its own (a step clock, a probe)."""
+"""A run inside the benchmark's own process, with plugins of its own (a step clock, a probe),
+composed as ``python -m opd_core`` composes it."""
 
 from __future__ import annotations
 
@@ -7,15 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pluggy
     from omegaconf import DictConfig
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """The config ``python -m opd_core <overrides>`` would run."""
+def compose_config(overrides: Sequence[str], pm: pluggy.PluginManager) -> DictConfig:
+    """The config ``python -m opd_core <overrides>`` would run: every plugin of ``pm`` (and
+    those the named config files list) stores its options first, as the command line does."""
     from hydra import compose, initialize_config_dir
+    from hydra.core.config_store import ConfigStore
 
-    from opd_core.app import CONF_DIR
+    from opd_core.config import CONF_DIR
+    from opd_core.plugin_manager import register_configs
 
+    register_configs(pm, ConfigStore.instance(), list(overrides), CONF_DIR)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
 
@@ -29,4 +35,5 @@ def run_in_process(
     from opd_core.app import run
     from opd_core.plugin_manager import make_plugin_manager
 
-    return run(compose_config(overrides), out, pm=make_plugin_manager(list(plugins)))
+    pm = make_plugin_manager(list(plugins))
+    return run(compose_config(overrides, pm), out, pm=pm)
