@@ -15,6 +15,9 @@ from opd_core import context, flops, modeling, types
 
 TYPES: tuple[tuple[ModuleType, str], ...] = (
     (types, "Prompt"),
+    (types, "EpisodeStart"),
+    (types, "EnvReply"),
+    (types, "EpisodeSummary"),
     (types, "GenerationParams"),
     (types, "RolloutBatch"),
     (types, "ScoreRequest"),
