@@ -53,6 +53,33 @@ from bench_common.runs import command_line
 from opd_report.curves import Curve, first_reaching, load_curve
 
 RESULTS = ResultFiles.of(__file__)
+LIMITS = [
+    "## What this comparison cannot show (issue 20's review)",
+    "",
+    "- The student is not on a plateau: its SFT stops at 55% mid-climb and both SFT baselines"
+    " simply resume it, on training problems the student was already trained on. With no "
+    "diminishing returns to beat, OPD can only win per step; the seed compared OPD from a "
+    "plateaued checkpoint with scaling a fixed SFT data set, which this benchmark does not "
+    "do.",
+    "- *SFT on teacher samples* draws fresh teacher samples every step: a stream, not a data "
+    "set, so there is no data-size axis.",
+    "- The learning-rate grids do not bracket every optimum: four methods peak at the top "
+    "edge (2e-3), GRPO at the bottom edge (5e-4); the sampled-token estimator was not swept.",
+    "- The GRPO ratio is a bound, not a measurement: OPD's step count is its first evaluation"
+    " above the target (an upper bound on OPD's steps), and at that lowered target (the best "
+    "every seed of both reached) GRPO's own crossing is one evaluation; at 90% of the teacher"
+    " GRPO never arrives.",
+    "- LoRA rank 32 on a width-96 model is a third of the width (the seed's was 1/128), one "
+    "seed; the single-prompt run is a 17-token problem under forward KL at an unswept "
+    "learning rate, one seed: neither is the seed's experiment.",
+    "- Runs are reused by `--report-only` from their folders: a row is only as current as the"
+    " code that made it. The GRPO rows in this page were made before the FLOPs ledger change "
+    "and the sampler rewrite (their curves are byte-identical to an older commit's); rerun "
+    "them before reading their FLOPs.",
+    "",
+]
+"""What the design of this comparison cannot show; written into every report."""
+
 SEED_CLAIMS = {
     "flops_vs_sft": "9-30x less compute than SFT",
     "steps_vs_rl": "7-10x fewer gradient steps than RL",
@@ -288,6 +315,7 @@ def report(
         "",
         *claims,
         "",
+        *LIMITS,
         RESULTS.image("accuracy against steps", "steps"),
         RESULTS.image("accuracy against FLOPs", "flops"),
         "",

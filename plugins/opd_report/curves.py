@@ -84,7 +84,10 @@ def load_curve(run_dir: Path, metric: str = "accuracy", name: str | None = None)
 
 
 def step_seconds(record: dict[str, Any]) -> float:
-    """Seconds a step's stages took (its ``time/<stage>_s`` metrics)."""
+    """Seconds a step took: its ``time/step_s`` where the run logged one (the whole step), else
+    the sum of its stages' ``time/<stage>_s`` (runs from before ``time/step_s`` existed)."""
+    if "time/step_s" in record:
+        return float(record["time/step_s"])
     return sum(v for k, v in record.items() if k.startswith("time/") and k.endswith("_s"))
 
 

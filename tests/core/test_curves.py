@@ -65,3 +65,16 @@ def test_curve_points_carry_the_training_seconds_so_far(tmp_path: Path) -> None:
     )
     curve = load_curve(tmp_path / "run")
     assert [p.train_seconds for p in curve.points] == [0.0, 1.5, 4.5]
+
+
+def test_a_step_that_logs_its_whole_time_is_not_counted_twice(tmp_path: Path) -> None:
+    records = [
+        {"step": s, "time/sample_s": 1.0, "time/update_s": 0.5, "time/step_s": 1.75}
+        for s in range(1, 3)
+    ]
+    write_run(
+        tmp_path / "run",
+        {"student_before": {"accuracy": 0.1}, "student_after": {"accuracy": 0.5}},
+        records,
+    )
+    assert [p.train_seconds for p in load_curve(tmp_path / "run").points] == [0.0, 3.5]
