@@ -13,6 +13,9 @@ What is here, by kind:
 - tensor helpers for models and rollouts (``*_BT`` shapes as in :mod:`opd_core.types`):
   :func:`next_token_logits`, :func:`gather_logprobs`, :func:`topk_logprobs`, padding and prompt
   encoding, the rollout layout of a sampling call (:class:`Generated`, :func:`rollout_batch`);
+- multi-turn episodes (:mod:`opd_core.episodes`): :class:`EpisodeRunner`, the loop a sampler
+  drives with its ``generate_turn`` (:class:`TurnRequest` in, :class:`SampledTurn` out),
+  :class:`EnvironmentCalls` and :func:`run_text_episodes` for evaluators;
 - accounting: :class:`ModelShape` (FLOPs), the metric reducers :class:`Sum`, :class:`Max`,
   :class:`Min`, :func:`read_metrics`, RNG capture for components that sample;
 - the library (:mod:`opd_core.lib`): cache folders and locks, JSONL and chat data readers,
@@ -63,6 +66,16 @@ if TYPE_CHECKING:
 
     from opd_core.checkpoint import capture_rng, restore_rng
     from opd_core.devices import on_side_stream, pick_device
+    from opd_core.episodes import (
+        EnvironmentCalls,
+        EpisodeRunner,
+        GenerateTurn,
+        SampledTurn,
+        TextEpisode,
+        TurnRequest,
+        episode_success,
+        run_text_episodes,
+    )
     from opd_core.flops import ModelShape
     from opd_core.modeling import (
         TEMPLATE_PROBE,
@@ -95,6 +108,16 @@ if TYPE_CHECKING:
 _LAZY: dict[str, tuple[str, ...]] = {
     "opd_core.checkpoint": ("capture_rng", "restore_rng"),
     "opd_core.devices": ("on_side_stream", "pick_device"),
+    "opd_core.episodes": (
+        "EnvironmentCalls",
+        "EpisodeRunner",
+        "GenerateTurn",
+        "SampledTurn",
+        "TextEpisode",
+        "TurnRequest",
+        "run_text_episodes",
+        "episode_success",
+    ),
     "opd_core.flops": ("ModelShape",),
     "opd_core.modeling": (
         "TEMPLATE_PROBE",
@@ -154,9 +177,12 @@ __all__ = [
     "ChatFields",
     "ChatMessage",
     "EnvReply",
+    "EnvironmentCalls",
+    "EpisodeRunner",
     "EpisodeStart",
     "EpisodeSummary",
     "EvalResult",
+    "GenerateTurn",
     "Generated",
     "GenerationParams",
     "Generator",
@@ -173,9 +199,12 @@ __all__ = [
     "RolloutBatch",
     "RolloutPrefetcher",
     "RunContext",
+    "SampledTurn",
     "ScoreRequest",
     "Sum",
     "TeacherScores",
+    "TextEpisode",
+    "TurnRequest",
     "cache_lock",
     "cache_root",
     "capture_rng",
@@ -187,6 +216,7 @@ __all__ = [
     "encode_prompts",
     "entropy",
     "eos_ids",
+    "episode_success",
     "forward_accepts",
     "gather_logprobs",
     "hookimpl",
@@ -209,6 +239,7 @@ __all__ = [
     "resolve_dtype",
     "restore_rng",
     "rollout_batch",
+    "run_text_episodes",
     "sampled_rollout_batch",
     "store_config_dir",
     "topk_logprobs",

@@ -13,7 +13,10 @@ operations ``torch.utils.flop_counter.FlopCounterMode`` counts (matrix multiplic
 - generating ``C`` tokens after a ``P``-token prompt with a KV cache is one forward over the
   prompt (the LM head only at its last position), then ``C - 1`` single-token steps, step ``j``
   attending over ``P + j`` keys. The sampler's log-probabilities come from those steps' logits:
-  no further forward runs.
+  no further forward runs. In a multi-turn episode the environment's tokens between turns are
+  prefilled, not sampled: they go through the body and attention like any token of the
+  sequence, without the LM head (counted as one cache kept across turns; ``sampler=hf``
+  re-prefills each turn's history, more work than counted).
 
 Only real tokens count (padding is excluded), so two methods that process the same tokens report
 the same FLOPs whatever their batching; that includes the slots of a preallocated (static) KV
@@ -85,13 +88,24 @@ class ModelShape:
         """FLOPs of a forward and backward pass (backward = 2x forward)."""
         return 3.0 * self.forward_flops(lengths_B, head_positions_B)
 
-    def generation_flops(self, prompt_B: torch.Tensor, completion_B: torch.Tensor) -> float:
-        """FLOPs of sampling ``completion_B`` tokens after ``prompt_B``-token prompts with a KV
-        cache: a prefill forward, then one single-token step per further token."""
+    def generation_flops(
+        self,
+        prompt_B: torch.Tensor,
+        completion_B: torch.Tensor,
+        sampled_B: torch.Tensor | None = None,
+    ) -> float:
+        """FLOPs of writing ``completion_B`` tokens after ``prompt_B``-token prompts with a KV
+        cache: a prefill forward, then one single-token step per further token. Of a multi-turn
+        completion only ``sampled_B`` tokens are sampled (default: all of them); the
+        environment's tokens between turns are prefilled into the cache, so the LM head runs
+        only where a token is sampled."""
         prompt = prompt_B.double()
         steps = (completion_B.double() - 1).clamp(min=0)
-        # every position goes through the body; the prefill needs logits at its last one only
-        linear = 2.0 * self.matmul_params * (prompt + steps) - 2.0 * self.head_params * (prompt - 1)
+        sampled = steps + 1 if sampled_B is None else sampled_B.double()
+        # every position but the last goes through the body; the LM head runs where a token
+        # is sampled next (a single completion: the prompt's last position and every step)
+        fed = prompt + steps
+        linear = 2.0 * self.matmul_params * fed - 2.0 * self.head_params * (fed - sampled)
         # decode step j (1..steps) attends over prompt + j keys
         keys = steps * prompt + steps * (steps + 1) / 2
         attention = 4.0 * self.layers * self.attention_width * (prompt**2 + keys)
@@ -159,15 +173,16 @@ def rollout_flops(
     """What one step spent: sampling ``rollouts`` (charged to whichever model wrote them;
     nothing when they are fixed data), the teacher scoring them (if ``scored``) and
     ``update_epochs`` passes of training. Teacher FLOPs stay 0 when its shape is unknown."""
-    prompt_B, completion_B = rollouts.sequence_lengths()
-    total_B = prompt_B + completion_B
-    flops = FlopsLedger(
-        student_training=update_epochs * student.training_flops(total_B, completion_B)
-    )
+    prompt_B, sampled_B = rollouts.sequence_lengths()
+    total_B = rollouts.attention_mask_BT.sum(1)
+    # the completion region: what the LM head runs on when training and scoring (one answer,
+    # or every turn of an episode with the environment's tokens between them)
+    region_B = total_B - prompt_B
+    flops = FlopsLedger(student_training=update_epochs * student.training_flops(total_B, region_B))
     if rollouts.sampler_role == "student":
-        flops.student_sampling = student.generation_flops(prompt_B, completion_B)
+        flops.student_sampling = student.generation_flops(prompt_B, region_B, sampled_B)
     elif rollouts.sampler_role == "teacher" and teacher is not None:
-        flops.teacher_sampling = teacher.generation_flops(prompt_B, completion_B)
+        flops.teacher_sampling = teacher.generation_flops(prompt_B, region_B, sampled_B)
     if scored and teacher is not None:
-        flops.teacher_scoring = teacher.forward_flops(total_B, completion_B)
+        flops.teacher_scoring = teacher.forward_flops(total_B, region_B)
     return flops

@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from opd_core.episodes import BUDGETS, episode_success
 from opd_core.reduction import Max, Min, Sum
-from opd_core.types import Advantages, EvalResult, RolloutBatch, TeacherScores
+from opd_core.types import Advantages, EpisodeSummary, EvalResult, RolloutBatch, TeacherScores
 
 
 def masked_mean(values_BT: torch.Tensor, mask_BT: torch.Tensor) -> float:
@@ -32,6 +33,28 @@ def rollout_metrics(
         out["teacher_reverse_kl"] = masked_mean(reverse_kl_BT, mask_BT)
     if rewards_B is not None:
         out["reward"] = float(rewards_B.mean())
+    if rollouts.episodes is not None:
+        region_BR = rollouts.attention_mask_BT[:, rollouts.prompt_len :].float()
+        out["episode/env_tokens"] = float((region_BR.sum(1) - mask_BT.sum(1)).mean())
+        out.update(episode_metrics(rollouts.episodes))
+    return out
+
+
+def episode_metrics(episodes: Sequence[EpisodeSummary]) -> dict[str, float]:
+    """Per-episode means (``episode/turns``, ``episode/reward``, ``episode/success``, each of
+    the environment's counts as ``episode/<name>``) and the budget cuts, counted:
+    ``episode/budget_cut`` and ``episode/cut_<budget>`` (``max_turns``, ``max_tokens``,
+    ``context``)."""
+    n = max(len(episodes), 1)
+    out: dict[str, float] = {}
+    for key in sorted({k for e in episodes for k in e.counts}):
+        out[f"episode/{key}"] = sum(e.counts.get(key, 0.0) for e in episodes) / n
+    out["episode/turns"] = sum(e.turns for e in episodes) / n
+    out["episode/reward"] = sum(e.reward for e in episodes) / n
+    out["episode/success"] = sum(episode_success(episodes)) / n
+    out["episode/budget_cut"] = Sum(sum(e.budget_cut for e in episodes))
+    for budget in BUDGETS:
+        out[f"episode/cut_{budget}"] = Sum(sum(e.end == budget for e in episodes))
     return out
 
 

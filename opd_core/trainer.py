@@ -353,14 +353,25 @@ class Trainer:
         return list(self.dist.shard(prompts))  # every rank picked the same; each takes its share
 
     def sample(self, prompts: list[Prompt]) -> RolloutBatch:
-        """The student's answers to ``prompts`` (``train.samples_per_prompt`` each)."""
-        return self.hook.opd_sample_rollouts(
+        """The student's answers to ``prompts`` (``train.samples_per_prompt`` each); episodes
+        with an ``environment``."""
+        rollouts: RolloutBatch = self.hook.opd_sample_rollouts(
             prompts=prompts, samples_per_prompt=self.config.train.samples_per_prompt
         )
+        environment = self.config.environment
+        if environment is not None and rollouts is not None and rollouts.episodes is None:
+            raise OPDError(
+                f"sampler '{self.config.sampler.get('name', '?')}' wrote single-turn rollouts "
+                f"although environment '{environment.get('name', '?')}' is configured; use a "
+                "sampler that runs episodes (hf, vllm, teacher_samples) or environment=null."
+            )
+        return rollouts
 
     def grade(self, rollouts: RolloutBatch, timer: StageTimer) -> torch.Tensor | None:
         """The task's reward of each sequence, (B,) float32; ``None`` when nothing grades."""
         with timer.stage("grade"):
+            if rollouts.episodes is not None:  # multi-turn: the environment's episode rewards
+                return torch.tensor([e.reward for e in rollouts.episodes], dtype=torch.float32)
             rewards = self.hook.opd_grade_completions(
                 prompts=rollouts.prompts, completions=rollouts.completions
             )

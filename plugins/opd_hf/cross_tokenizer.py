@@ -60,6 +60,12 @@ class CrossTokenizerTeacher(HFTeacher):
         self.split = split
 
     def setup(self, ctx: RunContext) -> None:
+        if ctx.config.environment is not None:
+            raise OPDError(
+                "teacher=cross_tokenizer re-tokenizes the student's text, so it cannot score "
+                "multi-turn episodes token for token; use a teacher that shares the student's "
+                "tokenizer (hf, vllm, remote) with an environment."
+            )
         self.loaded = load_model(ctx.hook, self.spec, "teacher", ctx.device)
         self.loaded.model.eval().requires_grad_(False)
         self.student_tokenizer = ctx.student.tokenizer

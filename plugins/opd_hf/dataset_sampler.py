@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
+from opd_core.api import RunContext
 from opd_hf.offpolicy import supervised_rollouts
 from opd_hf.sampler import HFSampler
 
@@ -20,6 +21,15 @@ class DatasetSamples(HFSampler):
     them. The rollouts have ``sampler_role="data"``: FLOPs accounting charges no sampling.
     Evaluation still generates with the student (``batch_size`` sequences per call).
     """
+
+    def setup(self, ctx: RunContext) -> None:
+        if ctx.config.environment is not None:
+            raise OPDError(
+                f"sampler=dataset trains on fixed reference texts, so it cannot run the "
+                f"episodes of environment '{ctx.config.environment.get('name', '?')}'; use "
+                "sampler=hf (or teacher_samples for SFT on the teacher's episodes)."
+            )
+        super().setup(ctx)
 
     @hookimpl
     def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:

@@ -4,6 +4,7 @@ preallocated (static) KV cache that keeps each sampled token's log-probability."
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -12,12 +13,15 @@ from opd_core.api import (
     Generated,
     GenerationParams,
     Prompt,
+    SampledTurn,
+    TurnRequest,
     completion_mask,
     completion_pad_id,
     decode_completions,
     encode_prompts,
     eos_ids,
     forward_accepts,
+    pad_left,
     position_ids_from_mask,
 )
 
@@ -52,6 +56,40 @@ def generate(
         completion_mask_BC=completion_mask(completion_ids_BC, stop),
         completion_logprobs_BC=completion_logprobs_BC,
     )
+
+
+@torch.no_grad()
+def generate_turns(
+    model: Any,
+    requests: Sequence[TurnRequest],
+    params: GenerationParams,
+    batch_size: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+) -> list[SampledTurn]:
+    """One assistant turn of each live episode (multi-turn rollouts, :mod:`opd_core.episodes`):
+    every episode's whole token history is left padded and prefilled again, then decoded like a
+    prompt; each turn stops at a stop token or at its own ``max_new_tokens``."""
+    history_ids_BP, history_mask_BP = pad_left([r.token_ids for r in requests], pad_id)
+    longest = max(r.max_new_tokens for r in requests)
+    ids_BC, logprobs_BC = decode_batches(
+        model,
+        history_ids_BP,
+        history_mask_BP,
+        replace(params, max_new_tokens=longest),
+        batch_size,
+        stop_ids,
+        pad_id,
+        generator,
+    )
+    lengths_B = completion_mask(ids_BC, stop_ids).sum(1).tolist()
+    return [
+        SampledTurn(ids_BC[b, :n].tolist(), logprobs_BC[b, :n].tolist())
+        for b, n in enumerate(
+            min(n, r.max_new_tokens) for n, r in zip(lengths_B, requests, strict=True)
+        )
+    ]
 
 
 @torch.no_grad()

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from opd_core import OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
-from opd_core.api import RunContext, encode_prompts, pad_left, pad_right
+from opd_core import Generator, OPDError, Prompt, RolloutBatch, RolloutPrefetcher, hookimpl
+from opd_core.api import (
+    EpisodeRunner,
+    RunContext,
+    SampledTurn,
+    TurnRequest,
+    encode_prompts,
+    pad_left,
+    pad_right,
+)
 from opd_hf.sampler import HFSampler
 
 
@@ -19,11 +28,19 @@ class TeacherSamples(HFSampler):
 
     The rollouts have ``sampler_role="teacher"`` and no sampler log-probabilities (zeros), so
     pair this sampler with a loss that does not use them: ``loss=cross_entropy``.
+
+    With an ``environment`` the teacher writes every turn of the episodes: it answers the
+    conversation so far as chat messages (its own template), its text is tokenized for the
+    student like an SFT answer, and the environment's answers are appended at the token level
+    as for the student's own episodes.
     """
 
     def setup(self, ctx: RunContext) -> None:
         super().setup(ctx)
         self.hook = ctx.hook
+        self.episodes = EpisodeRunner.for_run(
+            ctx, self.params.max_new_tokens, sampler_role="teacher"
+        )
 
     @hookimpl
     def opd_rollout_prefetcher(self) -> RolloutPrefetcher | None:
@@ -41,6 +58,10 @@ class TeacherSamples(HFSampler):
                 "sampler=teacher_samples needs a teacher that can generate; configure one "
                 "with +teacher=<name>."
             )
+        if self.episodes is not None:
+            return self.episodes.run(
+                prompts, samples_per_prompt, lambda requests: self._teacher_turns(teacher, requests)
+            )
         expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
         completions = teacher.generate(expanded, self.params)
         return supervised_rollouts(
@@ -51,6 +72,22 @@ class TeacherSamples(HFSampler):
             max_new_tokens=self.params.max_new_tokens,
             sampler_role="teacher",
         )
+
+    def _teacher_turns(
+        self, teacher: Generator, requests: Sequence[TurnRequest]
+    ) -> list[SampledTurn]:
+        """The teacher's next turn of each live episode, tokenized for the student (EOS
+        appended unless the text filled the turn's budget)."""
+        asked = [replace(r.prompt, messages=r.messages) for r in requests]
+        longest = max(r.max_new_tokens for r in requests)
+        texts = teacher.generate(asked, replace(self.params, max_new_tokens=longest))
+        tokenizer = self.student.tokenizer
+        rows = tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]
+        eos = tokenizer.eos_token_id
+        return [
+            SampledTurn(row[: r.max_new_tokens] if len(row) >= r.max_new_tokens else [*row, eos])
+            for row, r in zip(rows, requests, strict=True)
+        ]
 
 
 def supervised_rollouts(

@@ -11,8 +11,11 @@ import torch
 
 from opd_core import GenerationParams, Prompt, RolloutBatch
 from opd_core.api import (
+    EpisodeRunner,
     Generated,
     LoadedModel,
+    SampledTurn,
+    TurnRequest,
     completion_mask,
     completion_pad_id,
     encode_prompts,
@@ -20,7 +23,7 @@ from opd_core.api import (
     on_side_stream,
     sampled_rollout_batch,
 )
-from opd_hf.generation import decode_batches
+from opd_hf.generation import decode_batches, generate_turns
 
 
 def frozen_copy(model: Any) -> Any:
@@ -41,10 +44,17 @@ class SnapshotPrefetcher:
     each ``prepare`` copies them over (``last_copy_s``, also in the step's ``time/prefetch_s``).
     Tokens are drawn from a generator seeded from the run's RNG in ``prepare``, so a run is
     reproducible whatever the threads do; prompts are tokenized and completions decoded in the
-    loop's thread.
+    loop's thread. With an environment the whole episodes run in the background thread (the
+    environment's hooks included), tokenized and decoded by a copy of the tokenizer.
     """
 
-    def __init__(self, student: LoadedModel, params: GenerationParams, batch_size: int) -> None:
+    def __init__(
+        self,
+        student: LoadedModel,
+        params: GenerationParams,
+        batch_size: int,
+        episodes: EpisodeRunner | None = None,
+    ) -> None:
         self.tokenizer = student.tokenizer
         self.params = params
         self.batch_size = batch_size
@@ -59,6 +69,9 @@ class SnapshotPrefetcher:
         self.stop_ids = eos_ids(student.model, student.tokenizer)
         self.pad_id = completion_pad_id(student.tokenizer)
         self.last_copy_s = 0.0
+        self.episodes = (
+            None if episodes is None else episodes.with_tokenizer(copy.deepcopy(self.tokenizer))
+        )
 
     def refresh(self) -> None:
         """Copy the student's trainable weights into the copy."""
@@ -71,10 +84,15 @@ class SnapshotPrefetcher:
         self, prompts: Sequence[Prompt], samples_per_prompt: int
     ) -> Callable[[], Callable[[], RolloutBatch]]:
         self.refresh()
-        expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
-        prompt_ids_BP, prompt_mask_BP = encode_prompts(self.tokenizer, expanded)
         seed = int(torch.randint(0, 2**62, ()).item())
         generator = torch.Generator(self.device).manual_seed(seed)
+        if self.episodes is not None:
+            return on_side_stream(
+                self._episodes(self.episodes, prompts, samples_per_prompt, generator),
+                self.device,
+            )
+        expanded = tuple(p for p in prompts for _ in range(samples_per_prompt))
+        prompt_ids_BP, prompt_mask_BP = encode_prompts(self.tokenizer, expanded)
 
         def sample() -> Callable[[], RolloutBatch]:
             ids_BC, logprobs_BC = decode_batches(
@@ -101,3 +119,29 @@ class SnapshotPrefetcher:
             return finish
 
         return on_side_stream(sample, self.device)
+
+    def _episodes(
+        self,
+        runner: EpisodeRunner,
+        prompts: Sequence[Prompt],
+        samples_per_prompt: int,
+        generator: torch.Generator,
+    ) -> Callable[[], Callable[[], RolloutBatch]]:
+        """``sample`` for multi-turn rollouts: the episodes run in the background thread."""
+
+        def turns(requests: Sequence[TurnRequest]) -> list[SampledTurn]:
+            return generate_turns(
+                self.copy,
+                requests,
+                self.params,
+                self.batch_size,
+                self.stop_ids,
+                self.pad_id,
+                generator,
+            )
+
+        def sample() -> Callable[[], RolloutBatch]:
+            rollouts = runner.run(prompts, samples_per_prompt, turns)
+            return lambda: rollouts
+
+        return sample

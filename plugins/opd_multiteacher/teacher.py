@@ -127,8 +127,9 @@ def scoring_flops(name: str, teacher: Any, rollouts: RolloutBatch) -> dict[str, 
     model_shape = answer(role="teacher") if answer is not None else None
     if model_shape is None:
         return {}
-    prompt_B, completion_B = rollouts.sequence_lengths()
-    flops = model_shape.forward_flops(prompt_B + completion_B, completion_B)  # head on answers
+    prompt_B, _ = rollouts.sequence_lengths()
+    total_B = rollouts.attention_mask_BT.sum(1)  # a multi-turn episode's environment tokens too
+    flops = model_shape.forward_flops(total_B, total_B - prompt_B)  # head on the completions
     return {f"flops_step/teacher/{name}": Sum(flops)}
 
 

@@ -1,0 +1,360 @@
+"""Multi-turn rollouts (opd_core.episodes; environments answer opd_start_episode and
+opd_step_episode) on the tiny demo models: the token identity on every
+turn boundary, the masks, the teacher scoring the same ids, the budgets, bad environments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import torch
+
+import episode_envs
+from conftest import TinyModels
+from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
+from opd_core.config import EpisodeConfig, ModelSpec
+from opd_core.episodes import (
+    EnvironmentCalls,
+    EpisodeRunner,
+    SampledTurn,
+    TurnRequest,
+    TurnTemplate,
+    run_text_episodes,
+)
+from opd_core.flops import ModelShape, rollout_flops
+from opd_core.modeling import LoadedModel, gather_logprobs
+from opd_core.plugin_manager import make_plugin_manager
+from opd_core.rollouts import eos_ids
+from opd_hf.generation import HFGenerator, generate_turns
+from opd_hf.loading import load_hf_model
+
+CPU = torch.device("cpu")
+PROMPTS = [
+    Prompt(id=str(i), messages=({"role": "user", "content": q},))
+    for i, q in enumerate(["1+2", "(3*4)-5", "9"])
+]
+
+
+@pytest.fixture(scope="module")
+def student(tiny_models: TinyModels) -> LoadedModel:
+    return load_hf_model(ModelSpec(str(tiny_models.student)), "student", CPU)
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_models: TinyModels) -> LoadedModel:
+    return load_hf_model(ModelSpec(str(tiny_models.teacher)), "teacher", CPU)
+
+
+class Recorder:
+    """A ``generate_turn`` that samples with the HF decode loop and keeps what it returned."""
+
+    def __init__(self, loaded: LoadedModel, temperature: float = 1.0) -> None:
+        self.loaded = loaded
+        self.params = GenerationParams(max_new_tokens=64, temperature=temperature)
+        self.calls: list[tuple[list[TurnRequest], list[SampledTurn]]] = []
+
+    def __call__(self, requests: Sequence[TurnRequest]) -> list[SampledTurn]:
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        turns = generate_turns(
+            model, requests, self.params, 8, eos_ids(model, tokenizer), tokenizer.pad_token_id
+        )
+        self.calls.append((list(requests), turns))
+        return turns
+
+
+def runner(
+    env: Any,
+    loaded: LoadedModel,
+    max_new_tokens: int = 6,
+    max_turns: int = 3,
+    max_tokens: int | None = None,
+    max_length: int | None = None,
+) -> EpisodeRunner:
+    pm = make_plugin_manager([env])
+    return EpisodeRunner(
+        EnvironmentCalls(pm.hook, type(env).__name__.lower()),
+        loaded.tokenizer,
+        eos_ids(loaded.model, loaded.tokenizer),
+        max_new_tokens,
+        EpisodeConfig(max_turns=max_turns, max_tokens=max_tokens),
+        max_length,
+    )
+
+
+def rows(batch: RolloutBatch) -> list[list[int]]:
+    """Each row's real tokens."""
+    return [
+        ids[mask.bool()].tolist()
+        for ids, mask in zip(batch.input_ids_BT, batch.attention_mask_BT, strict=True)
+    ]
+
+
+def check_token_identity(
+    batch: RolloutBatch, recorder: Recorder, tokenizer: Any, template: TurnTemplate
+) -> int:
+    """Every sampled token verbatim in its row and nowhere else masked in; every environment
+    span the template's text after the turn; each row decodes to the template's rendering of
+    the conversation. Returns the number of turn boundaries checked."""
+    sampled: dict[int, list[list[int]]] = {}
+    logprobs: dict[int, list[list[float]]] = {}
+    for requests, turns in recorder.calls:
+        for request, turn in zip(requests, turns, strict=True):
+            n = min(len(turn.token_ids), request.max_new_tokens)
+            sampled.setdefault(request.episode, []).append(list(turn.token_ids[:n]))
+            logprobs.setdefault(request.episode, []).append(list(turn.logprobs or [])[:n])
+    stop = set(eos_ids(recorder.loaded.model, tokenizer))
+    boundaries = 0
+    for b in range(batch.batch_size):
+        start = batch.prompt_len
+        student_BR = batch.completion_mask_BT[b, start:].bool()
+        region = batch.input_ids_BT[b, start:]
+        real = batch.attention_mask_BT[b, start:].bool()
+        # the student's tokens: exactly the concatenation of its sampled turns
+        turns = sampled[b]
+        assert region[student_BR].tolist() == [t for turn in turns for t in turn]
+        expected_lps = torch.tensor([x for turn in logprobs[b] for x in turn])
+        assert torch.allclose(batch.sampler_logprobs_BT[b, start:][student_BR], expected_lps)
+        assert (batch.sampler_logprobs_BT[b, start:][~student_BR] == 0).all()
+        # split the region into alternating student / environment spans
+        flags = student_BR[real].tolist()
+        ids = region[real].tolist()
+        spans: list[tuple[bool, list[int]]] = []
+        for flag, token in zip(flags, ids, strict=True):
+            if spans and spans[-1][0] == flag:
+                spans[-1][1].append(token)
+            else:
+                spans.append((flag, [token]))
+        assert [s for s, _ in spans][::2] == [True] * len(spans[::2])  # starts with the student
+        episode = batch.episodes[b]  # type: ignore[index]
+        assert sum(s for s, _ in spans) == episode.turns == len(turns)
+        head = batch.prompts[b].messages
+        conversation: list[dict[str, str]] = [dict(m) for m in head]
+        for k, (is_student, span) in enumerate(spans):
+            if not is_student:
+                continue
+            ended = span[-1] in stop
+            text = tokenizer.decode(span[:-1] if ended else span, skip_special_tokens=False)
+            conversation.append({"role": "assistant", "content": text})
+            if k + 1 < len(spans):  # an environment span follows: the template's suffix
+                observation = (
+                    {"role": "user", "content": f"{sum(s for s, _ in spans[: k + 1])}+1"},
+                )
+                end_of_turn, suffix = template.around_turn(head, observation)
+                stop_text = tokenizer.decode([span[-1]]) if ended else ""
+                expected = end_of_turn.removeprefix(stop_text) + suffix
+                env_ids = spans[k + 1][1]
+                assert env_ids == tokenizer(expected, add_special_tokens=False)["input_ids"]
+                assert tokenizer.decode(env_ids, skip_special_tokens=False) == expected
+                conversation.extend(observation)
+                boundaries += 1
+        rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+        decoded = tokenizer.decode(rows(batch)[b], skip_special_tokens=False)
+        assert rendered.startswith(decoded), (rendered, decoded)
+        end_of_turn, _ = template.around_turn(head, ())
+        assert rendered[len(decoded) :] in (
+            end_of_turn,
+            end_of_turn.removeprefix(tokenizer.decode([spans[-1][1][-1]])),
+        )
+    return boundaries
+
+
+@pytest.mark.parametrize("writer", ["student", "teacher"])
+def test_every_turn_boundary_is_token_exact_with_the_demo_tokenizer(
+    writer: str, request: pytest.FixtureRequest
+) -> None:
+    """The random student's turns are cut by their budget (the end of turn is appended); the
+    trained teacher, sampling as the student would, ends its turns with EOS."""
+    loaded: LoadedModel = request.getfixturevalue(writer)
+    torch.manual_seed(0)
+    recorder = Recorder(loaded)
+    max_new_tokens = 6 if writer == "student" else 24
+    run = runner(episode_envs.Followups(turns=3), loaded, max_new_tokens, max_turns=3)
+    batch = run.run(PROMPTS, 2, recorder)
+    assert batch.episodes is not None and len(batch.episodes) == 6
+    assert batch.group_ids_B.tolist() == [0, 0, 1, 1, 2, 2]
+    boundaries = check_token_identity(batch, recorder, loaded.tokenizer, run.template)
+    assert boundaries == 12  # three-turn episodes: two boundaries each
+    eos = loaded.tokenizer.eos_token_id
+    ended = sum(turn.token_ids[-1] == eos for _, turns in recorder.calls for turn in turns)
+    assert ended == (0 if writer == "student" else 18), ended
+    for e in batch.episodes:
+        assert e.turns == 3 and e.end == "done"
+        assert e.counts == {"turns_seen": 3.0, "asks": 2.0}
+        assert e.reward in (0.5, 1.5)
+    # turns 2 and 3 continued from the whole history: each request held every earlier token
+    for requests, _ in recorder.calls[1:]:
+        for request in requests:
+            row = rows(batch)[request.episode]
+            assert row[: len(request.token_ids)] == list(request.token_ids)
+
+
+def test_a_turn_cut_by_its_token_budget_gets_the_end_of_turn_as_environment_tokens(
+    student: LoadedModel,
+) -> None:
+    torch.manual_seed(1)
+    recorder = Recorder(student)
+    eos = student.tokenizer.eos_token_id
+    run = runner(episode_envs.Followups(turns=2), student, max_new_tokens=2, max_turns=2)
+    batch = run.run(PROMPTS, 2, recorder)
+    check_token_identity(batch, recorder, student.tokenizer, run.template)
+    cut = 0
+    for requests, turns in recorder.calls[:1]:
+        for request, turn in zip(requests, turns, strict=True):
+            if eos in turn.token_ids:
+                continue
+            cut += 1
+            row = batch.input_ids_BT[request.episode, batch.prompt_len :]
+            student_R = batch.completion_mask_BT[request.episode, batch.prompt_len :]
+            first_env = int(student_R.tolist().index(0))
+            assert row[first_env].item() == eos  # the end of turn, not sampled, masked out
+    assert cut > 0
+
+
+def test_budgets_cut_episodes_and_say_which(student: LoadedModel) -> None:
+    torch.manual_seed(2)
+    never = episode_envs.Followups(turns=0)
+    batch = runner(never, student, max_turns=2).run(PROMPTS, 1, Recorder(student))
+    assert [e.end for e in batch.episodes or ()] == ["max_turns"] * 3
+    assert all(e.turns == 2 and e.budget_cut for e in batch.episodes or ())
+
+    batch = runner(never, student, max_new_tokens=4, max_turns=50, max_tokens=20).run(
+        PROMPTS, 1, Recorder(student)
+    )
+    for b, e in enumerate(batch.episodes or ()):
+        assert e.end == "max_tokens" and e.budget_cut
+        assert int(batch.attention_mask_BT[b, batch.prompt_len :].sum()) <= 20
+
+    limit = 40
+    batch = runner(never, student, max_new_tokens=4, max_turns=50, max_length=limit).run(
+        PROMPTS, 1, Recorder(student)
+    )
+    for row, e in zip(rows(batch), batch.episodes or (), strict=True):
+        assert e.end == "context" and len(row) <= limit
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        (
+            "raise",
+            r"Environment 'broken' failed answering turn 1 for prompt '0' "
+            r"\(ZeroDivisionError: division by zero\)",
+        ),
+        ("start_raises", r"failed opening the episode for prompt '0' \(KeyError: 'tools'\)"),
+        ("no_start", r"opened no episode for prompt '0'"),
+        (
+            "not_a_reply",
+            r"answered the episode of prompt '0', turn 1 with a dict; "
+            "opd_step_episode must return an opd_core.EnvReply",
+        ),
+        (
+            "bad_messages",
+            r"Message 0 of the episode of prompt '0', turn 1's observation is "
+            r"\{'role': 'user'\}; each message must be a dict with a string 'role' and a string",
+        ),
+        ("string_messages", r"observation are a str, not a list of messages"),
+        ("nan_reward", r"the reward nan; EnvReply.reward must be finite"),
+        ("bad_role", r"cannot render the environment's observation \(roles: robot\)"),
+    ],
+)
+def test_a_bad_environment_is_one_sentence(student: LoadedModel, how: str, message: str) -> None:
+    run = runner(episode_envs.Broken(how=how), student)
+    run.env.name = "broken"
+    with pytest.raises(OPDError, match=message) as caught:
+        run.run(PROMPTS[:1], 1, Recorder(student))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_teacher_scores_the_identical_token_sequence(
+    student: LoadedModel, teacher: LoadedModel
+) -> None:
+    from opd_hf.teacher import HFTeacher
+
+    torch.manual_seed(3)
+    batch = runner(episode_envs.Followups(turns=3), student).run(PROMPTS, 2, Recorder(student))
+    scorer = HFTeacher(model={"path": "unused"})
+    scorer.loaded = teacher
+    scores = scorer.opd_score_rollouts(rollouts=batch, top_k=3)
+    assert scores.topk_logprobs_BTK is not None
+    mask_BT = batch.completion_mask_BT.bool()
+    for b, row in enumerate(rows(batch)):
+        ids = torch.tensor([row])
+        with torch.no_grad():
+            logits = teacher.model(input_ids=ids).logits.float()
+        manual_T = gather_logprobs(logits[:, :-1], ids)[0]
+        pad = (
+            batch.input_ids_BT.shape[1]
+            - len(row)
+            - int((~batch.attention_mask_BT[b, : batch.prompt_len].bool()).sum())
+        )
+        real_T = batch.attention_mask_BT[b].bool()
+        assert pad >= 0
+        got_T = scores.logprobs_BT[b][real_T]
+        student_T = mask_BT[b][real_T]
+        assert torch.allclose(got_T[student_T], manual_T[student_T], atol=1e-5)
+        assert (got_T[~student_T] == 0).all()  # prompt and environment tokens carry no score
+        assert (scores.topk_logprobs_BTK[b][real_T][~student_T] == 0).all()
+
+
+def test_flops_charge_environment_tokens_as_prefill(student: LoadedModel) -> None:
+    torch.manual_seed(4)
+    batch = runner(episode_envs.Followups(turns=3), student).run(PROMPTS, 1, Recorder(student))
+    shape = ModelShape.of(student.model)
+    flops = rollout_flops(batch, shape, shape, scored=True)
+    prompt_B, sampled_B = batch.sequence_lengths()
+    total_B = batch.attention_mask_BT.sum(1)
+    region_B = total_B - prompt_B
+    assert (region_B > sampled_B).all()  # environment tokens are in the region
+    n, h = shape.matmul_params, shape.head_params
+    fed = (total_B - 1).double()
+    linear = (2 * n * fed - 2 * h * (fed - sampled_B.double())).sum()
+    attention = shape.generation_flops(prompt_B, region_B) - float(
+        (2 * n * fed - 2 * h * (prompt_B.double() - 1)).sum()
+    )
+    assert flops.student_sampling == pytest.approx(float(linear) + attention, rel=1e-12)
+    # sampling charges the LM head once per sampled token, not per environment token
+    assert flops.student_sampling < shape.generation_flops(prompt_B, region_B)
+    assert flops.teacher_scoring == shape.forward_flops(total_B, region_B)
+    assert flops.student_training == shape.training_flops(total_B, region_B)
+
+
+def test_single_turn_flops_are_unchanged(student: LoadedModel) -> None:
+    """The single-turn formula as it was before environments, to the last bit."""
+    from opd_core.rollouts import sampled_rollout_batch
+    from opd_hf.generation import generate
+
+    torch.manual_seed(5)
+    generated = generate(
+        student.model, student.tokenizer, PROMPTS, GenerationParams(max_new_tokens=6), 8
+    )
+    batch = sampled_rollout_batch(PROMPTS, 1, generated, student.tokenizer)
+    shape = ModelShape.of(student.model)
+    prompt_B, completion_B = batch.sequence_lengths()
+    prompt, steps = prompt_B.double(), (completion_B.double() - 1).clamp(min=0)
+    linear = 2.0 * shape.matmul_params * (prompt + steps) - 2.0 * shape.head_params * (prompt - 1)
+    keys = steps * prompt + steps * (steps + 1) / 2
+    attention = 4.0 * shape.layers * shape.attention_width * (prompt**2 + keys)
+    before = float((linear + attention).sum())
+    flops = rollout_flops(batch, shape, shape, scored=True)
+    assert flops.student_sampling == before
+    total_B = prompt_B + completion_B
+    assert flops.student_training == shape.training_flops(total_B, completion_B)
+    assert flops.teacher_scoring == shape.forward_flops(total_B, completion_B)
+
+
+def test_text_episodes_run_a_generator_turn_by_turn(student: LoadedModel) -> None:
+    pm = make_plugin_manager([episode_envs.Followups(turns=3)])
+    generator = HFGenerator("student", student.model, student.tokenizer, 8)
+    episodes = run_text_episodes(
+        EnvironmentCalls(pm.hook, "followups"),
+        generator,
+        PROMPTS,
+        GenerationParams(max_new_tokens=4, temperature=0.0),
+        max_turns=2,
+    )
+    assert [e.summary.end for e in episodes] == ["max_turns"] * 3
+    for e in episodes:
+        roles = [m["role"] for m in e.messages]
+        assert roles == ["user", "assistant", "user", "assistant"]
+        assert e.messages[2]["content"] == "1+1"
