@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from opd_core import EpisodeSummary, OPDError
-from opd_evaluators import EpisodeSuccess, success_metrics
+from opd_evaluators.episodes import EpisodeSuccess, success_metrics
 
 
 def test_success_is_a_positive_reward_unless_the_environment_counts_it() -> None:
