@@ -4,7 +4,6 @@ turn boundary, the masks, the teacher scoring the same ids, the budgets, bad env
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,21 +11,19 @@ import torch
 
 import episode_envs
 from conftest import TinyModels
-from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
+from episode_envs import Recorder, check_token_identity, rows
+from opd_core import GenerationParams, OPDError, Prompt
 from opd_core.config import EpisodeConfig, ModelSpec
 from opd_core.episodes import (
     EnvironmentCalls,
     EpisodeRunner,
-    SampledTurn,
-    TurnRequest,
-    TurnTemplate,
     run_text_episodes,
 )
 from opd_core.flops import ModelShape, rollout_flops
 from opd_core.modeling import LoadedModel, gather_logprobs
 from opd_core.plugin_manager import make_plugin_manager
 from opd_core.rollouts import eos_ids
-from opd_hf.generation import HFGenerator, generate_turns
+from opd_hf.generation import HFGenerator
 from opd_hf.loading import load_hf_model
 
 CPU = torch.device("cpu")
@@ -46,21 +43,9 @@ def teacher(tiny_models: TinyModels) -> LoadedModel:
     return load_hf_model(ModelSpec(str(tiny_models.teacher)), "teacher", CPU)
 
 
-class Recorder:
-    """A ``generate_turn`` that samples with the HF decode loop and keeps what it returned."""
-
-    def __init__(self, loaded: LoadedModel, temperature: float = 1.0) -> None:
-        self.loaded = loaded
-        self.params = GenerationParams(max_new_tokens=64, temperature=temperature)
-        self.calls: list[tuple[list[TurnRequest], list[SampledTurn]]] = []
-
-    def __call__(self, requests: Sequence[TurnRequest]) -> list[SampledTurn]:
-        model, tokenizer = self.loaded.model, self.loaded.tokenizer
-        turns = generate_turns(
-            model, requests, self.params, 8, eos_ids(model, tokenizer), tokenizer.pad_token_id
-        )
-        self.calls.append((list(requests), turns))
-        return turns
+def asked(b: int, turn: int) -> tuple[dict[str, str], ...]:
+    """What ``Followups`` answers turn ``turn`` with."""
+    return ({"role": "user", "content": f"{turn}+1"},)
 
 
 def runner(
@@ -82,83 +67,6 @@ def runner(
     )
 
 
-def rows(batch: RolloutBatch) -> list[list[int]]:
-    """Each row's real tokens."""
-    return [
-        ids[mask.bool()].tolist()
-        for ids, mask in zip(batch.input_ids_BT, batch.attention_mask_BT, strict=True)
-    ]
-
-
-def check_token_identity(
-    batch: RolloutBatch, recorder: Recorder, tokenizer: Any, template: TurnTemplate
-) -> int:
-    """Every sampled token verbatim in its row and nowhere else masked in; every environment
-    span the template's text after the turn; each row decodes to the template's rendering of
-    the conversation. Returns the number of turn boundaries checked."""
-    sampled: dict[int, list[list[int]]] = {}
-    logprobs: dict[int, list[list[float]]] = {}
-    for requests, turns in recorder.calls:
-        for request, turn in zip(requests, turns, strict=True):
-            n = min(len(turn.token_ids), request.max_new_tokens)
-            sampled.setdefault(request.episode, []).append(list(turn.token_ids[:n]))
-            logprobs.setdefault(request.episode, []).append(list(turn.logprobs or [])[:n])
-    stop = set(eos_ids(recorder.loaded.model, tokenizer))
-    boundaries = 0
-    for b in range(batch.batch_size):
-        start = batch.prompt_len
-        student_BR = batch.completion_mask_BT[b, start:].bool()
-        region = batch.input_ids_BT[b, start:]
-        real = batch.attention_mask_BT[b, start:].bool()
-        # the student's tokens: exactly the concatenation of its sampled turns
-        turns = sampled[b]
-        assert region[student_BR].tolist() == [t for turn in turns for t in turn]
-        expected_lps = torch.tensor([x for turn in logprobs[b] for x in turn])
-        assert torch.allclose(batch.sampler_logprobs_BT[b, start:][student_BR], expected_lps)
-        assert (batch.sampler_logprobs_BT[b, start:][~student_BR] == 0).all()
-        # split the region into alternating student / environment spans
-        flags = student_BR[real].tolist()
-        ids = region[real].tolist()
-        spans: list[tuple[bool, list[int]]] = []
-        for flag, token in zip(flags, ids, strict=True):
-            if spans and spans[-1][0] == flag:
-                spans[-1][1].append(token)
-            else:
-                spans.append((flag, [token]))
-        assert [s for s, _ in spans][::2] == [True] * len(spans[::2])  # starts with the student
-        episode = batch.episodes[b]  # type: ignore[index]
-        assert sum(s for s, _ in spans) == episode.turns == len(turns)
-        head = batch.prompts[b].messages
-        conversation: list[dict[str, str]] = [dict(m) for m in head]
-        for k, (is_student, span) in enumerate(spans):
-            if not is_student:
-                continue
-            ended = span[-1] in stop
-            text = tokenizer.decode(span[:-1] if ended else span, skip_special_tokens=False)
-            conversation.append({"role": "assistant", "content": text})
-            if k + 1 < len(spans):  # an environment span follows: the template's suffix
-                observation = (
-                    {"role": "user", "content": f"{sum(s for s, _ in spans[: k + 1])}+1"},
-                )
-                end_of_turn, suffix = template.around_turn(head, observation)
-                stop_text = tokenizer.decode([span[-1]]) if ended else ""
-                expected = end_of_turn.removeprefix(stop_text) + suffix
-                env_ids = spans[k + 1][1]
-                assert env_ids == tokenizer(expected, add_special_tokens=False)["input_ids"]
-                assert tokenizer.decode(env_ids, skip_special_tokens=False) == expected
-                conversation.extend(observation)
-                boundaries += 1
-        rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
-        decoded = tokenizer.decode(rows(batch)[b], skip_special_tokens=False)
-        assert rendered.startswith(decoded), (rendered, decoded)
-        end_of_turn, _ = template.around_turn(head, ())
-        assert rendered[len(decoded) :] in (
-            end_of_turn,
-            end_of_turn.removeprefix(tokenizer.decode([spans[-1][1][-1]])),
-        )
-    return boundaries
-
-
 @pytest.mark.parametrize("writer", ["student", "teacher"])
 def test_every_turn_boundary_is_token_exact_with_the_demo_tokenizer(
     writer: str, request: pytest.FixtureRequest
@@ -173,7 +81,7 @@ def test_every_turn_boundary_is_token_exact_with_the_demo_tokenizer(
     batch = run.run(PROMPTS, 2, recorder)
     assert batch.episodes is not None and len(batch.episodes) == 6
     assert batch.group_ids_B.tolist() == [0, 0, 1, 1, 2, 2]
-    boundaries = check_token_identity(batch, recorder, loaded.tokenizer, run.template)
+    boundaries = check_token_identity(batch, recorder, loaded.tokenizer, asked)
     assert boundaries == 12  # three-turn episodes: two boundaries each
     eos = loaded.tokenizer.eos_token_id
     ended = sum(turn.token_ids[-1] == eos for _, turns in recorder.calls for turn in turns)
@@ -197,7 +105,7 @@ def test_a_turn_cut_by_its_token_budget_gets_the_end_of_turn_as_environment_toke
     eos = student.tokenizer.eos_token_id
     run = runner(episode_envs.Followups(turns=2), student, max_new_tokens=2, max_turns=2)
     batch = run.run(PROMPTS, 2, recorder)
-    check_token_identity(batch, recorder, student.tokenizer, run.template)
+    check_token_identity(batch, recorder, student.tokenizer, asked)
     cut = 0
     for requests, turns in recorder.calls[:1]:
         for request, turn in zip(requests, turns, strict=True):

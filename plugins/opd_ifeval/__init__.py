@@ -1,4 +1,5 @@
-"""IFEval: instruction-following prompts as a task, and lm-eval's IFEval scorer as an evaluator.
+"""IFEval: instruction-following prompts as a task, lm-eval's IFEval scorer as an evaluator, and
+a two-turn chat environment whose scripted user adds an IFEval instruction (``ifeval_followup``).
 
 The prompts default to the 541 of google/IFEval, fetched offline by ``opd_assets``; scoring needs
 lm-eval's ifeval extra (``pip install 'opd-core[eval]'``), imported only when scoring starts.
@@ -21,6 +22,7 @@ __all__ = ["opd_register_components", "opd_register_configs"]
 def opd_register_components(registry: Registry) -> None:
     registry.add("task", "ifeval", "opd_ifeval.task:IFEvalTask")
     registry.add("evaluator", "ifeval", "opd_ifeval.evaluator:IFEvalEvaluator")
+    registry.add("environment", "ifeval_followup", "opd_ifeval.environment:IFEvalFollowup")
 
 
 @hookimpl
