@@ -337,23 +337,24 @@ class EpisodeRunner:
     def for_run(
         ctx: RunContext,
         max_new_tokens: int,
-        tokenizer: Any = None,
         sampler_role: str = "student",
+        max_length: int | None = None,
     ) -> EpisodeRunner | None:
         """The runner of a run with an environment (``None`` without one): the student's
-        tokenizer (or a copy, for a background thread), stop tokens and context length, and the
-        run's ``episode`` budgets."""
+        tokenizer, stop tokens and context length (or ``max_length`` when the sampler holds
+        less, e.g. an engine's ``max_model_len``), and the run's ``episode`` budgets."""
         env = EnvironmentCalls.for_run(ctx)
         if env is None:
             return None
         student = ctx.student
+        limits = [n for n in (model_max_length(student.model), max_length) if n is not None]
         return EpisodeRunner(
             env,
-            tokenizer if tokenizer is not None else student.tokenizer,
+            student.tokenizer,
             eos_ids(student.model, student.tokenizer),
             max_new_tokens,
             ctx.config.episode,
-            model_max_length(student.model),
+            min(limits) if limits else None,
             sampler_role,
         )
 

@@ -72,6 +72,7 @@ class SnapshotPrefetcher:
         self.episodes = (
             None if episodes is None else episodes.with_tokenizer(copy.deepcopy(self.tokenizer))
         )
+        """The episode loop, with its own copy of the tokenizer: it runs in the background."""
 
     def refresh(self) -> None:
         """Copy the student's trainable weights into the copy."""

@@ -56,8 +56,7 @@ class IFEvalFollowup:
         unknown = [i for i in chosen if i not in known]
         if unknown or not chosen:
             raise ValueError(
-                f"instructions must be a non-empty list of {', '.join(sorted(known))}; "
-                f"got {chosen}"
+                f"instructions must be a non-empty list of {', '.join(sorted(known))}; got {chosen}"
             )
         self.instructions = chosen
         self.preamble = preamble

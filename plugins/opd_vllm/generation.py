@@ -18,6 +18,8 @@ from opd_core.api import (
     Generated,
     GenerationParams,
     Prompt,
+    SampledTurn,
+    TurnRequest,
     completion_mask,
     decode_completions,
     encode_prompts,
@@ -136,6 +138,60 @@ def collect(requests: Requests, outputs: Sequence[Any]) -> tuple[Generated, torc
         [sampled_logprobs(c.logprobs, c.token_ids) for c in samples], batch_first=True
     )
     return generated, logprobs_BC
+
+
+def turn_seed(episode_seed: int, turn: int) -> int:
+    """The seed of an episode's ``turn`` (1-based) from the episode's own seed."""
+    return (episode_seed + 1_000_003 * (turn - 1)) % 2**31
+
+
+def make_turn_requests(
+    requests: Sequence[TurnRequest],
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    episode_seeds: Sequence[int] | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """The vLLM prompts (each episode's whole token history, ``TokensPrompt``) and sampling
+    parameters of one turn of multi-turn rollouts (no engine involved)."""
+    vllm = import_vllm()
+    from vllm.inputs import TokensPrompt
+
+    greedy = params.temperature <= 0
+    sampling = [
+        vllm.SamplingParams(
+            n=1,
+            temperature=max(params.temperature, 0.0),
+            top_p=1.0 if greedy else params.top_p,
+            max_tokens=r.max_new_tokens,
+            stop_token_ids=list(stop_ids),
+            logprobs=0,
+            flat_logprobs=True,
+            detokenize=False,
+            seed=None if episode_seeds is None else turn_seed(episode_seeds[r.episode], r.turn),
+        )
+        for r in requests
+    ]
+    return [TokensPrompt(prompt_token_ids=list(r.token_ids)) for r in requests], sampling
+
+
+def sample_turns(
+    llm: Any,
+    role: str,
+    requests: Sequence[TurnRequest],
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    episode_seeds: Sequence[int] | None = None,
+) -> list[SampledTurn]:
+    """One assistant turn of each live episode (multi-turn rollouts, :mod:`opd_core.episodes`):
+    token ids in, the sampled ids and their log-probabilities out."""
+    prompts, sampling = make_turn_requests(requests, params, stop_ids, episode_seeds)
+    outputs = generate(llm, role, prompts, sampling)
+    turns = []
+    for out in outputs:
+        completion = out.outputs[0]
+        logprobs = sampled_logprobs(completion.logprobs, completion.token_ids)
+        turns.append(SampledTurn(list(completion.token_ids), logprobs.tolist()))
+    return turns
 
 
 class VLLMGenerator:

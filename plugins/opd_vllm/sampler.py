@@ -19,9 +19,17 @@ from opd_core import (
     RolloutPrefetcher,
     hookimpl,
 )
-from opd_core.api import Generated, RunContext, eos_ids, rollout_batch
+from opd_core.api import (
+    EpisodeRunner,
+    Generated,
+    RunContext,
+    SampledTurn,
+    TurnRequest,
+    eos_ids,
+    rollout_batch,
+)
 from opd_vllm.engine import EngineOptions, running_engines, start_engine, stop_engine
-from opd_vllm.generation import VLLMGenerator, sample
+from opd_vllm.generation import VLLMGenerator, sample, sample_turns
 from opd_vllm.prefetch import EnginePrefetcher
 from opd_vllm.weights import WeightSync
 
@@ -35,7 +43,10 @@ class VLLMSampler:
     before each sampling call (and each student evaluation), receives the student's weights
     when they changed since the last call (:class:`opd_vllm.weights.WeightSync`). The sampler's
     per-token log-probabilities are vLLM's, at the sampling temperature (``processed_logprobs``:
-    after temperature and ``top_p``, i.e. of the distribution actually sampled).
+    after temperature and ``top_p``, i.e. of the distribution actually sampled). With an
+    ``environment`` it samples episodes (:class:`opd_core.api.EpisodeRunner`): each turn sends
+    every live episode's whole token history as a ``TokensPrompt`` and reads back the sampled
+    ids and their log-probabilities, seeded per episode and turn.
     """
 
     def __init__(
@@ -69,6 +80,9 @@ class VLLMSampler:
             **self.options.engine_kwargs(ctx.device, ctx.seed),
         )
         self.sync = WeightSync(self.llm)
+        self.episodes = EpisodeRunner.for_run(
+            ctx, self.params.max_new_tokens, max_length=self.options.max_model_len
+        )
 
     def sync_weights(self) -> bool:
         """Push the student's weights into the engine if they changed; return whether it did."""
@@ -79,6 +93,11 @@ class VLLMSampler:
         self, prompts: Sequence[Prompt], samples_per_prompt: int
     ) -> RolloutBatch:
         self.sync_weights()
+        if self.episodes is not None:
+            seeds = self.prompt_seeds(len(prompts) * samples_per_prompt, 1)
+            return self.episodes.run(
+                prompts, samples_per_prompt, lambda requests: self.turns(requests, seeds)
+            )
         generated, logprobs_BC = sample(
             self.llm,
             "student",
@@ -90,6 +109,10 @@ class VLLMSampler:
             self.prompt_seeds(len(prompts), samples_per_prompt),
         )
         return self.rollouts(prompts, samples_per_prompt, generated, logprobs_BC)
+
+    def turns(self, requests: Sequence[TurnRequest], seeds: Sequence[int]) -> list[SampledTurn]:
+        """One turn of each live episode from the engine (``seeds``: one per episode)."""
+        return sample_turns(self.llm, "student", requests, self.params, self.stop_ids, seeds)
 
     def prompt_seeds(self, count: int, samples_per_prompt: int) -> list[int]:
         """One seed per prompt from the run's RNG: reproducible, and exact on resume."""
