@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 from conftest import ROOT, StopAtStep, TinyModels, tiny_run_overrides
-from opd_core import OPDError, hookimpl
+from opd_core import OPDError, Prompt, hookimpl
 from opd_core.app import run
 from opd_core.checkpoint import latest_checkpoint, load_trainer_state
 from opd_core.metrics import read_metrics
@@ -251,3 +251,37 @@ def test_single_turn_runs_never_open_an_episode(
     run(cfg, out, pm=make_plugin_manager([NoEpisodes()]))
     record = read_metrics(out / "metrics.jsonl")[0]
     assert not any(k.startswith("episode/") for k in record)
+
+
+def test_the_example_packages_environment_trains_and_is_evaluated(
+    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
+) -> None:
+    """A third-party environment (examples/opd-example-task: a wrong answer gets another try)
+    found through its package's entry point and config, with the episode_success evaluator."""
+    from opd_example_task.environment import Retry
+
+    retry, prompt = Retry(tries=2), Prompt(id="r", messages=(), answer="91")
+    assert retry.opd_step_episode(prompt, None, "so #91", 1).done
+    again = retry.opd_step_episode(prompt, None, "#19", 1)
+    assert not again.done and again.messages[0]["content"] == "Not quite. Try again."
+    assert retry.opd_step_episode(prompt, None, "#19", 2).done
+
+    out = tmp_path / "run"
+    overrides = [
+        o.replace("+task=arithmetic", "+task=reverse_digits")
+        for o in tiny_run_overrides(tiny_models, out, steps=2)
+        if not o.startswith("task.")
+    ]
+    cfg = compose_config(
+        [
+            *overrides,
+            "+environment=retry",
+            "evaluator=[episode_success]",
+            "evaluators.episode_success.max_examples=4",
+            "eval.at_start=false",
+        ]
+    )
+    summary = run(cfg, out)
+    for record in read_metrics(out / "metrics.jsonl"):
+        assert 1 <= record["episode/turns"] <= 3 and 0 <= record["episode/success"] <= 1
+    assert summary["teacher"]["episodes"] == 4 and 1 <= summary["teacher"]["turns"] <= 3

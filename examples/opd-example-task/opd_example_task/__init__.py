@@ -1,6 +1,7 @@
 """An example third-party plugin package for opd-core: one of every component kind.
 
 - a task (``+task=reverse_digits``, :mod:`opd_example_task.task`),
+- an environment (``+environment=retry``, :mod:`opd_example_task.environment`),
 - an advantage function (``advantage=clipped_reverse_kl``, :mod:`opd_example_task.advantage`),
 - an evaluator (``evaluator=[task_accuracy,answer_format]``, :mod:`opd_example_task.evaluator`),
 - a logger (``logger=[csv]``, :mod:`opd_example_task.csv_logger`),
@@ -24,6 +25,7 @@ from opd_core.api import Registry, store_config_dir
 def opd_register_components(registry: Registry) -> None:
     """The names configs use; the registry kind is singular (``evaluator``, ``logger``)."""
     registry.add("task", "reverse_digits", "opd_example_task.task:ReverseDigits")
+    registry.add("environment", "retry", "opd_example_task.environment:Retry")
     registry.add("advantage", "clipped_reverse_kl", "opd_example_task.advantage:ClippedReverseKL")
     registry.add("evaluator", "answer_format", "opd_example_task.evaluator:AnswerFormat")
     registry.add("logger", "csv", "opd_example_task.csv_logger:CsvLogger")
