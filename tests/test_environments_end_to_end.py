@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -285,3 +287,44 @@ def test_the_example_packages_environment_trains_and_is_evaluated(
     for record in read_metrics(out / "metrics.jsonl"):
         assert 1 <= record["episode/turns"] <= 3 and 0 <= record["episode/success"] <= 1
     assert summary["teacher"]["episodes"] == 4 and 1 <= summary["teacher"]["turns"] <= 3
+
+
+def test_ctrl_c_between_episodes_checkpoints_and_resume_finishes(
+    tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    """SIGINT to a CLI run with an environment: one line, exit 130, the last finished step's
+    checkpoint; resume=true runs the remaining steps once each."""
+    out, steps = tmp_path / "run", 12
+    command = [
+        sys.executable,
+        "-m",
+        "opd_core",
+        *tiny_run_overrides(tiny_models, out, steps=steps),
+        *QUIET,
+        *ENV,
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        assert time.monotonic() < deadline and process.poll() is None, "the run did not start"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert len([ln for ln in stderr.splitlines() if ln.startswith("opd_core: interrupted")]) == 1
+    done = len(read_metrics(metrics))
+    assert (out / "checkpoints" / f"step_{done:06d}" / "trainer_state.pt").exists()
+    result = subprocess.run(
+        [*command, "resume=true"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["step"] for r in read_metrics(metrics)] == list(range(1, steps + 1))

@@ -4,6 +4,7 @@ turn boundary, the masks, the teacher scoring the same ids, the budgets, bad env
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -266,3 +267,40 @@ def test_text_episodes_run_a_generator_turn_by_turn(student: LoadedModel) -> Non
         roles = [m["role"] for m in e.messages]
         assert roles == ["user", "assistant", "user", "assistant"]
         assert e.messages[2]["content"] == "1+1"
+
+
+def test_a_context_teacher_sees_its_context_before_the_whole_episode(
+    student: LoadedModel, teacher: LoadedModel
+) -> None:
+    """teacher=context on multi-turn rows: the teacher scores every student token of every turn
+    after the context-rendered prompt and the same turns (environment tokens included)."""
+    from opd_context.teacher import ContextTeacher
+    from opd_core.modeling import encode_prompts
+    from opd_hf.teacher import HFTeacher
+
+    torch.manual_seed(6)
+    hinted = [replace(p, teacher_context="The answer is short.") for p in PROMPTS]
+    env = episode_envs.Followups(turns=3, system="Answer briefly.")
+    batch = runner(env, student).run(hinted, 1, Recorder(student))
+    assert batch.prompts[0].messages[0] == {"role": "system", "content": "Answer briefly."}
+    inner = HFTeacher(model={"path": "unused"})
+    inner.loaded = teacher
+    scorer = ContextTeacher(inner={"name": "hf"})
+    scorer.inner, scorer.tokenizer = inner, student.tokenizer
+    scores = scorer.opd_score_rollouts(rollouts=batch, top_k=2)
+    context_ids_BP, context_mask_BP = encode_prompts(
+        student.tokenizer, [scorer.teacher_prompt(p) for p in batch.prompts]
+    )
+    for b in range(batch.batch_size):
+        region = batch.input_ids_BT[b, batch.prompt_len :][
+            batch.attention_mask_BT[b, batch.prompt_len :].bool()
+        ]
+        prompt = context_ids_BP[b][context_mask_BP[b].bool()]
+        assert "The answer is short.\n\nAnswer briefly." in student.tokenizer.decode(prompt)
+        ids = torch.cat([prompt, region])[None]
+        with torch.no_grad():
+            manual = gather_logprobs(teacher.model(input_ids=ids).logits.float()[:, :-1], ids)[0]
+        student_R = batch.completion_mask_BT[b, batch.prompt_len :].bool()
+        got_R = scores.logprobs_BT[b, batch.prompt_len :][student_R]
+        want_R = manual[len(prompt) :][student_R[: len(region)]]
+        assert torch.allclose(got_R, want_R, atol=1e-5)

@@ -121,6 +121,45 @@ def test_remote_scores_equal_the_in_process_teachers(server: str, tiny_models: T
     assert expected.logprobs_BT[mask_BT].lt(0).all()  # the comparison is not of zeros
 
 
+def test_remote_scores_multi_turn_episodes_like_the_in_process_teacher(
+    server: str, tiny_models: TinyModels
+) -> None:
+    """teacher=remote with an environment: the rows (prompt, turns and the environment's tokens
+    between them) go as token ids; the student tokens of every turn get the local scores."""
+    import episode_envs
+    from opd_core.config import EpisodeConfig
+    from opd_core.episodes import EnvironmentCalls, EpisodeRunner
+    from opd_core.rollouts import eos_ids
+
+    hook = make_plugin_manager().hook
+    student = load_model(hook, ModelSpec(str(tiny_models.student)), "student", torch.device("cpu"))
+    ctx: Any = SimpleNamespace(hook=hook, device=torch.device("cpu"), student=student)
+    local = HFTeacher(model={"path": str(tiny_models.teacher)})
+    local.setup(ctx)
+    remote = RemoteTeacher(url=server, api_key=TOKEN, batch_size=2)
+    remote.setup(ctx)
+    env = make_plugin_manager([episode_envs.Followups(turns=3)]).hook
+    runner = EpisodeRunner(
+        EnvironmentCalls(env, "followups"),
+        student.tokenizer,
+        eos_ids(student.model, student.tokenizer),
+        5,
+        EpisodeConfig(max_turns=3),
+        None,
+    )
+    torch.manual_seed(0)
+    prompts = rollouts_from_text(student.tokenizer).prompts
+    rollouts = runner.run(prompts, 1, episode_envs.Recorder(local.loaded))
+    expected = local.opd_score_rollouts(rollouts, top_k=5)
+    got = remote.opd_score_rollouts(rollouts, top_k=5)
+    mask_BT = rollouts.completion_mask_BT.bool()
+    assert int(mask_BT.sum()) < int(rollouts.attention_mask_BT[:, rollouts.prompt_len :].sum())
+    assert torch.allclose(got.logprobs_BT, expected.logprobs_BT, atol=1e-5)
+    assert got.topk_logprobs_BTK is not None and expected.topk_logprobs_BTK is not None
+    assert torch.allclose(got.topk_logprobs_BTK, expected.topk_logprobs_BTK, atol=1e-5)
+    assert expected.logprobs_BT[mask_BT].lt(0).all()
+
+
 @pytest.mark.parametrize(
     ("path", "body", "token", "status", "message"),
     [
