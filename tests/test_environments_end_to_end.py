@@ -277,7 +277,7 @@ def test_the_example_packages_environment_trains_and_is_evaluated(
     cfg = compose_config(
         [
             *overrides,
-            "environment=retry",
+            "+environment=retry",
             "evaluator=[episode_success]",
             "evaluators.episode_success.max_examples=4",
             "eval.at_start=false",
