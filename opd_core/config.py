@@ -188,7 +188,7 @@ class RunConfig:
     loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     """Trackers that receive every step's metrics besides ``metrics.jsonl`` (``logger=[...]``)."""
     environment: Mapping[str, Any] | None = None
-    """The rollout environment of a multi-turn task (``environment=<name>``), or ``None``: one
+    """The rollout environment of a multi-turn task (``+environment=<name>``), or ``None``: one
     prompt, one completion (docs/environments.md)."""
     episode: EpisodeConfig = field(default_factory=lambda: EpisodeConfig())
     """Budgets of a multi-turn episode (used only with an ``environment``)."""

@@ -126,10 +126,6 @@ def innermost(tb: TracebackType | None) -> str:
 
 _NOT_FOUND = re.compile(r"Could not (?:find|load) '(?P<path>[^']+)'")
 _NOT_IN_STRUCT = re.compile(r"Could not override '(?P<key>[^']+)'\.\s*To append")
-_TWICE = re.compile(
-    r"Multiple values for (?P<group>[\w/]+)\. "
-    r"To override a value use 'override \S+: (?P<option>[^']+)'"
-)
 
 
 def describe_hydra_error(err: BaseException) -> str | None:
@@ -144,13 +140,6 @@ def describe_hydra_error(err: BaseException) -> str | None:
         group, _, option = found["path"].rpartition("/")
         listed = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
         return str(unknown_choice(group, option, listed or group_options(group)))
-    twice = _TWICE.search(text)
-    if twice is not None:  # "+group=x" for a group the defaults list already has
-        group, option = twice["group"], twice["option"]
-        return (
-            f"{group} already has a default, so +{group}={option} adds a second value; "
-            f"write {group}={option} (without the +)."
-        )
     missing_key = _NOT_IN_STRUCT.search(text)
     if missing_key is not None:
         return unknown_key_message(missing_key["key"])

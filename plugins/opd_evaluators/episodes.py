@@ -58,7 +58,7 @@ class EpisodeSuccess:
         if env is None:
             raise OPDError(
                 "evaluator episode_success runs the environment's episodes, but the run has no "
-                "environment; set environment=<name> or leave episode_success out of "
+                "environment; set +environment=<name> or leave episode_success out of "
                 "evaluator=[...]."
             )
         self.env = env

@@ -118,7 +118,7 @@ def test_opd_on_two_turn_chats_with_a_teacher_only_system_prompt(
             "+task=chat",
             f"task.train.path={prompts}",
             "task.teacher_context='Follow every formatting instruction exactly.'",
-            "environment=ifeval_followup",
+            "+environment=ifeval_followup",
             "episode.max_turns=2",
             "student=smollm2_135m_instruct",
             "student.model.dtype=float32",
