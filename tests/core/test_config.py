@@ -54,6 +54,8 @@ def overrides_for(group: str, option: str) -> list[str]:
         return [f"evaluator=[{option}]"]
     if group == "experiment":
         return [f"+experiment={option}"]
+    if group == "environment":
+        return [f"+environment={option}"]
     return [f"{group}={option}"]
 
 

@@ -1,4 +1,4 @@
-"""environment=ifeval_followup: the scripted user's IFEval follow-up, judged by lm-eval; with
+"""+environment=ifeval_followup: the scripted user's IFEval follow-up, judged by lm-eval; with
 SmolLM2-135M-Instruct (asset://smollm2-135m-instruct, ChatML) every turn boundary is token-exact
 and a short OPD run trains on the two-turn episodes, its teacher shown a system prompt the
 student never sees (teacher=context)."""
