@@ -11,23 +11,30 @@ of work a signal may cut, and the boundary keeps the promises about what happens
   the last finished step exactly as it ended and a resume continues bit for bit;
 - with ``train.overlap`` it samples the next step's rollouts in the background
   (:mod:`opd_core.overlap`) and waits for them before anything evaluates, saves or stops; a
-  checkpoint then holds the prompt source's state from before it selected them.
+  checkpoint then holds the prompt source's state from before it selected them;
+- its :class:`opd_core.guard.FiniteGuard` checks every update (loss, gradient norm, weights)
+  before it is applied or saved, and a plugin that fails inside a stretch on non-finite weights
+  is reported as that, not as the plugin's bug.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from opd_core.checkpoint import capture_rng, checkpoint_dir, latest_checkpoint, restore_rng
+from opd_core.errors import OPDError
+from opd_core.guard import FiniteGuard
 from opd_core.interrupts import Interrupts, RunInterrupted
 from opd_core.metrics import StageTimer
 from opd_core.overlap import SAMPLED_NOW, Prefetch
-from opd_core.types import Prompt, RolloutBatch, RolloutPrefetcher
+from opd_core.types import Advantages, Prompt, RolloutBatch, RolloutPrefetcher, TeacherScores
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class StepBoundary:
         prefetcher: RolloutPrefetcher | None = None,
         samples_per_prompt: int = 1,
         last_step: int = 0,
+        guard: FiniteGuard | None = None,
+        weights: Sequence[tuple[str, torch.Tensor]] = (),
     ) -> None:
         self.interrupts = interrupts
         self.components = components
@@ -68,6 +77,9 @@ class StepBoundary:
         self._last_step = last_step
         self._prefetch: Prefetch[Snapshot] | None = None
         """The next step's rollouts, being sampled in the background (``train.overlap``)."""
+        self.guard = guard
+        self.weights = list(weights)
+        """The weights the optimizer updates, by name (those the guard checks)."""
 
     # ------------------------------------------------------------ signals and stretches
 
@@ -79,7 +91,7 @@ class StepBoundary:
     def between_steps(self, step: int) -> Iterator[None]:
         """Work outside any step (the evaluations at the start and the end of a run): a signal
         stops it and checkpoints ``step`` as it is now; signals wait again afterwards."""
-        with self._keep_work(self.snapshot(step)):
+        with self._keep_work(self.snapshot(step), step):
             self.interrupts.release()
             yield
             self.interrupts.hold()
@@ -89,7 +101,7 @@ class StepBoundary:
         """Step ``step``: a signal before its update stops it and checkpoints ``step - 1`` as it
         ended (a signal that waited for ``step - 1`` stops here); :meth:`hold` from the update
         on."""
-        with self._keep_work(self._step_start(step)):
+        with self._keep_work(self._step_start(step), step):
             self.interrupts.release()
             yield
 
@@ -105,12 +117,20 @@ class StepBoundary:
             raise
 
     @contextmanager
-    def _keep_work(self, state: Snapshot) -> Iterator[None]:
-        """An interrupt inside checkpoints the step that ``state`` ended, then re-raises."""
+    def _keep_work(self, state: Snapshot, step: int) -> Iterator[None]:
+        """An interrupt inside checkpoints the step that ``state`` ended, then re-raises; an
+        error that non-finite weights explain becomes the guard's sentence."""
         try:
             yield
         except RunInterrupted as stop:
             raise self._interrupted(stop, state) from None
+        except OPDError:
+            raise
+        except Exception as err:
+            explained = self.guard.explain(step, err, self.weights) if self.guard else None
+            if explained is None:
+                raise
+            raise explained from err
 
     def _interrupted(self, stop: RunInterrupted, state: Snapshot) -> RunInterrupted:
         """Checkpoint the last finished step (as it was at its end) unless one exists already."""
@@ -128,6 +148,36 @@ class StepBoundary:
         self.restore(state)
         stop.checkpoint = str(self._save(state.step))
         return stop
+
+    # ------------------------------------------------------------ the finite guard
+
+    def check_update(
+        self,
+        step: int,
+        loss: float,
+        grad_norm: float,
+        inputs: tuple[RolloutBatch, Advantages, TeacherScores | None, torch.Tensor | None],
+    ) -> None:
+        """Before the optimizer step: stop the run on a non-finite loss or gradient norm (the
+        update is not applied)."""
+        if self.guard is not None:
+            self.guard.check_update(step, loss, grad_norm, inputs)
+
+    def check_saved(self, step: int) -> None:
+        """Before a checkpoint: refuse to save weights that are not finite."""
+        if self.guard is not None:
+            self.guard.check_saved(step, self.weights)
+
+    def check_loaded(self, named: list[tuple[str, torch.Tensor]], source: str) -> None:
+        """Before training: refuse a student whose weights as loaded are not finite."""
+        if self.guard is not None:
+            self.guard.check_loaded(named, source)
+
+    def check_weights(self, step: int) -> None:
+        """After the update: stop the run on weights that are no longer finite (the step is
+        not saved)."""
+        if self.guard is not None:
+            self.guard.check_weights(step, self.weights)
 
     # ------------------------------------------------------------ state
 

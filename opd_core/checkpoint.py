@@ -5,14 +5,18 @@ Layout of a run's output folder::
     checkpoints/step_000020/model/          save_pretrained (full model or peft adapter) + tokenizer
     checkpoints/step_000020/trainer_state.pt optimizer, scheduler, RNG and component states
     checkpoints/latest                       name of the newest complete checkpoint
+    checkpoints/best                         name of the best one (``checkpoint.best_metric``)
 
 A checkpoint directory appears only when complete (it is built under a temporary name and
 renamed), and ``latest`` is rewritten atomically afterwards, so a crash at any moment leaves the
-previous checkpoint intact.
+previous checkpoint intact. So does a write that fails (a full disk, a folder that became
+read-only): :class:`CheckpointNotWritten` says which checkpoint is still there. Rotation keeps the
+last ``keep`` checkpoints and the best one.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import random
 import re
@@ -28,6 +32,10 @@ from opd_core.io import write_dir_atomic, write_text_atomic
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+
+
+class CheckpointNotWritten(OPDError):
+    """Writing a checkpoint failed (disk full, folder not writable); the previous one is intact."""
 
 
 @dataclass(frozen=True)
@@ -73,13 +81,18 @@ def save_checkpoint(
     state: TrainerState,
     keep: int,
     model_state: dict[str, Any] | None = None,
+    best_step: int | None = None,
 ) -> Path:
-    """Write checkpoint ``step_<state.step>`` atomically, point ``latest`` at it, prune old ones.
+    """Write checkpoint ``step_<state.step>`` atomically, point ``latest`` at it (and ``best`` at
+    ``step_<best_step>`` when given), prune all but the last ``keep`` and the best one.
 
     ``model_state`` replaces the model's own state dict (the gathered weights of a sharded model).
+    A write that fails raises :class:`CheckpointNotWritten`, leaving the previous checkpoint as it
+    was.
     """
     root = checkpoint_root(output_dir)
     final = checkpoint_dir(output_dir, state.step)
+    best = checkpoint_dir(output_dir, best_step) if best_step is not None else None
 
     def fill(tmp: Path) -> None:
         gathered = {} if model_state is None else {"state_dict": model_state}
@@ -87,16 +100,81 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp / "model")
         torch.save(state.__dict__, tmp / "trainer_state.pt")
 
-    write_dir_atomic(final, fill)
-    write_text_atomic(root / "latest", final.name + "\n")
-    _prune(root, keep=keep, protect=final)
+    previous = latest_checkpoint(output_dir)
+    try:
+        write_dir_atomic(final, fill)
+        if best is not None:
+            write_text_atomic(root / "best", best.name + "\n")
+        write_text_atomic(root / "latest", final.name + "\n")
+    except Exception as err:
+        if not is_write_error(err):
+            raise
+        raise not_written(final, previous, err) from err
+    _prune(root, keep=keep, protect={final, *([best] if best is not None else [])})
     return final
 
 
-def _prune(root: Path, keep: int, protect: Path) -> None:
+_WRITE_HINTS = (
+    "os error",
+    "no space",
+    "read-only",
+    "permission denied",
+    "write",
+    "inline_container",
+)
+
+
+def is_write_error(err: BaseException) -> bool:
+    """Whether ``err`` is the file system refusing a write: an ``OSError``, or the error a
+    serializer raises over one (torch's ``RuntimeError`` from its zip writer, safetensors'
+    ``SafetensorError: ... No space left on device (os error 28)``)."""
+    if isinstance(err, OSError):
+        return True
+    if isinstance(err, RuntimeError | ValueError) or type(err).__name__ == "SafetensorError":
+        return any(hint in str(err).lower() for hint in _WRITE_HINTS)
+    return False
+
+
+def not_written(final: Path, previous: Path | None, err: BaseException) -> CheckpointNotWritten:
+    """The sentence for a checkpoint write that failed: why, and what is still there. A
+    serializer's error that hides the cause (torch's ``unexpected pos``) counts as a full disk
+    when less space is free than the previous checkpoint takes."""
+    code = getattr(err, "errno", None)
+    text = str(err).lower()
+    free = shutil.disk_usage(final.parent).free if final.parent.exists() else 0
+    needed = folder_bytes(previous) if previous is not None else 0
+    if code == errno.ENOSPC or "no space" in text or "os error 28" in text:
+        why, fix = "the disk is full", "free space"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) or "read-only" in text:
+        reason = getattr(err, "strerror", None) or "read-only"
+        why, fix = f"{final.parent} is not writable: {reason}", "make the run folder writable"
+    elif free < needed:
+        why = f"the disk is full: {free / 1e6:.1f} MB free, a checkpoint takes {needed / 1e6:.1f}"
+        fix = "free space"
+    else:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        why = f"{type(err).__name__}: {first}; {free / 1e6:.1f} MB free on its disk"
+        fix = "check the disk"
+    kept = (
+        f"the previous checkpoint {previous} is intact and loadable"
+        if previous is not None
+        else "no earlier checkpoint exists"
+    )
+    return CheckpointNotWritten(
+        f"Could not write checkpoint {final.name} ({why}); {kept}; {fix}, then continue with "
+        "resume=true."
+    )
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _prune(root: Path, keep: int, protect: set[Path]) -> None:
     steps = sorted(p for p in root.iterdir() if _STEP_DIR.match(p.name))
     for old in steps[:-keep]:
-        if old != protect:
+        if old not in protect:
             shutil.rmtree(old, ignore_errors=True)
 
 
@@ -135,6 +213,15 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
         else []
     )
     return complete[-1] if complete else None
+
+
+def best_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint ``checkpoints/best`` names (``checkpoint.best_metric``), or ``None``."""
+    pointer = checkpoint_root(output_dir) / "best"
+    if not pointer.exists():
+        return None
+    candidate = checkpoint_root(output_dir) / pointer.read_text(encoding="utf-8").strip()
+    return candidate if (candidate / "trainer_state.pt").exists() else None
 
 
 def load_trainer_state(checkpoint: Path) -> TrainerState:

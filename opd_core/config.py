@@ -1,8 +1,8 @@
 """Config schemas of a run, validated with one clear sentence per problem.
 
 Hydra composes ``conf/`` into a plain config; :func:`RunConfig.from_dict` checks the core
-sections (``train``, ``eval``, ``checkpoint``, ``student``) and keeps each component node
-(``task``, ``teacher``, ...) for the registry to bind to its factory.
+sections (``train``, ``eval``, ``checkpoint``, ``divergence``, ``student``) and keeps each
+component node (``task``, ``teacher``, ...) for the registry to bind to its factory.
 """
 
 from __future__ import annotations
@@ -145,6 +145,29 @@ class CheckpointConfig:
     """Save every N steps (0: only at the end)."""
     keep: int = 2
     """Number of most recent checkpoints kept on disk (the final one is always kept)."""
+    best_metric: str | None = None
+    """Also keep the checkpoint of the best evaluation by this eval metric (e.g. ``accuracy``):
+    written when an evaluation beats the best, named by ``checkpoints/best`` and the summary's
+    ``best_checkpoint``, never deleted by rotation (``opd_core.watch``); null: off."""
+    best_mode: Literal["max", "min"] = "max"
+    """Whether the best ``best_metric`` is its largest (max) or smallest (min) value."""
+
+
+@dataclass(frozen=True)
+class DivergenceConfig:
+    """Stop a run early once a metric stays worse than its best (``opd_core.watch``)."""
+
+    metric: str | None = None
+    """An eval metric (``accuracy``; checked at each evaluation of the student, ``eval.every``)
+    or a step metric (``teacher_reverse_kl``, ``loss``, ``reward``; checked every step); null:
+    never stop early."""
+    mode: Literal["max", "min"] | None = None
+    """Whether the metric's best is its largest or smallest value; null: min for
+    ``teacher_reverse_kl`` and ``loss``, max otherwise."""
+    margin: float = 0.0
+    """How much worse than the best a value must be to count (in the metric's units)."""
+    patience: int = 3
+    """How many checks in a row must be worse before the run stops."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +200,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     seed: int = 0
     device: str = "auto"
     resume: bool = False
@@ -239,6 +263,7 @@ class RunConfig:
             checkpoint=_build(CheckpointConfig, _section(raw, "checkpoint"), "checkpoint"),
             distributed=_build(DistributedConfig, _section(raw, "distributed"), "distributed"),
             episode=_build(EpisodeConfig, _section(raw, "episode"), "episode"),
+            divergence=_build(DivergenceConfig, _section(raw, "divergence"), "divergence"),
             **scalars,
         )
         run.validate()
@@ -307,6 +332,18 @@ class RunConfig:
         )
         _require(self.checkpoint.every >= 0, "checkpoint.every", self.checkpoint.every, ">= 0")
         _require(self.checkpoint.keep >= 1, "checkpoint.keep", self.checkpoint.keep, ">= 1")
+        watched: tuple[tuple[str, str | None], ...] = (
+            ("checkpoint.best_metric", self.checkpoint.best_metric),
+            ("divergence.metric", self.divergence.metric),
+        )
+        for key, metric in watched:
+            if metric is not None:
+                _require(
+                    bool(metric.strip()), key, metric, "a metric name such as accuracy, or null"
+                )
+        d = self.divergence
+        _require(d.margin >= 0, "divergence.margin", d.margin, ">= 0")
+        _require(d.patience >= 1, "divergence.patience", d.patience, "a count of checks >= 1")
         _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32)")
         _require(
             self.distributed.strategy in STRATEGIES,

@@ -172,6 +172,7 @@ def section_keys(section: str) -> list[str]:
     """The keys a core config section accepts (empty for component sections)."""
     from opd_core.config import (
         CheckpointConfig,
+        DivergenceConfig,
         EvalConfig,
         RunConfig,
         StudentConfig,
@@ -184,6 +185,7 @@ def section_keys(section: str) -> list[str]:
         "train": TrainConfig,
         "eval": EvalConfig,
         "checkpoint": CheckpointConfig,
+        "divergence": DivergenceConfig,
         "student": StudentConfig,
         "student.model": ModelSpec,
     }

@@ -49,6 +49,7 @@ from opd_core.devices import pick_device
 from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
 from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
+from opd_core.guard import FiniteGuard
 from opd_core.interrupts import Interrupts
 from opd_core.limits import (
     check_generation_lengths,
@@ -86,9 +87,11 @@ from opd_core.update import (
     accumulate_gradients,
     clip_gradients,
     make_optimizer,
+    rescale_learning_rate,
     step_and_mark_updated,
 )
 from opd_core.update import policy_output as policy_output  # benchmarks/estimator_variance.py
+from opd_core.watch import BestCheckpoint, DivergenceStop
 
 log = logging.getLogger("opd_core")
 
@@ -115,6 +118,13 @@ class Trainer:
         self.flops = FlopsLedger()
         self.evals: dict[str, dict[str, float]] = {}
         """Summary entries so far: ``student_before``, ``teacher``, ``student_after``."""
+        ckpt, stop = config.checkpoint, config.divergence
+        self.best = BestCheckpoint(ckpt.best_metric, ckpt.best_mode)
+        """The best evaluation's checkpoint (``checkpoint.best_metric``)."""
+        self.divergence = DivergenceStop(stop.metric, stop.mode, stop.margin, stop.patience)
+        """When to stop early (``divergence.metric``)."""
+        self.stopped: dict[str, Any] | None = None
+        """Where and why the run stopped early (the divergence stop), if it did."""
 
     # ---------------------------------------------------------------- setup
 
@@ -130,8 +140,10 @@ class Trainer:
         self._plan_scoring()
         self.boundary = self._plan_boundary()
         self.metrics = MetricsLog(self.output_dir) if self.dist.is_main else None
-        if self.config.resume:
-            self._resume()
+        source = self._resume() if self.config.resume else None
+        self.boundary.check_loaded(
+            list(self.student.model.named_parameters()), source or self.config.student.model.path
+        )
         self.hook.opd_run_start(ctx=self.ctx)
 
     def _start_processes(self) -> None:
@@ -250,6 +262,16 @@ class Trainer:
                 str(cfg.loss.get("name", "?")),
                 self.dist.world_size,
             )
+        guard = FiniteGuard(
+            self.output_dir,
+            cfg.train,
+            {
+                kind.node: str(getattr(cfg, kind.node).get("name", "?"))
+                for kind in COMPONENT_KINDS
+                if not kind.many and getattr(cfg, kind.node) is not None
+            },
+            combine=self.dist.sum if self.dist.enabled else None,
+        )
         return StepBoundary(
             self.interrupts,
             self.components,
@@ -260,6 +282,8 @@ class Trainer:
             prefetcher=prefetcher,
             samples_per_prompt=cfg.train.samples_per_prompt,
             last_step=self.total_steps,
+            guard=guard,
+            weights=[(n, p) for n, p in self.train_model.named_parameters() if p.requires_grad],
         )
 
     def _refuse_to_overwrite(self) -> None:
@@ -269,7 +293,8 @@ class Trainer:
                 "continue that run, or choose another hydra.run.dir."
             )
 
-    def _resume(self) -> None:
+    def _resume(self) -> str | None:
+        """Continue from the run folder's latest checkpoint, if any; where from."""
         if self.dist.is_main:
             for leftover in remove_partial_checkpoints(self.output_dir):
                 log.info("removed %s, left by an interrupted checkpoint write", leftover)
@@ -278,7 +303,7 @@ class Trainer:
             log.info(
                 "resume=true but %s has no checkpoint yet: starting from step 0", self.output_dir
             )
-            return
+            return None
         state = load_trainer_state(checkpoint)
         layout = state.components.get("_state_layout", "full")
         check_state_layout(checkpoint, layout, self.dist.sharded)
@@ -289,15 +314,25 @@ class Trainer:
             load_model_weights(self.student.model, checkpoint)
             self.optimizer.load_state_dict(state.optimizer)
         self.scheduler.load_state_dict(state.scheduler)
+        old_lr = rescale_learning_rate(self.optimizer, self.scheduler, self.config.train.lr)
+        if old_lr is not None:
+            log.warning(
+                "resumed with train.lr=%g (the checkpoint's run had %g)",
+                self.config.train.lr,
+                old_lr,
+            )
         for name, component in self.components.items():
             if name in state.components and hasattr(component, "load_state_dict"):
                 component.load_state_dict(state.components[name])
         self.evals = dict(state.components.get("_evals", {}))
+        self.best.load_state_dict(state.components.get("_best", {}))
+        self.divergence.load_state_dict(state.components.get("_divergence", {}))
         rank, world = self.dist.rank, self.dist.world_size
         self.flops.load_state_dict(rank_entry(state.components, "_flops", rank, world))
         restore_rng(rank_entry({"_rng": state.rng, **state.components}, "_rng", rank, world))
         self.start_step = state.step
         log.info("resumed from %s (step %d)", checkpoint, state.step)
+        return str(checkpoint)
 
     # ---------------------------------------------------------------- train
 
@@ -316,17 +351,23 @@ class Trainer:
         )
         progress.show_eval(self.evals.get("student_before"))
         last: dict[str, float] = {}
+        end = self.total_steps
         with progress, boundary.loop():
             for step in range(self.start_step + 1, self.total_steps + 1):
                 with boundary.step(step):  # a signal before the update checkpoints step - 1
                     last = self.train_step(step)
-                    last.update(self._evaluate_during(step, progress))
+                    scores = self._evaluate_during(step, progress)
+                    last.update({f"eval/{k}": v for k, v in scores.items()})
                     self._log(step, last, progress)
-                    if cfg.checkpoint.every and step % cfg.checkpoint.every == 0:
-                        self.save(step)
-        with boundary.between_steps(self.total_steps):
-            self.evals["student_after"] = self.evaluate("student", step=self.total_steps)
-        return self._finish(last, started)
+                    self._save_at(step, new_best=self.best.observe(step, scores))
+                    stop = self._stop_reason(step, last, scores)
+                if stop is not None:
+                    end = self._stop_early(step, stop)
+                    break
+        with boundary.between_steps(end):
+            self.evals["student_after"] = self.evaluate("student", step=end)
+            self.best.observe(end, self.evals["student_after"])
+        return self._finish(end, last, started)
 
     def train_step(self, step: int) -> dict[str, float]:
         """One step of on-policy distillation; returns its metrics."""
@@ -336,7 +377,7 @@ class Trainer:
         scores = self.score(rollouts, timer)
         advantages = self.compute_advantages(rollouts, scores, rewards_B)
         with timer.stage("update"):
-            update = self.update(rollouts, advantages, scores)
+            update = self.update(step, rollouts, advantages, scores, rewards_B)
         metrics = step_metrics(step, rollouts, scores, rewards_B, advantages, update)
         metrics.update(self._account(step, rollouts, scores))
         metrics.update({**overlap, **timer.pop()})
@@ -402,11 +443,18 @@ class Trainer:
         return advantages
 
     def update(
-        self, rollouts: RolloutBatch, advantages: Advantages, scores: TeacherScores | None
+        self,
+        step: int,
+        rollouts: RolloutBatch,
+        advantages: Advantages,
+        scores: TeacherScores | None,
+        rewards_B: torch.Tensor | None = None,
     ) -> dict[str, float]:
         """Accumulate the loss over micro-batches and take ``update_epochs`` optimizer steps.
 
-        From here to the end of the step a signal waits (:meth:`StepBoundary.hold`).
+        From here to the end of the step a signal waits (:meth:`StepBoundary.hold`). A loss or
+        gradient that is not finite is never applied, and weights that are not finite after it
+        end the run before the step is saved (:class:`opd_core.guard.FiniteGuard`).
         """
         self.boundary.hold()
         cfg, model = self.config.train, self.train_model
@@ -421,7 +469,10 @@ class Trainer:
                 model, self.hook, self.dist, batch, cfg.micro_batch_size, num_loss_tokens, sums
             )
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
+            inputs = (rollouts, advantages, scores, rewards_B)
+            self.boundary.check_update(step, sums.get("loss", 0.0), grad_norm, inputs)
             step_and_mark_updated(self.optimizer)
+        self.boundary.check_weights(step)
         lr = float(self.scheduler.get_last_lr()[0])
         self.scheduler.step()
         epochs = cfg.update_epochs
@@ -446,6 +497,33 @@ class Trainer:
             **self.flops.metrics("flops"),
         }
 
+    def _save_at(self, step: int, new_best: bool) -> None:
+        """Checkpoint every ``checkpoint.every`` steps, and when an evaluation is the best."""
+        every = self.config.checkpoint.every
+        new_best = self.dist.broadcast(new_best)  # rank 0 decides: saving is collective
+        if new_best or (every and step % every == 0):
+            self.save(step)
+
+    def _stop_reason(
+        self, step: int, metrics: dict[str, float], scores: dict[str, float]
+    ) -> str | None:
+        """Why the divergence stop ends the run after ``step``, or ``None`` (rank 0's view)."""
+        reason = self.divergence.observe_step(step, metrics) or self.divergence.observe_eval(
+            step, scores
+        )
+        return self.dist.broadcast(reason)
+
+    def _stop_early(self, step: int, reason: str) -> int:
+        """Record and say that the run ends after ``step``; return ``step``."""
+        self.stopped = {"step": step, "reason": reason}
+        log.warning(
+            "stopping early after step %d of %d (divergence.metric): %s",
+            step,
+            self.total_steps,
+            reason,
+        )
+        return step
+
     def _log(self, step: int, metrics: dict[str, float], progress: Progress) -> None:
         """Write the step's metrics, tell the plugins the step ended, advance the bar."""
         if self.metrics is not None:
@@ -461,17 +539,19 @@ class Trainer:
         if cfg.teacher and "teacher" not in self.evals:
             self.evals["teacher"] = self.evaluate("teacher", step=0)
         if cfg.at_start and "student_before" not in self.evals:
-            self.evals["student_before"] = self.evaluate("student", step=0)
+            self.evals["student_before"] = before = self.evaluate("student", step=0)
+            self.best.observe(0, before)  # checks the metric's name; step 0 is no candidate
+            self.divergence.observe_eval(0, before)  # the first value to beat
 
     def _evaluate_during(self, step: int, progress: Progress) -> dict[str, float]:
         """Every ``eval.every`` steps (but the last, evaluated at the end): the student's
-        scores as ``eval/<metric>``."""
+        scores (none on other steps)."""
         every = self.config.eval.every
         if not every or step % every or step >= self.total_steps:
             return {}
         scores = self.evaluate("student", step)
         progress.show_eval(scores)
-        return {f"eval/{k}": v for k, v in scores.items()}
+        return scores
 
     def evaluate(self, role: str, step: int) -> dict[str, float]:
         """Run every evaluator on the model playing ``role``; merged metrics by name."""
@@ -493,8 +573,11 @@ class Trainer:
         With rollouts being sampled ahead, it waits for them and saves the components' state
         from before their prompts were selected: a resume selects and samples them again.
         """
+        self.boundary.check_saved(step)  # no checkpoint holds weights that are not finite
         components = self.boundary.component_states()
         components["_evals"] = dict(self.evals)
+        components["_best"] = self.best.state_dict()
+        components["_divergence"] = self.divergence.state_dict()
         components["_flops"] = self.flops.state_dict()
         components["_state_layout"] = "sharded" if self.dist.sharded else "full"
         if self.dist.enabled:
@@ -516,21 +599,34 @@ class Trainer:
                 state,
                 keep=self.config.checkpoint.keep,
                 model_state=model_state,
+                best_step=self.best.step,
             )
         self.dist.barrier()
         return checkpoint_dir(self.output_dir, step)
 
-    def _finish(self, last: dict[str, float], started: float) -> dict[str, Any]:
+    def _finish(self, end: int, last: dict[str, float], started: float) -> dict[str, Any]:
         """Checkpoint the last step, write the summary and tell the plugins the run ended."""
-        checkpoint = self.save(self.total_steps)
+        checkpoint = self.save(end)
         summary = {
             **self.evals,
-            "steps": self.total_steps,
+            "steps": end,
             "flops": self.dist.combine_metrics(self.flops.metrics("flops")),
             "final_train_metrics": last,
             "checkpoint": str(checkpoint),
             "wall_time_s": round(time.perf_counter() - started, 2),
         }
+        best = self.best.summary(self.output_dir)
+        if best is not None:
+            summary["best_checkpoint"] = best
+            log.info(
+                "best checkpoint: %s (%s %.4g at step %d)",
+                best["checkpoint"],
+                best["metric"],
+                best["value"],
+                best["step"],
+            )
+        if self.stopped is not None:
+            summary["stopped_early"] = self.stopped
         if self.dist.is_main:
             write_summary(self.output_dir, summary)
         self.dist.barrier()  # every rank is done before any leaves the process group

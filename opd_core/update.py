@@ -41,6 +41,23 @@ def make_optimizer(
     return optimizer, scheduler
 
 
+def rescale_learning_rate(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler, lr: float
+) -> float | None:
+    """Make ``lr`` the schedule's base learning rate, keeping its position in the schedule (a
+    run resumed with another ``train.lr``: the state it loaded holds the old one); the old base
+    rate if it changed, else ``None``."""
+    old = float(scheduler.base_lrs[0])
+    if old == lr:
+        return None
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * lr / old
+        group["initial_lr"] = lr
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # get_last_lr()
+    return old
+
+
 def step_and_mark_updated(optimizer: torch.optim.Optimizer) -> None:
     """``optimizer.step()``, then bump the in-place version counter of every weight it updated.
     The fused AdamW kernel writes the weights without bumping them, and those counters are how

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TinyModels
 from opd_core.checkpoint import (
+    CheckpointNotWritten,
     TrainerState,
+    best_checkpoint,
     capture_rng,
     latest_checkpoint,
     load_model_weights,
@@ -49,7 +52,7 @@ class ExplodingModel:
     def save_pretrained(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True)
         (Path(folder) / "model.safetensors").write_bytes(b"half a file")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device", str(folder))
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(
@@ -58,12 +61,30 @@ def test_a_failed_save_keeps_the_previous_checkpoint(
     model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
     tok = AutoTokenizer.from_pretrained(tiny_models.student)
     save_checkpoint(tmp_path, model, tok, _state(1), keep=2)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointNotWritten) as failed:
         save_checkpoint(tmp_path, ExplodingModel(), tok, _state(2), keep=2)
+    assert str(failed.value) == (
+        "Could not write checkpoint step_000002 (the disk is full); the previous checkpoint "
+        f"{tmp_path / 'checkpoints' / 'step_000001'} is intact and loadable; free space, then "
+        "continue with resume=true."
+    )
     latest = latest_checkpoint(tmp_path)
     assert latest is not None and latest.name == "step_000001"
     assert not (tmp_path / "checkpoints" / "step_000002").exists()
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.startswith(".")] == []
+
+
+def test_rotation_keeps_the_last_ones_and_the_best(tiny_models: TinyModels, tmp_path: Path) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    tok = AutoTokenizer.from_pretrained(tiny_models.student)
+    for step, best in [(1, 1), (2, 2), (3, 2), (4, 2), (5, 5), (6, 5)]:
+        save_checkpoint(tmp_path, model, tok, _state(step), keep=2, best_step=best)
+        kept = sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*"))
+        if step == 4:  # step 2 outlived rotation while it was the best
+            assert kept == ["step_000002", "step_000003", "step_000004"]
+    assert kept == ["step_000005", "step_000006"]  # step 2 went once step 5 beat it
+    assert best_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_000005"
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "step_000006"
 
 
 def test_weights_of_another_model_are_refused(tiny_models: TinyModels, tmp_path: Path) -> None:
