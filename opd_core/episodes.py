@@ -87,6 +87,10 @@ class SampledTurn:
     logprobs: Sequence[float] | None = None
     """Each token's log-probability under the sampler; ``None`` when not kept (text written by
     the teacher: the sampler log-probabilities are then 0)."""
+    trained: bool = True
+    """``False``: the turn is context only, attended to but masked out of the loss like the
+    environment's tokens (a turn another model wrote into the student's episode, e.g. a
+    teacher's intervention or a replayed prefix)."""
 
 
 GenerateTurn = Callable[[Sequence[TurnRequest]], Sequence[SampledTurn]]
@@ -446,11 +450,14 @@ class EpisodeRunner:
         ids_rows, logprob_rows = self._cut(sampled, requests)
         texts = self.tokenizer.batch_decode(ids_rows, skip_special_tokens=True)
         going_on: list[tuple[_Episode, tuple[ChatMessage, ...], str, int | None]] = []
-        for request, ids, logprobs, text in zip(
-            requests, ids_rows, logprob_rows, texts, strict=True
+        for request, turn, ids, logprobs, text in zip(
+            requests, sampled, ids_rows, logprob_rows, texts, strict=True
         ):
             e = episodes[request.episode]
-            e.add(ids, student=True, logprobs=logprobs)
+            if turn.trained:
+                e.add(ids, student=True, logprobs=logprobs)
+            else:
+                e.add(ids, student=False, logprobs=None)
             e.texts.append(text)
             e.turns += 1
             reply = self.env.step(e.prompt, e.state, text, e.turns)
@@ -496,7 +503,7 @@ class EpisodeRunner:
                     f"{n} tokens; give one per sampled token."
                 )
             else:
-                logprobs.append([float(x) for x in s.logprobs[:n]])
+                logprobs.append(list(s.logprobs[:n]))
         return [row[:n] for row, n in zip(rows, lengths, strict=True)], logprobs
 
     def _observation_text(

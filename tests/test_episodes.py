@@ -4,6 +4,7 @@ turn boundary, the masks, the teacher scoring the same ids, the budgets, bad env
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +19,8 @@ from opd_core.config import EpisodeConfig, ModelSpec
 from opd_core.episodes import (
     EnvironmentCalls,
     EpisodeRunner,
+    SampledTurn,
+    TurnRequest,
     run_text_episodes,
 )
 from opd_core.flops import ModelShape, rollout_flops
@@ -304,3 +307,26 @@ def test_a_context_teacher_sees_its_context_before_the_whole_episode(
         got_R = scores.logprobs_BT[b, batch.prompt_len :][student_R]
         want_R = manual[len(prompt) :][student_R[: len(region)]]
         assert torch.allclose(got_R, want_R, atol=1e-5)
+
+
+def test_a_turn_marked_untrained_is_context_only(student: LoadedModel) -> None:
+    """A sampler may write a turn into the episode that is not trained on (a teacher's
+    intervention, a replayed prefix): attended, masked out like the environment's tokens."""
+    recorder = Recorder(student)
+
+    def first_turn_untrained(requests: Sequence[TurnRequest]) -> list[SampledTurn]:
+        return [
+            replace(turn, trained=request.turn != 1)
+            for request, turn in zip(requests, recorder(requests), strict=True)
+        ]
+
+    torch.manual_seed(7)
+    batch = runner(episode_envs.Followups(turns=2), student).run(PROMPTS, 1, first_turn_untrained)
+    for b in range(batch.batch_size):
+        (_, first_turns), (_, second_turns) = recorder.calls
+        student_R = batch.completion_mask_BT[b, batch.prompt_len :]
+        region_R = batch.input_ids_BT[b, batch.prompt_len :]
+        first = list(first_turns[b].token_ids[:6])
+        assert region_R[: len(first)].tolist() == first and student_R[: len(first)].sum() == 0
+        assert region_R[student_R.bool()].tolist() == list(second_turns[b].token_ids[:6])
+        assert batch.episodes is not None and batch.episodes[b].turns == 2
