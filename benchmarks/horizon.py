@@ -33,8 +33,8 @@ from opd_report.curves import Curve, load_curve
 
 RESULTS = ResultFiles.of(__file__)
 METHODS = {
-    "opd_reverse_kl_topk": ("+experiment=reverse_kl_topk",),
-    "sft_teacher_samples": ("+experiment=sft",),
+    "opd_reverse_kl_topk": ("objective=reverse_kl_topk",),
+    "sft_teacher_samples": ("objective=sft",),
 }
 SHARED = (  # the schedule its report was measured with (the demo's before the lr sweep)
     "train.lr=5e-4",

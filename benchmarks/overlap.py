@@ -3,7 +3,7 @@
     python benchmarks/overlap.py            # about 25 min on 2 quiet CPU cores
     python benchmarks/overlap.py --quick    # tiny models, a few seconds a run (checks the script)
 
-opd-core's side of ``benchmarks/vs_trl.py`` (``bench_common.timing``; ``+experiment=opd``: the
+opd-core's side of ``benchmarks/vs_trl.py`` (``bench_common.timing``; ``objective=opd``: the
 sampled-token reverse KL with ``loss=importance_sampling``, whose ratio corrects the
 one-step-stale rollouts; random-init Qwen3 student and teacher sharing one tokenizer, every
 completion runs to the token limit, fp32, fused AdamW, device=cpu), run with
@@ -201,7 +201,7 @@ def markdown(record: dict[str, Any]) -> list[str]:
             load_text(record["load_average_before_after"]),
             f"{record['wall_s'] / 60:.1f} min",
         )
-        + ". opd-core with `+experiment=opd` (importance "
+        + ". opd-core with `objective=opd` (importance "
         "sampling, sampler log-probs as the behaviour policy), random-init Qwen3 student and "
         "teacher, fp32, every completion to the token limit with sampler=hf (with sampler=vllm "
         "they may stop at EOS); each run its own process, the runs "

@@ -7,7 +7,7 @@ own initial weights with the solution in context (self-distillation).
 
 Two comparisons, each at the same steps, schedule, objective and student start:
 
-- **cross tokenizer**: ``+experiment=opd`` (sampled-token reverse KL, the objective a
+- **cross tokenizer**: ``objective=opd`` (sampled-token reverse KL, the objective a
   cross-tokenizer teacher supports) with the demo teacher against ``teacher=cross_tokenizer``
   with ``demo://arithmetic/teacher_bpe`` (the same teacher recipe over a BPE that merges across
   characters, another vocabulary and EOS), its log-probabilities shared among the student's
@@ -67,13 +67,13 @@ SETUPS = {
     "same_tokenizer": Setup(
         "same-tokenizer teacher (demo teacher)",
         "cross_tokenizer",
-        ("+experiment=opd", "+task=arithmetic", "+teacher=demo", *EVAL),
+        ("objective=opd", "+task=arithmetic", "+teacher=demo", *EVAL),
     ),
     "cross_tokenizer": Setup(
         "cross-tokenizer teacher (teacher_bpe)",
         "cross_tokenizer",
         (
-            "+experiment=opd",
+            "objective=opd",
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
@@ -84,7 +84,7 @@ SETUPS = {
         "cross-tokenizer teacher, split=last",
         "cross_tokenizer",
         (
-            "+experiment=opd",
+            "objective=opd",
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
@@ -96,7 +96,7 @@ SETUPS = {
         "cross-tokenizer teacher, split=segment",
         "cross_tokenizer",
         (
-            "+experiment=opd",
+            "objective=opd",
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",

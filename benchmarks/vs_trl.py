@@ -10,7 +10,7 @@ tokenizer's EOS is a token the models cannot emit, so every completion runs to t
 temperature 1, fp32, fused AdamW at the same learning rate, gradient clipping at 1, the same
 threads, one micro-batch per step:
 
-- ``opd-core``: ``+experiment=opd`` (advantage=reverse_kl, loss=importance_sampling),
+- ``opd-core``: ``objective=opd`` (advantage=reverse_kl, loss=importance_sampling),
   sampler=hf, teacher=hf;
 - ``trl-distillation``: ``trl.DistillationTrainer`` at ``beta=1`` (reverse KL);
 - ``trl-gkd``: ``trl.experimental.gkd.GKDTrainer`` at ``lmbda=1`` (always on-policy), ``beta=1``.

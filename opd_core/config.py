@@ -193,9 +193,11 @@ class RunConfig:
     teacher: Mapping[str, Any]
     sampler: Mapping[str, Any]
     prompts: Mapping[str, Any]
-    advantage: Mapping[str, Any]
     loss: Mapping[str, Any]
     evaluators: Mapping[str, Mapping[str, Any]]
+    advantage: Mapping[str, Any] | None = None
+    """The advantage function, for a loss that reads advantages (``objective=opd`` names one);
+    ``None``: the loop weights every completion token 1 (:mod:`opd_core.objective`)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
@@ -254,6 +256,8 @@ class RunConfig:
                 raise invalid(
                     kind.node, node, f"a mapping of {kind.name} configs ({kind.name}=[...])"
                 )
+            if kind.optional and not isinstance(node, Mapping):
+                raise invalid(kind.node, node, f"a config group such as {kind.name}=<name>")
             components[kind.node] = node
         run = RunConfig(
             student=student,

@@ -125,6 +125,33 @@ def innermost(tb: TracebackType | None) -> str:
 
 
 _NOT_FOUND = re.compile(r"Could not (?:find|load) '(?P<path>[^']+)'")
+
+_OBJECTIVE = (
+    "(one config group now picks the loss and, when the loss reads advantages, the advantage "
+    "function; docs/objectives.md)"
+)
+RETIRED_OPTIONS: dict[str, str] = {
+    **{
+        f"experiment/{old}": f"+experiment={old} was replaced by objective={new} {_OBJECTIVE}."
+        for old, new in (
+            ("opd", "opd"),
+            ("reverse_kl_topk", "reverse_kl_topk"),
+            ("reverse_kl_truncated", "reverse_kl_truncated"),
+            ("entropy_aware_kl", "entropy_aware_kl"),
+            ("forward_kl", "forward_kl"),
+            ("jsd", "jsd"),
+            ("mixed", "mixed"),
+            ("rl", "grpo"),
+            ("sft", "sft"),
+        )
+    },
+    "advantage/uniform": (
+        "advantage=uniform was removed: leave the advantage out (a loss that reads no "
+        "advantages needs none, and loss=cross_entropy without one is SFT: objective=sft)."
+    ),
+}
+"""The sentence for a removed config option (by ``group/option``) that names what replaced it,
+so an old command line gets the new spelling rather than a list of options."""
 _NOT_IN_STRUCT = re.compile(r"Could not override '(?P<key>[^']+)'\.\s*To append")
 
 
@@ -136,6 +163,8 @@ def describe_hydra_error(err: BaseException) -> str | None:
         return None
     text = str(err)
     found = _NOT_FOUND.search(text)
+    if found is not None and found["path"] in RETIRED_OPTIONS:
+        return RETIRED_OPTIONS[found["path"]]
     if found is not None:
         group, _, option = found["path"].rpartition("/")
         listed = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)

@@ -32,8 +32,9 @@ class Kind:
     many: bool = False
     """A list chosen with ``<name>=[a,b]``, each node at ``<node>.<option>``."""
     optional: bool = False
-    """A run may leave the node ``null`` (no such component; e.g. a single-turn task has no
-    ``environment``)."""
+    """A run may leave the node ``null`` (no such component): a single-turn task has no
+    ``environment``, a loss that reads no advantages no ``advantage``
+    (:mod:`opd_core.objective`)."""
 
 
 COMPONENT_KINDS: tuple[Kind, ...] = (
@@ -41,7 +42,7 @@ COMPONENT_KINDS: tuple[Kind, ...] = (
     Kind("teacher", "teacher"),
     Kind("sampler", "sampler"),
     Kind("prompts", "prompts"),
-    Kind("advantage", "advantage"),
+    Kind("advantage", "advantage", optional=True),
     Kind("loss", "loss"),
     Kind("evaluator", "evaluators", many=True),
     Kind("logger", "loggers", many=True),

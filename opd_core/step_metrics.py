@@ -91,14 +91,16 @@ def step_metrics(
     rollouts: RolloutBatch,
     scores: TeacherScores | None,
     rewards_B: torch.Tensor | None,
-    advantages: Advantages,
+    advantages: Advantages | None,
     update: Mapping[str, float],
 ) -> dict[str, float]:
-    """A step's metrics from its stages: the rollouts, the advantages, the teacher's own
-    metrics and the update's (loss, entropy, grad_norm, lr, the loss's own)."""
+    """A step's metrics from its stages: the rollouts, the advantages (``None``: no advantage
+    function, nothing to log), the teacher's own metrics and the update's (loss, entropy,
+    grad_norm, lr, the loss's own)."""
     metrics: dict[str, float] = {"step": step}
     metrics.update(rollout_metrics(rollouts, scores, rewards_B))
-    metrics.update(advantage_metrics(advantages))
+    if advantages is not None:
+        metrics.update(advantage_metrics(advantages))
     if scores is not None:
         metrics.update(scores.metrics)
     metrics.update(update)

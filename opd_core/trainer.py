@@ -6,7 +6,7 @@ One training step walks the stages of the loop, each a hook answered by a config
     rollouts   <- opd_sample_rollouts     (student sampler)
     rewards    <- opd_grade_completions   (task, optional)
     scores     <- opd_score_rollouts      (teacher, when some plugin's opd_score_request asks)
-    advantages <- opd_compute_advantages  (advantage function)
+    advantages <- opd_compute_advantages  (advantage function, when the loss reads advantages)
     update     <- opd_compute_loss        (loss) + AdamW
 
 What happens between steps (signals, the state an interrupt keeps, sampling the next step's
@@ -61,6 +61,7 @@ from opd_core.limits import (
 )
 from opd_core.metrics import MetricsLog, StageTimer, write_summary
 from opd_core.modeling import load_model
+from opd_core.objective import check_objective, step_advantages
 from opd_core.overlap import plan_overlap
 from opd_core.plugin_manager import (
     COMPONENT_PREFIX,
@@ -378,7 +379,8 @@ class Trainer:
         advantages = self.compute_advantages(rollouts, scores, rewards_B)
         with timer.stage("update"):
             update = self.update(step, rollouts, advantages, scores, rewards_B)
-        metrics = step_metrics(step, rollouts, scores, rewards_B, advantages, update)
+        logged = advantages if self.config.advantage is not None else None  # 1s: nothing to log
+        metrics = step_metrics(step, rollouts, scores, rewards_B, logged, update)
         metrics.update(self._account(step, rollouts, scores))
         metrics.update({**overlap, **timer.pop()})
         metrics["time/step_s"] = Max(round(time.perf_counter() - started, 4))
@@ -434,13 +436,10 @@ class Trainer:
     def compute_advantages(
         self, rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
     ) -> Advantages:
-        """Each completion token's advantage (the advantage function's answer)."""
-        advantages = self.hook.opd_compute_advantages(
-            rollouts=rollouts, scores=scores, rewards_B=rewards_B
-        )
-        if advantages is None:
-            raise OPDError("No advantage function is configured; set advantage=<name>.")
-        return advantages
+        """Each completion token's advantage: the advantage function's answer, or 1 when the
+        objective has none (:mod:`opd_core.objective`)."""
+        configured = self.config.advantage is not None
+        return step_advantages(self.hook, rollouts, scores, rewards_B, configured)
 
     def update(
         self,
@@ -662,6 +661,10 @@ def build_components(registry: Registry, cfg: RunConfig) -> dict[str, Any]:
         for key, item in node.items():
             if item is not None:
                 components[f"{kind.name}:{key}"] = registry.build(kind.name, item)
+    advantage = str(cfg.advantage["name"]) if cfg.advantage is not None else None
+    check_objective(
+        components["loss"], str(cfg.loss["name"]), advantage, registry.names("advantage")
+    )
     return components
 
 

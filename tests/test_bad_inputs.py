@@ -107,8 +107,15 @@ CONFIG_CASES = [  # more values of each kind are checked in-process by tests/cor
     (["eval.temperature=nan"], "Invalid eval.temperature=nan: expected a finite number."),
     (["loss=forward_kl", "loss.top_k=nan"], "Invalid loss.top_k=nan: expected an integer."),
     (
-        ["advantage=reverse_kl", "advantage.coef=nan"],
+        ["objective=opd", "advantage.coef=nan"],
         "Invalid advantage.coef=nan: expected a finite number.",
+    ),
+    (["+experiment=opd"], "+experiment=opd was replaced by objective=opd (one config group"),
+    (["advantage=uniform"], "advantage=uniform was removed: leave the advantage out"),
+    (
+        ["advantage=clipped_reverse_kl", "advantage.clip=0.5"],
+        "loss=reverse_kl_topk does not read advantages, so advantage=clipped_reverse_kl would be "
+        "computed and ignored",
     ),
     (["+bogus=1"], "Unknown config key 'bogus'; the top-level keys are: advantage"),
     (["train.stepz=2"], "Unknown config key train.stepz; train accepts: steps, passes"),

@@ -166,6 +166,7 @@ def test_every_component_of_the_example_package_runs(
     result = opd(
         *overrides,
         "eval.teacher=false",
+        "objective=opd",  # importance sampling, which reads the advantages
         "advantage=clipped_reverse_kl",
         "advantage.clip=0.25",
         "evaluator=[task_accuracy,answer_format]",

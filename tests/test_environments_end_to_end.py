@@ -63,24 +63,24 @@ def run_with_env(
 
 
 @pytest.mark.parametrize(
-    ("experiment", "metric"),
+    ("objective", "metric"),
     [
         (None, "teacher_reverse_kl"),  # top-k reverse KL, the default
         ("opd", "teacher_reverse_kl"),  # sampled reverse KL, importance sampling
         ("forward_kl", "forward_kl"),
-        ("rl", "solved_groups"),  # GRPO on the episode rewards
+        ("grpo", "solved_groups"),  # GRPO on the episode rewards
         ("sft", "nll"),  # SFT on the teacher's episodes
     ],
 )
 def test_every_objective_trains_on_episodes(
-    experiment: str | None,
+    objective: str | None,
     metric: str,
     tiny_models: TinyModels,
     compose_config: Compose,
     tmp_path: Path,
 ) -> None:
     spy = MaskSpy()
-    extra = [f"+experiment={experiment}"] if experiment else []
+    extra = [f"objective={objective}"] if objective else []
     metrics, _ = run_with_env(
         compose_config,
         tiny_models,
@@ -95,7 +95,7 @@ def test_every_objective_trains_on_episodes(
         assert record["episode/turns"] == 2.0 and record["episode/asks"] == 1.0
         assert record["reward"] == pytest.approx(record["episode/reward"])
         assert record["episode/budget_cut"] == 0 and record["episode/env_tokens"] > 0
-    writer = "teacher" if experiment == "sft" else "student"
+    writer = "teacher" if objective == "sft" else "student"
     assert metrics[-1][f"flops/{writer}_sampling"] > 0
 
 

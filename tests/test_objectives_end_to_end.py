@@ -1,5 +1,7 @@
-"""Every objective (OPD, forward KL, JSD, reward+KL, GRPO, SFT) runs in the same loop; the
-teacher is asked for exactly what the objective needs; FLOPs and prompt reuse are accounted."""
+"""Every objective (OPD, forward KL, JSD, reward+KL, GRPO, SFT) runs in the same loop, chosen
+with objective=<name> or loss=<name> alone; the teacher is asked for exactly what the objective
+needs, and an advantage function runs only when the loss reads advantages; FLOPs and prompt reuse
+are accounted."""
 
 from __future__ import annotations
 
@@ -24,11 +26,18 @@ QUIET = ["eval.teacher=false", "eval.at_start=false", "task.eval_size=4"]
 
 
 class Spy:
-    """Records the teacher's top-k requests and the prompts chosen each step."""
+    """Records the teacher's top-k requests, the prompts chosen each step and how often an
+    advantage function ran."""
 
     def __init__(self) -> None:
         self.top_ks: list[int] = []
         self.prompt_ids: list[list[str]] = []
+        self.advantage_calls = 0
+
+    @hookimpl(wrapper=True)
+    def opd_compute_advantages(self, rollouts: Any, scores: Any, rewards_B: Any) -> Any:
+        self.advantage_calls += 1
+        return (yield)
 
     @hookimpl(wrapper=True)
     def opd_score_rollouts(self, rollouts: Any, top_k: int) -> Any:
@@ -52,30 +61,34 @@ def run_experiment(
 
 
 @pytest.mark.parametrize(
-    ("experiment", "top_k", "metric"),
+    ("objective", "top_k", "metric"),
     [
         ("opd", 0, "teacher_reverse_kl"),
         ("forward_kl", 20, "forward_kl"),
         ("jsd", 20, "jsd"),
         ("mixed", 0, "advantage/kl_part"),
-        ("rl", None, "solved_groups"),
+        ("grpo", None, "solved_groups"),
         ("sft", None, "nll"),
     ],
 )
-def test_each_experiment_asks_the_teacher_for_what_it_needs(
-    experiment: str,
+def test_each_objective_asks_the_teacher_for_what_it_needs(
+    objective: str,
     top_k: int | None,
     metric: str,
     tiny_models: TinyModels,
     compose_config: Compose,
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / experiment
+    out = tmp_path / objective
     spy, metrics, summary = run_experiment(
-        compose_config, tiny_models, out, 2, [f"+experiment={experiment}"]
+        compose_config, tiny_models, out, 2, [f"objective={objective}"]
     )
     assert spy.top_ks == ([] if top_k is None else [top_k, top_k])
     assert all(metric in m for m in metrics)
+    # advantage/* is logged exactly when an advantage function weights the tokens
+    has_advantage = objective in ("opd", "mixed", "grpo")
+    assert spy.advantage_calls == (2 if has_advantage else 0)
+    assert all(("advantage/mean" in m) == has_advantage for m in metrics)
     last = metrics[-1]
     assert ("teacher_reverse_kl" in last) == (top_k is not None)
     # FLOPs: cumulative totals are the per-step sums, and the summary reports the totals
@@ -84,23 +97,25 @@ def test_each_experiment_asks_the_teacher_for_what_it_needs(
         assert last[f"flops/{key}"] == pytest.approx(steps_sum)
         assert summary["flops"][f"flops/{key}"] == last[f"flops/{key}"]
     assert last["flops/student_training"] > 0
-    if experiment == "sft":  # the teacher writes the answers; the student only trains
+    if objective == "sft":  # the teacher writes the answers; the student only trains
         assert last["flops/teacher_sampling"] > 0 and last["flops/student_sampling"] == 0
     else:
         assert last["flops/student_sampling"] > 0 and last["flops/teacher_sampling"] == 0
     assert (last["flops/teacher_scoring"] > 0) == (top_k is not None)
 
 
-@pytest.mark.parametrize(("experiment", "metric"), [("sft", "nll"), ("forward_kl", "forward_kl")])
+@pytest.mark.parametrize(
+    ("choice", "metric"), [("objective=sft", "nll"), ("loss=forward_kl", "forward_kl")]
+)
 def test_training_lowers_the_objectives_own_loss(
-    experiment: str, metric: str, tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
+    choice: str, metric: str, tiny_models: TinyModels, compose_config: Compose, tmp_path: Path
 ) -> None:
     _, metrics, _ = run_experiment(
         compose_config,
         tiny_models,
-        tmp_path / experiment,
+        tmp_path / choice.partition("=")[2],
         12,
-        [f"+experiment={experiment}", "train.lr=1e-2", "train.prompts_per_step=16"],
+        [choice, "train.lr=1e-2", "train.prompts_per_step=16"],
     )
     values = [m[metric] for m in metrics]
     assert sum(values[-3:]) / 3 < 0.7 * sum(values[:3]) / 3, values
@@ -163,7 +178,7 @@ def test_grpo_on_a_task_without_grader_names_the_problem(
             return None
 
     cfg = compose_config(
-        tiny_run_overrides(tiny_models, tmp_path / "rl", steps=1) + QUIET + ["+experiment=rl"]
+        tiny_run_overrides(tiny_models, tmp_path / "rl", steps=1) + QUIET + ["objective=grpo"]
     )
     with pytest.raises(OPDError, match="no grader"):
         run(cfg, tmp_path / "rl", pm=make_plugin_manager([NoGrader()]))

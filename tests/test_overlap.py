@@ -129,7 +129,7 @@ def test_resume_selects_and_samples_the_prefetched_step_again(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["+experiment=sft"], "sampler=teacher_samples cannot; use sampler=hf or sampler=vllm"),
+        (["objective=sft"], "sampler=teacher_samples cannot; use sampler=hf or sampler=vllm"),
         (["sampler=dataset"], "sampler=dataset cannot; use sampler=hf or sampler=vllm"),
     ],
 )

@@ -44,43 +44,39 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "opd_reverse_kl_topk": Method(
-        "OPD, exact reverse KL over top-20 + tail", ("+experiment=reverse_kl_topk",), "opd"
+        "OPD, exact reverse KL over top-20 + tail", ("objective=reverse_kl_topk",), "opd"
     ),
     "opd_reverse_kl_sampled": Method(
-        "OPD, sampled-token reverse KL (the seed's estimator)", ("+experiment=opd",), "opd", tier=2
+        "OPD, sampled-token reverse KL (the seed's estimator)", ("objective=opd",), "opd", tier=2
     ),
     "opd_forward_kl_topk": Method(
-        "OPD, forward KL over top-20 + tail", ("+experiment=forward_kl",), "opd", tier=2
+        "OPD, forward KL over top-20 + tail", ("objective=forward_kl",), "opd", tier=2
     ),
     "sft_teacher_samples": Method(
-        "SFT on teacher samples (off-policy distillation)", ("+experiment=sft",), "sft"
+        "SFT on teacher samples (off-policy distillation)", ("objective=sft",), "sft"
     ),
     "sft_references": Method(
         "SFT on reference solutions",
-        (
-            "sampler=dataset",
-            "advantage=uniform",
-            "loss=cross_entropy",
-        ),
+        ("objective=sft", "sampler=dataset"),
         "sft",
         tier=2,
     ),
-    "rl_grpo": Method("RL (GRPO, 16 prompts x 8 samples)", ("+experiment=rl",), "rl"),
+    "rl_grpo": Method("RL (GRPO, 16 prompts x 8 samples)", ("objective=grpo",), "rl"),
     "opd_reverse_kl_truncated": Method(
         "OPD, reverse KL truncated to the teacher's top-20",
-        ("+experiment=reverse_kl_truncated",),
+        ("objective=reverse_kl_truncated",),
         "opd",
         main=False,
     ),
     "opd_entropy_aware": Method(
         "OPD, entropy-aware (reverse KL + forward KL where teacher entropy > 0.5)",
-        ("+experiment=entropy_aware_kl",),
+        ("objective=entropy_aware_kl",),
         "opd",
         main=False,
     ),
     "opd_reverse_kl_topk_lora32": Method(
         "OPD, exact reverse KL top-20, LoRA rank 32 (lr x2.5)",
-        ("+experiment=reverse_kl_topk", *LORA),
+        ("objective=reverse_kl_topk", *LORA),
         "opd",
         main=False,
         lr_scale=2.5,
@@ -88,7 +84,7 @@ METHODS: dict[str, Method] = {
     ),
     "sft_teacher_samples_lora32": Method(
         "SFT on teacher samples, LoRA rank 32 (lr x2.5)",
-        ("+experiment=sft", *LORA),
+        ("objective=sft", *LORA),
         "sft",
         main=False,
         lr_scale=2.5,
@@ -97,7 +93,7 @@ METHODS: dict[str, Method] = {
     "opd_single_prompt": Method(
         "OPD (forward KL top-20, the best objective here), one prompt x 128 samples",
         (
-            "+experiment=forward_kl",
+            "objective=forward_kl",
             "train.pool_size=1",
             "train.prompts_per_step=1",
             "train.samples_per_prompt=128",

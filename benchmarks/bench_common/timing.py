@@ -88,13 +88,13 @@ def medians(rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 
 def opd_overrides(point: Point, models: Path, steps: int | None = None) -> list[str]:
-    """opd-core's side of ``point`` (``+experiment=opd``, sampler=hf, teacher=hf) for ``steps``
+    """opd-core's side of ``point`` (``objective=opd``, sampler=hf, teacher=hf) for ``steps``
     steps (default ``point.warmup + point.steps``), as command-line overrides."""
     steps = point.warmup + point.steps if steps is None else steps
     return [
         "+task=arithmetic",
         "+teacher=hf",
-        "+experiment=opd",
+        "objective=opd",
         f"teacher.model.path={models / 'teacher'}",
         f"student.model.path={models / 'student'}",
         f"task.train_size={point.prompts * steps}",

@@ -6,7 +6,7 @@ EOS token (``</s>``): the student's token ids mean nothing to it, so only the cr
 path can use it. ``demo://arithmetic/teacher_bpe`` builds it on first use and caches it next to
 the demo's models::
 
-    python -m opd_core +experiment=opd +task=arithmetic +teacher=cross_tokenizer \\
+    python -m opd_core objective=opd +task=arithmetic +teacher=cross_tokenizer \\
         teacher.model.path=demo://arithmetic/teacher_bpe
 """
 

@@ -198,5 +198,5 @@ def refuse_top_k(top_k: int, loss: str | None) -> None:
         raise OPDError(
             f"teacher=cross_tokenizer scores only the student's sampled tokens, but {which} "
             f"asks for the teacher's top-{top_k} tokens over the student's vocabulary; use "
-            "advantage=reverse_kl loss=importance_sampling (+experiment=opd)."
+            "objective=opd (advantage=reverse_kl, loss=importance_sampling)."
         )

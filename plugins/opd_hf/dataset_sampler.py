@@ -17,9 +17,10 @@ class DatasetSamples(HFSampler):
     completion, tokenized with the student tokenizer after the prompt; no model samples.
 
     The completion mask covers exactly the reference tokens (plus EOS, unless the reference was
-    cut at ``train.max_new_tokens``), so ``advantage=uniform`` + ``loss=cross_entropy`` is SFT on
-    them. The rollouts have ``sampler_role="data"``: FLOPs accounting charges no sampling.
-    Evaluation still generates with the student (``batch_size`` sequences per call).
+    cut at ``train.max_new_tokens``), so ``loss=cross_entropy`` without an advantage function
+    (``objective=sft sampler=dataset``) is SFT on them. The rollouts have
+    ``sampler_role="data"``: FLOPs accounting charges no sampling. Evaluation still generates
+    with the student (``batch_size`` sequences per call).
     """
 
     def setup(self, ctx: RunContext) -> None:

@@ -1,6 +1,9 @@
 """Advantage functions and losses: on-policy distillation, its distribution-matching variants,
 and the RL and SFT baselines it is compared with.
 
+Its ``objective`` config group pairs them: each ``objective=<name>`` picks a loss and, for a loss
+that reads advantages (``uses_advantages``, :mod:`opd_core.objective`), its advantage function.
+
 Registered by ``module:attr`` path, so a run imports (and pulls in torch for) only the ones its
 config chooses.
 """
@@ -16,7 +19,6 @@ ADVANTAGES = {
     "reverse_kl": "opd_objectives.reverse_kl:ReverseKL",
     "grpo": "opd_objectives.grpo:GRPO",
     "mixed": "opd_objectives.mixed:RewardPlusKL",
-    "uniform": "opd_objectives.supervised:Uniform",
 }
 LOSSES = {
     "importance_sampling": "opd_objectives.importance_sampling:ImportanceSampling",

@@ -105,6 +105,9 @@ class GeneralizedJSD:
     """
 
     objective = "jsd"
+    uses_advantages = False
+    """The divergence at each completion position is the whole signal: advantages are not read
+    (an advantage function beside it is refused, :mod:`opd_core.objective`)."""
     stale_rollouts = "per_position"
     """With ``train.overlap`` the divergence at each position is still the current weights';
     only which positions are visited comes from the weights of one update earlier."""

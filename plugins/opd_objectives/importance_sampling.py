@@ -42,6 +42,9 @@ def importance_sampling_loss(
 class ImportanceSampling:
     """Importance-sampled policy gradient (``clip_eps`` set: PPO's clipped surrogate)."""
 
+    uses_advantages = True
+    """Every token is weighted by its advantage: an objective names the advantage function
+    (``objective=opd``: ``reverse_kl``; ``objective=grpo``; ``objective=mixed``)."""
     stale_rollouts = "corrected"
     """Rollouts sampled one update earlier (``train.overlap``) are reweighted by the ratio."""
 

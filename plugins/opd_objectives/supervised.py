@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from opd_core import Advantages, LossOutput, PolicyOutput, RolloutBatch, TeacherScores, hookimpl
-
-
-class Uniform:
-    """Advantage 1 on every completion token: with ``loss=cross_entropy``, plain SFT on the
-    rollouts (the teacher's answers when ``sampler=teacher_samples``). Needs no teacher scores."""
-
-    @hookimpl
-    def opd_compute_advantages(
-        self, rollouts: RolloutBatch, scores: TeacherScores | None, rewards_B: torch.Tensor | None
-    ) -> Advantages:
-        mask_BT = rollouts.completion_mask_BT.float()
-        return Advantages(advantages_BT=mask_BT.clone(), mask_BT=mask_BT)
+from opd_core import Advantages, LossOutput, PolicyOutput, RolloutBatch, hookimpl
 
 
 class CrossEntropy:
     """``-sum_t A_t * logp_theta(x_t) / num_loss_tokens``: advantage-weighted log-likelihood.
 
-    With advantage 1 (``advantage=uniform``) it is the cross-entropy of SFT; with other
-    advantages it is REINFORCE without importance weights. The sampler's log-probabilities are
-    not used, so the rollouts may come from any model.
+    Without an advantage function every token's ``A_t`` is 1 and it is the cross-entropy of SFT
+    (``objective=sft``); with one it is REINFORCE without importance weights. The sampler's
+    log-probabilities are not used, so the rollouts may come from any model.
     """
+
+    uses_advantages = "optional"
+    """Weighted by the advantage function's advantages when one is configured, else by 1."""
 
     stale_rollouts = "uncorrected"
     """Nothing corrects for student rollouts sampled one update earlier (``train.overlap``)."""

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from opd_core.config import CONF_DIR, RunConfig
 from opd_core.errors import OPDError
+from opd_core.failures import describe
 from opd_core.plugin_manager import build_registry, make_plugin_manager
 from opd_core.trainer import build_components
 from opd_core.update import lr_factor
@@ -56,6 +57,10 @@ def overrides_for(group: str, option: str) -> list[str]:
         return [f"+experiment={option}"]
     if group == "environment":
         return [f"+environment={option}"]
+    if group == "advantage":  # an advantage needs a loss that reads it
+        return ["objective=opd", f"advantage={option}"]
+    if group == "loss" and option == "importance_sampling":  # and the other way round
+        return ["objective=opd"]
     return [f"{group}={option}"]
 
 
@@ -66,7 +71,8 @@ def test_every_shipped_config_composes_and_validates(
     cfg = compose_config(overrides_for(group, option))
     config = RunConfig.from_dict(cfg)
     components = build_components(build_registry(make_plugin_manager()), config)
-    assert {"task", "teacher", "sampler", "prompts", "advantage", "loss"} <= set(components)
+    assert {"task", "teacher", "sampler", "prompts", "loss"} <= set(components)
+    assert ("advantage" in components) == (config.advantage is not None)
 
 
 @pytest.mark.parametrize(("group", "option"), shipped_options())
@@ -152,28 +158,28 @@ def test_missing_required_value_is_named(compose_config: Compose) -> None:
     ("override", "message"),
     [
         (
-            "advantage.name=reverse_kll",
+            "objective=opd advantage.name=reverse_kll",
             r"Unknown advantage 'reverse_kll'. Available: (clipped_reverse_kl, )?grpo, mixed, "
-            r"reverse_kl, uniform",
+            r"reverse_kl\.",
         ),
         (
             "loss.name=nope",
             r"Unknown loss 'nope'. Available: cross_entropy, (\w+, )*forward_kl, (\w+, )*jsd",
         ),
         (
-            "advantage=reverse_kl advantage.coef=-1",
+            "objective=opd advantage.coef=-1",
             r"Invalid advantage 'reverse_kl' config: coef must be positive",
         ),
         (
-            "advantage=reverse_kl +advantage.beta=1",
-            r"advantage 'reverse_kl' has no option beta; its options are",
+            "objective=opd +advantage.beta=1",
+            r"advantage 'reverse_kl' has no option beta; its options are: coef, gamma\.",
         ),
         (
-            "advantage=reverse_kl advantage.coef=nan",
+            "objective=opd advantage.coef=nan",
             r"Invalid advantage.coef=nan: expected a finite number\.",
         ),
         (
-            "advantage=reverse_kl advantage.coef=abc",
+            "objective=opd advantage.coef=abc",
             r"Invalid advantage.coef='abc': expected a finite number\.",
         ),
         ("loss=forward_kl loss.top_k=nan", r"Invalid loss.top_k=nan: expected an integer\."),
@@ -190,6 +196,131 @@ def test_component_errors_list_the_options(
     config = RunConfig.from_dict(compose_config(override.split()))
     with pytest.raises(OPDError, match=message):
         build_components(build_registry(make_plugin_manager()), config)
+
+
+OBJECTIVES = {  # objective=<name>: (loss, advantage function or None, sampler)
+    "reverse_kl_topk": ("reverse_kl_topk", None, "hf"),
+    "reverse_kl_truncated": ("reverse_kl_truncated", None, "hf"),
+    "entropy_aware_kl": ("entropy_aware_kl", None, "hf"),
+    "forward_kl": ("forward_kl", None, "hf"),
+    "jsd": ("jsd", None, "hf"),
+    "opd": ("importance_sampling", "reverse_kl", "hf"),
+    "mixed": ("importance_sampling", "mixed", "hf"),
+    "grpo": ("importance_sampling", "grpo", "hf"),
+    "sft": ("cross_entropy", None, "teacher_samples"),
+}
+
+
+def chosen(config: RunConfig) -> tuple[str, str | None, str]:
+    advantage = config.advantage["name"] if config.advantage is not None else None
+    return config.loss["name"], advantage, config.sampler["name"]
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_an_objective_is_one_choice(compose_config: Compose, objective: str) -> None:
+    config = RunConfig.from_dict(compose_config([f"objective={objective}"]))
+    assert chosen(config) == OBJECTIVES[objective]
+    components = build_components(build_registry(make_plugin_manager()), config)
+    assert ("advantage" in components) == (OBJECTIVES[objective][1] is not None)
+
+
+def test_the_objective_group_holds_every_objective() -> None:
+    assert {p.stem for p in (ROOT / "plugins/opd_objectives/conf/objective").glob("*.yaml")} == (
+        set(OBJECTIVES)
+    )
+
+
+def test_the_default_objective_has_no_advantage_function(compose_config: Compose) -> None:
+    config = RunConfig.from_dict(compose_config([]))
+    assert chosen(config) == ("reverse_kl_topk", None, "hf")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loss=forward_kl"], ("forward_kl", None, "hf")),
+        (["objective=opd", "loss=jsd", "~advantage"], ("jsd", None, "hf")),
+        (["loss=cross_entropy"], ("cross_entropy", None, "hf")),  # SFT on the student's samples
+        (
+            ["objective=opd", "advantage=clipped_reverse_kl"],
+            ("importance_sampling", "clipped_reverse_kl", "hf"),
+        ),
+        (["objective=sft", "sampler=dataset"], ("cross_entropy", None, "dataset")),
+        (["objective=sft", "advantage=grpo"], ("cross_entropy", "grpo", "teacher_samples")),
+    ],
+)
+def test_a_loss_alone_or_a_swapped_advantage_builds(
+    compose_config: Compose, overrides: list[str], expected: tuple[str, str | None, str]
+) -> None:
+    config = RunConfig.from_dict(compose_config(overrides))
+    assert chosen(config) == expected
+    build_components(build_registry(make_plugin_manager()), config)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["+task=arithmetic", "+teacher=demo", "advantage=clipped_reverse_kl"],
+            r"^loss=reverse_kl_topk does not read advantages, so advantage=clipped_reverse_kl "
+            r"would be computed and ignored; drop the advantage \(~advantage if an objective set "
+            r"it\), or choose a loss that weights tokens by advantages, such as objective=opd\.$",
+        ),
+        (["objective=opd", "loss=forward_kl"], r"^loss=forward_kl does not read advantages"),
+        (["objective=jsd", "advantage=reverse_kl"], r"^loss=jsd does not read advantages"),
+        (
+            ["loss=importance_sampling"],
+            r"^loss=importance_sampling weights every token by its advantage but no advantage "
+            r"function is configured; choose an objective that names one \(objective=opd\) or "
+            r"set advantage=<name> \((clipped_reverse_kl, )?grpo, mixed, reverse_kl\)\.$",
+        ),
+    ],
+)
+def test_an_advantage_and_a_loss_that_do_not_fit_are_refused(
+    compose_config: Compose, overrides: list[str], message: str
+) -> None:
+    config = RunConfig.from_dict(compose_config(overrides))
+    with pytest.raises(OPDError, match=message):
+        build_components(build_registry(make_plugin_manager()), config)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        *(
+            (f"+experiment={name}", f"objective={name}")
+            for name in sorted(OBJECTIVES)
+            if name != "grpo"
+        ),
+        ("+experiment=rl", "objective=grpo"),
+    ],
+)
+def test_a_removed_experiment_names_the_objective_that_replaced_it(
+    compose_config: Compose, old: str, new: str
+) -> None:
+    with pytest.raises(Exception) as caught:
+        compose_config([old])
+    assert describe(caught.value) == (
+        f"{old} was replaced by {new} (one config group now picks the loss and, when the loss "
+        "reads advantages, the advantage function; docs/objectives.md)."
+    )
+    RunConfig.from_dict(compose_config([new]))  # and the replacement composes
+
+
+def test_the_removed_uniform_advantage_says_to_leave_it_out(compose_config: Compose) -> None:
+    with pytest.raises(Exception) as caught:
+        compose_config(["objective=sft", "advantage=uniform"])
+    assert describe(caught.value) == (
+        "advantage=uniform was removed: leave the advantage out (a loss that reads no advantages "
+        "needs none, and loss=cross_entropy without one is SFT: objective=sft)."
+    )
+
+
+def test_every_loss_says_whether_it_reads_advantages() -> None:
+    registry = build_registry(make_plugin_manager())
+    for name in registry.names("loss"):
+        uses = registry.entry("loss", name).factory.uses_advantages
+        assert isinstance(uses, bool) or uses == "optional", name
 
 
 def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> None:

@@ -54,7 +54,7 @@ def test_opd_register_components_fills_every_kind() -> None:
     registry = Registry()
     make_plugin_manager().hook.opd_register_components(registry=registry)
     assert {"hf", "teacher_samples"} <= set(registry.names("sampler"))
-    assert {"reverse_kl", "grpo", "mixed", "uniform"} <= set(registry.names("advantage"))
+    assert {"reverse_kl", "grpo", "mixed"} <= set(registry.names("advantage"))
     assert {"importance_sampling", "forward_kl", "jsd", "cross_entropy"} <= set(
         registry.names("loss")
     )
@@ -145,7 +145,8 @@ def test_every_stage_and_lifecycle_hook_is_called_in_order(
             locals()[f"spy_{_name}"] = _wrap(_name)
 
     out = tmp_path / "run"
-    cfg = compose_config(tiny_run_overrides(tiny_models, out, steps=2))
+    # objective=opd: a loss that reads advantages, so that every stage runs
+    cfg = compose_config(tiny_run_overrides(tiny_models, out, steps=2) + ["objective=opd"])
     run(cfg, out, pm=make_plugin_manager([recorder, StageSpy()]))
     assert recorder.calls[0] == "opd_run_start" and recorder.calls[-1] == "opd_run_end"
     assert recorder.calls.count("opd_step_end") == 2
@@ -308,7 +309,7 @@ def test_a_config_files_plugins_store_their_configs_before_composing(tmp_path: P
     assert "plugins:\n- echo_opd_plugin" in result.stdout
     sweep = ["-cd", str(tmp_path / "confs"), "+experiment=echo,x"]
     assert config_file_plugins(sweep, CONF_DIR) == ["echo_opd_plugin"]
-    assert config_file_plugins(["+experiment=opd", "seed=1"], CONF_DIR) == []
+    assert config_file_plugins(["+experiment=chat_opd", "seed=1"], CONF_DIR) == []
 
 
 def test_register_configs_reaches_plugins_registered_later() -> None:

@@ -2,7 +2,8 @@
 
 - a task (``+task=reverse_digits``, :mod:`opd_example_task.task`),
 - an environment (``+environment=retry``, :mod:`opd_example_task.environment`),
-- an advantage function (``advantage=clipped_reverse_kl``, :mod:`opd_example_task.advantage`),
+- an advantage function (``objective=opd advantage=clipped_reverse_kl``,
+  :mod:`opd_example_task.advantage`),
 - an evaluator (``evaluator=[task_accuracy,answer_format]``, :mod:`opd_example_task.evaluator`),
 - a logger (``logger=[csv]``, :mod:`opd_example_task.csv_logger`),
 - a ``wrapper=True`` hook (``plugins=[opd_example_task.stage_times]``,

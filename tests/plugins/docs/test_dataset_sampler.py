@@ -1,5 +1,6 @@
-"""sampler=dataset: reference texts become rollouts whose loss with uniform advantages and
-cross-entropy is exactly SFT on the reference tokens, and cost no sampling FLOPs."""
+"""sampler=dataset: reference texts become rollouts whose cross-entropy loss (no advantage
+function: every token weighs 1) is exactly SFT on the reference tokens, and cost no sampling
+FLOPs."""
 
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from conftest import TinyModels
 from opd_core import OPDError, Prompt, RolloutBatch
 from opd_core.flops import ModelShape, rollout_flops
 from opd_core.modeling import LoadedModel, ModelSpec, render_prompt
+from opd_core.objective import completion_advantages
 from opd_core.update import policy_output
 from opd_hf.dataset_sampler import DatasetSamples
-from opd_objectives.supervised import CrossEntropy, Uniform
+from opd_objectives.supervised import CrossEntropy
 
 DOC = Prompt(id="doc", messages=(), reference="Widget code QX-4821.\n\nLaunched 2019.")
 CHAT = Prompt(
@@ -65,10 +67,10 @@ def test_completion_mask_covers_exactly_the_reference_tokens(tiny_models: TinyMo
     assert torch.equal(batch.sampler_logprobs_BT, torch.zeros_like(batch.sampler_logprobs_BT))
 
 
-def test_uniform_cross_entropy_is_the_hand_computed_sft_loss(tiny_models: TinyModels) -> None:
+def test_cross_entropy_is_the_hand_computed_sft_loss(tiny_models: TinyModels) -> None:
     sampler, model = sampler_for(tiny_models)
     batch = sampler.opd_sample_rollouts(prompts=[DOC, CHAT], samples_per_prompt=1)
-    advantages = Uniform().opd_compute_advantages(rollouts=batch, scores=None, rewards_B=None)
+    advantages = completion_advantages(batch)  # no advantage function: every token weighs 1
     num_tokens = int(advantages.mask_BT.sum())
     out = CrossEntropy().opd_compute_loss(
         rollouts=batch,

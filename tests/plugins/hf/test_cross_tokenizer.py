@@ -221,7 +221,9 @@ def test_top_k_objectives_are_refused_in_one_sentence(
     ctx.hook = make_plugin_manager([TopKLoss()]).hook
     with pytest.raises(OPDError, match=r"loss=reverse_kl_topk asks for the teacher's top-20"):
         cross.opd_run_start(ctx=ctx)
-    with pytest.raises(OPDError, match=r"use advantage=reverse_kl loss=importance_sampling"):
+    with pytest.raises(
+        OPDError, match=r"use objective=opd \(advantage=reverse_kl, loss=importance_sampling\)\.$"
+    ):
         cross.opd_score_rollouts(rollouts=text_rollouts(ctx.student.tokenizer), top_k=5)
 
 
@@ -237,7 +239,7 @@ def test_a_run_with_a_teacher_of_another_tokenizer(
     extra = [
         "+teacher=cross_tokenizer",
         f"teacher.model.path={other_teacher}",
-        "+experiment=opd",
+        "objective=opd",
         "task.eval_size=4",
         "eval.at_start=false",
     ]

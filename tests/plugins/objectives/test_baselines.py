@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from opd_core import Advantages, OPDError, PolicyOutput, RolloutBatch, TeacherScores
+from opd_core.objective import completion_advantages
 from opd_objectives.grpo import GRPO, group_normalized_rewards, solved_group_fraction
 from opd_objectives.mixed import RewardPlusKL
-from opd_objectives.supervised import CrossEntropy, Uniform
+from opd_objectives.supervised import CrossEntropy
 
 
 def batch(group_ids: list[int], completion_mask: list[list[int]]) -> RolloutBatch:
@@ -81,9 +82,9 @@ def test_mixed_adds_reward_and_per_token_reverse_kl() -> None:
         mixed.opd_compute_advantages(rollouts, None, torch.tensor([1.0, 0.0]))
 
 
-def test_uniform_advantage_with_cross_entropy_is_the_mean_negative_log_likelihood() -> None:
+def test_cross_entropy_without_an_advantage_function_is_the_mean_negative_log_likelihood() -> None:
     rollouts = batch([0, 1], [[0, 1, 1], [0, 1, 0]])
-    adv = Uniform().opd_compute_advantages(rollouts, None, None)
+    adv = completion_advantages(rollouts)  # what the loop passes when no advantage is configured
     assert adv.advantages_BT.tolist() == [[0, 1, 1], [0, 1, 0]]
     logprobs = torch.tensor([[-9.0, -1.0, -2.0], [-9.0, -4.0, -9.0]], requires_grad=True)
     policy = PolicyOutput(logprobs_BT=logprobs, entropy_BT=torch.zeros(2, 3))
