@@ -82,11 +82,15 @@ class StudentConfig:
     gradient_checkpointing: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """The optimisation schedule."""
+    """The optimisation schedule.
 
-    steps: int = 100
+    Each default is written here only (``opd_core_defaults``, :func:`core_defaults`, puts them
+    in the composed config); a field without one is the schedule's to set (``conf/schedule/``).
+    """
+
+    steps: int
     """Optimizer steps; ignored when ``passes`` is set."""
     passes: float | None = None
     """If set, train for this many passes over the prompt pool instead of ``steps``:
@@ -94,23 +98,24 @@ class TrainConfig:
     pool_size: int | None = None
     """Train on a seeded random subset of this many of the task's prompts (1: single-prompt
     mode, one prompt reused every step); null uses them all."""
-    prompts_per_step: int = 16
-    samples_per_prompt: int = 4
-    micro_batch_size: int = 64
+    prompts_per_step: int
+    samples_per_prompt: int
+    micro_batch_size: int
     """Sequences per forward/backward; the step's batch is accumulated over micro-batches."""
     update_epochs: int = 1
     """Passes over each step's rollouts (>1 makes the importance ratio and PPO clip matter)."""
-    lr: float = 1e-4
+    lr: float
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to ``lr`` (0: none)."""
     lr_schedule: Literal["constant", "cosine"] = "constant"
     """After warm-up: keep ``lr`` (constant) or decay it along a half cosine to
     ``min_lr_ratio * lr`` at the last step (cosine)."""
     min_lr_ratio: float = 0.1
     max_grad_norm: float = 1.0
     """0 disables gradient clipping."""
-    max_new_tokens: int = 256
+    max_new_tokens: int
     """At most this many tokens per sampled answer; must fit the student with its prompt."""
     temperature: float = 1.0
     max_prompt_tokens: int | None = None
@@ -124,17 +129,18 @@ class TrainConfig:
     Needs a sampler that answers ``opd_rollout_prefetcher`` (``hf``, ``vllm``) and one process."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalConfig:
-    """When and how evaluators run."""
+    """When and how evaluators run (``max_new_tokens``: the schedule's to set)."""
 
     every: int = 0
     """Evaluate the student every N steps (0: only at start and end)."""
     at_start: bool = True
     teacher: bool = True
     """Evaluate the teacher once at the start (for the summary's ``teacher`` entry)."""
-    max_new_tokens: int = 256
+    max_new_tokens: int
     temperature: float = 0.0
+    """0: greedy decoding."""
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,7 @@ class EpisodeConfig:
     ``None``: what the student's context length leaves after the prompt."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """A validated run configuration."""
 
@@ -198,15 +204,18 @@ class RunConfig:
     advantage: Mapping[str, Any] | None = None
     """The advantage function, for a loss that reads advantages (``objective=opd`` names one);
     ``None``: the loop weights every completion token 1 (:mod:`opd_core.objective`)."""
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig
+    eval: EvalConfig
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
     divergence: DivergenceConfig = field(default_factory=DivergenceConfig)
     seed: int = 0
     device: str = "auto"
+    """``auto``: the first GPU if there is one, else the CPU; or a torch device (``cuda:1``)."""
     resume: bool = False
+    """Continue from the newest checkpoint in this run's folder."""
     progress: bool = True
+    """A console progress bar."""
     plugins: tuple[str, ...] = ()
     """Extra plugin modules to register for this run (like pytest's ``-p``)."""
     disable_plugins: tuple[str, ...] = ()
@@ -423,7 +432,62 @@ def _section(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 def _build(cls: type[T], node: Mapping[str, Any], where: str) -> T:
     if not isinstance(node, Mapping):
         raise invalid(where, node, f"a section of {where}.* settings")
-    return cls(**_only(node, cls, where))
+    values = _only(node, cls, where)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    missing = [f.name for f in fields if _required(f) and f.name not in values]
+    if missing:
+        keys = ", ".join(f"{where}.{name}" for name in missing)
+        it = "it" if len(missing) == 1 else "them"
+        raise OPDError(
+            f"{keys} {'is' if len(missing) == 1 else 'are'} not set; a schedule sets {it} "
+            f"(schedule=demo), or set {where}.{missing[0]}=... on the command line."
+        )
+    return cls(**values)
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+CORE_SECTIONS: dict[str, type] = {
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "checkpoint": CheckpointConfig,
+    "episode": EpisodeConfig,
+}
+"""The core sections whose defaults :func:`core_defaults` writes into every composed config."""
+
+
+def core_defaults() -> dict[str, Any]:
+    """The defaults of the core sections and the top-level scalars, read from their dataclasses
+    (the one place each is written): the ``opd_core_defaults`` node that ``conf/config.yaml``
+    lists first, so the composed config holds every key (``train.pool_size=1`` needs no ``+``)
+    and ``conf/`` files set only what differs. A field without a default is ``???``, which a
+    schedule sets (else the run stops naming it)."""
+
+    def value(f: dataclasses.Field[Any]) -> Any:
+        if f.default is not dataclasses.MISSING:
+            found = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            found = f.default_factory()
+        else:
+            return "???"
+        return list(found) if isinstance(found, tuple) else found
+
+    node: dict[str, Any] = {
+        section: {f.name: value(f) for f in dataclasses.fields(cls)}
+        for section, cls in CORE_SECTIONS.items()
+    }
+    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
+    node.update({key: value(fields[key]) for key in RUN_SCALARS})
+    return node
+
+
+def store_core_defaults(store: Any) -> None:
+    """Store :func:`core_defaults` in Hydra's ConfigStore as ``opd_core_defaults``."""
+    store.store(
+        name="opd_core_defaults", node=OmegaConf.create(core_defaults()), provider="opd_core"
+    )
 
 
 def _only(node: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
@@ -463,6 +527,15 @@ def store_config_dir(store: Any, package: str, subdir: str = "conf") -> list[str
     return stored
 
 
+OPEN_GROUPS = frozenset({*(kind.name for kind in COMPONENT_KINDS), "student"})
+"""Config groups whose options are stored open (Hydra's struct flag off): a component's file
+lists only ``name`` and the values that differ from its constructor's defaults, the one place
+those are written, so ``loss.top_k=5`` must work although ``loss/forward_kl.yaml`` has no
+``top_k``. A misspelled key still fails: the registry binds every key to the constructor's
+parameters (:meth:`opd_core.registry.Registry.bind`), ``student.*`` is checked against
+:class:`StudentConfig`."""
+
+
 def _store_group(store: Any, package: str, folder: Traversable, group: str) -> list[str]:
     stored = []
     for item in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -471,10 +544,13 @@ def _store_group(store: Any, package: str, folder: Traversable, group: str) -> l
         elif item.name.endswith(".yaml"):
             text = item.read_text(encoding="utf-8")
             option = item.name[: -len(".yaml")]
+            node = OmegaConf.create(text)
+            if group.partition("/")[0] in OPEN_GROUPS:
+                OmegaConf.set_struct(node, False)
             store.store(
                 group=group,
                 name=option,
-                node=OmegaConf.create(text),
+                node=node,
                 package=package_line(text),
                 provider=package,
             )

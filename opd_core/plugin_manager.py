@@ -26,6 +26,20 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "opd_core"
 COMPONENT_PREFIX = "opd-component-"
 """Configured components are registered as ``opd-component-<kind>`` plugins."""
+KERNEL_CONFIGS = "opd_core.config"
+"""The name of the kernel's own plugin, which stores the core sections' defaults."""
+
+
+class KernelConfigs:
+    """The kernel's own config node, stored like a plugin's: ``opd_core_defaults``, the
+    defaults of ``train``, ``eval``, ... read from their dataclasses
+    (:func:`opd_core.config.core_defaults`), which ``conf/config.yaml`` lists first."""
+
+    @hookspecs.hookimpl
+    def opd_register_configs(self, store: ConfigStore) -> None:
+        from opd_core.config import store_core_defaults
+
+        store_core_defaults(store)
 
 
 def make_plugin_manager(
@@ -35,6 +49,7 @@ def make_plugin_manager(
     (by entry-point name, never imported), and ``extra_plugins``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
+    pm.register(KernelConfigs(), name=KERNEL_CONFIGS)
     disable_plugins(pm, disabled)
     try:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

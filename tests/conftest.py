@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -104,6 +105,18 @@ def tiny_run_overrides(models: TinyModels, out: Path, steps: int = 3) -> list[st
         "progress=false",
         f"hydra.run.dir={out}",
     ]
+
+
+def schedule_for_tests(max_new_tokens: int = 12, **train: Any) -> dict[str, Any]:
+    """``train`` and ``eval`` of a hand-built ``RunConfig``: the values a schedule has to set
+    (they have no default), for a test that samples ``max_new_tokens`` at most."""
+    from opd_core.config import EvalConfig, TrainConfig
+
+    required = dict(steps=1, prompts_per_step=1, samples_per_prompt=1, micro_batch_size=1, lr=1e-3)
+    return {
+        "train": TrainConfig(**{**required, "max_new_tokens": max_new_tokens, **train}),
+        "eval": EvalConfig(max_new_tokens=max_new_tokens),
+    }
 
 
 def run_opd_core(overrides: list[str]) -> None:

@@ -101,7 +101,7 @@ CONFIG_CASES = [  # more values of each kind are checked in-process by tests/cor
     (["train.steps=abc"], "Invalid train.steps='abc': expected an integer."),
     (["train.steps=2.5"], "Invalid train.steps=2.5: expected an integer."),
     (["train.lr=fast"], "Invalid train.lr='fast': expected a finite number."),
-    (["+train.betas=[2.0,3.0]"], "Invalid train.betas[0]=2.0: expected a number in [0, 1)"),
+    (["train.betas=[2.0,3.0]"], "Invalid train.betas[0]=2.0: expected a number in [0, 1)"),
     (["resume=maybe"], "Invalid resume='maybe': expected true or false."),
     (["eval.temperature=-1"], "Invalid eval.temperature=-1: expected >= 0"),
     (["eval.temperature=nan"], "Invalid eval.temperature=nan: expected a finite number."),

@@ -79,9 +79,8 @@ def read_documents(docs_dir: Path) -> list[Document]:
 
 def chunk_text(text: str, count_tokens: Callable[[str], int], max_tokens: int) -> list[str]:
     """Cut ``text`` into pieces of at most ``max_tokens`` tokens (``count_tokens`` counts them),
-    each as many whole paragraphs as fit; finer cuts only inside a paragraph that is too long."""
-    if max_tokens <= 0:
-        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    each as many whole paragraphs as fit; finer cuts only inside a paragraph that is too long.
+    ``max_tokens`` > 0 is :class:`opd_docs.task.CompanyDocsTask`'s to check."""
     return _pack(text.strip(), count_tokens, max_tokens, level=0)
 
 
@@ -154,9 +153,8 @@ def document_prompts(
 
 
 def chat_examples_needed(num_doc_texts: int, docs_fraction: float) -> int:
-    """How many chat examples make documents ``docs_fraction`` of an epoch."""
-    if not 0 < docs_fraction <= 1:
-        raise ValueError(f"docs_fraction must be in (0, 1], got {docs_fraction}")
+    """How many chat examples make documents ``docs_fraction`` of an epoch (in (0, 1]:
+    :class:`opd_docs.task.CompanyDocsTask` checks it)."""
     return round(num_doc_texts * (1 - docs_fraction) / docs_fraction)
 
 

@@ -24,7 +24,7 @@ from opd_core import (
     TeacherScores,
     hookimpl,
 )
-from opd_objectives.requirements import require_scores
+from opd_objectives.requirements import require_scores, unit_interval
 
 MIN_TAIL_LOGPROB = math.log(torch.finfo(torch.float32).tiny)
 """Floor of the teacher's tail log-probability when its top-k hold all its mass in fp32 (keeps
@@ -71,10 +71,8 @@ def generalized_jsd(
 
     ``beta = 0`` is exactly the forward KL ``KL(P || Q)`` and ``beta = 1`` the reverse KL
     ``KL(Q || P)`` (the limits of the family divided by its weight; computed directly, so the
-    endpoints are not zero).
+    endpoints are not zero). ``beta`` in [0, 1] is :class:`GeneralizedJSD`'s to check.
     """
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
     if beta == 0.0:
         divergence = kl_divergence(teacher_logprobs, student_logprobs)
     elif beta == 1.0:
@@ -113,11 +111,9 @@ class GeneralizedJSD:
     only which positions are visited comes from the weights of one update earlier."""
 
     def __init__(self, beta: float = 0.5, top_k: int = 20) -> None:
-        if not 0.0 <= beta <= 1.0:
-            raise ValueError(f"beta must be in [0, 1], got {beta}")
         if top_k <= 0:
             raise ValueError(f"top_k must be positive, got {top_k}")
-        self.beta = beta
+        self.beta = unit_interval("beta", beta)
         self.top_k = top_k
 
     @hookimpl

@@ -6,7 +6,7 @@ import torch
 
 from opd_core import Advantages, RolloutBatch, ScoreRequest, TeacherScores, hookimpl
 from opd_objectives.grpo import group_normalized_rewards
-from opd_objectives.requirements import require_rewards, require_scores
+from opd_objectives.requirements import require_rewards, require_scores, unit_interval
 from opd_objectives.reverse_kl import reverse_kl_advantages
 
 
@@ -29,12 +29,10 @@ class RewardPlusKL:
             raise ValueError(
                 f"reward_coef and kl_coef must be >= 0 and not both 0, got {reward_coef}, {kl_coef}"
             )
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.reward_coef = reward_coef
         self.kl_coef = kl_coef
         self.normalize_std = normalize_std
-        self.gamma = gamma
+        self.gamma = unit_interval("gamma", gamma)
 
     @hookimpl
     def opd_score_request(self) -> ScoreRequest | None:

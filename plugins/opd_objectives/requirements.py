@@ -1,4 +1,5 @@
-"""Checks that an objective got the inputs it needs, with the fix in the message."""
+"""Checks that an objective got the inputs it needs, with the fix in the message, and the one
+range check of the weights in [0, 1] that several objectives take (``beta``, ``gamma``)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,11 @@ def require_rewards(rewards_B: torch.Tensor | None, objective: str) -> torch.Ten
             "(opd_grade_completions); choose a graded task or a distillation objective."
         )
     return rewards_B
+
+
+def unit_interval(name: str, value: float) -> float:
+    """``value``, checked to be in [0, 1]: each constructor that takes such a weight checks it
+    here, once; the math it feeds (``generalized_jsd``, ``discounted_future_sum``) trusts it."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from opd_core import Advantages, RolloutBatch, ScoreRequest, TeacherScores, hookimpl
-from opd_objectives.requirements import require_scores
+from opd_objectives.requirements import require_scores, unit_interval
 from opd_objectives.returns import discounted_future_sum
 
 
@@ -32,10 +32,8 @@ class ReverseKL:
     def __init__(self, coef: float = 1.0, gamma: float = 0.0) -> None:
         if coef <= 0:
             raise ValueError(f"coef must be positive, got {coef}")
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
         self.coef = coef
-        self.gamma = gamma
+        self.gamma = unit_interval("gamma", gamma)
 
     @hookimpl
     def opd_score_request(self) -> ScoreRequest:

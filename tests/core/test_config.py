@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from opd_core.config import CONF_DIR, RunConfig
+from opd_core.config import CONF_DIR, RunConfig, TrainConfig, to_plain_dict
 from opd_core.errors import OPDError
 from opd_core.failures import describe
+from opd_core.modeling import ModelSpec
 from opd_core.plugin_manager import build_registry, make_plugin_manager
+from opd_core.registry import COMPONENT_KINDS
 from opd_core.trainer import build_components
 from opd_core.update import lr_factor
 
@@ -124,9 +128,9 @@ def test_task_without_teacher_is_an_error(compose_config: Compose) -> None:
         ("train.lr=fast", r"Invalid train.lr='fast': expected a finite number\."),
         ("train.lr=nan", r"Invalid train.lr=nan: expected a finite number\."),
         ("train.max_grad_norm=inf", r"Invalid train.max_grad_norm=inf: expected a finite"),
-        ("+train.betas=[2.0,3.0]", r"Invalid train.betas\[0\]=2.0: expected a number in \[0, 1\)"),
-        ("+train.betas=[0.9]", r"Invalid train.betas=\[0.9\]: expected a list of 2 values"),
-        ("+train.betas=[a,b]", r"expected a list of finite numbers"),
+        ("train.betas=[2.0,3.0]", r"Invalid train.betas\[0\]=2.0: expected a number in \[0, 1\)"),
+        ("train.betas=[0.9]", r"Invalid train.betas=\[0.9\]: expected a list of 2 values"),
+        ("train.betas=[a,b]", r"expected a list of finite numbers"),
         ("train.pool_size=abc", r"Invalid train.pool_size='abc': expected an integer or null"),
         ("train.long_prompts=cut", r"Invalid train.long_prompts=.cut.: expected one of skip"),
         ("seed=abc", r"Invalid seed='abc': expected an integer\."),
@@ -321,6 +325,171 @@ def test_every_loss_says_whether_it_reads_advantages() -> None:
     for name in registry.names("loss"):
         uses = registry.entry("loss", name).factory.uses_advantages
         assert isinstance(uses, bool) or uses == "optional", name
+
+
+# -------------------------------------------------- one source of truth for defaults
+
+EXAMPLE_CONF = ROOT / "examples/opd-example-task/opd_example_task/conf"
+COMPONENT_GROUPS = {kind.name for kind in COMPONENT_KINDS} | {"student"}
+
+
+def nested_schemas() -> dict[tuple[str, str, str], type]:
+    """Component options that are config nodes of their own, and the dataclass that reads them."""
+    from opd_chat.task import ChatSource
+    from opd_math.task import MathSource
+    from opd_vllm.engine import EngineOptions
+
+    return {
+        ("task", "math", "train"): MathSource,
+        ("task", "math", "eval"): MathSource,
+        ("task", "chat", "train"): ChatSource,
+        ("sampler", "vllm", "engine"): EngineOptions,
+        ("teacher", "vllm", "engine"): EngineOptions,
+    }
+
+
+def same(default: Any, value: Any) -> bool:
+    """``value`` is ``default`` written again (a list for a tuple, an int for a float)."""
+    if isinstance(default, tuple):
+        default = list(default)
+    numbers = (int, float)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(default) is type(value) and default == value
+    if isinstance(default, numbers) and isinstance(value, numbers):
+        return float(default) == float(value)
+    return type(default) is type(value) and default == value
+
+
+def dataclass_repeats(cls: type, node: Mapping[str, Any], where: str) -> list[str]:
+    defaults = {
+        f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+    }
+    return [
+        f"{where}.{key}={value!r}"
+        for key, value in node.items()
+        if key in defaults and same(defaults[key], value)
+    ]
+
+
+def repeated_defaults(kind: str, node: Mapping[str, Any], where: str) -> list[str]:
+    """The values of a component node that only repeat its constructor's defaults."""
+    from opd_core.config import LoraConfig, StudentConfig
+
+    if kind == "student":
+        found = dataclass_repeats(StudentConfig, node, where)
+        found += dataclass_repeats(ModelSpec, node.get("model") or {}, f"{where}.model")
+        return found + dataclass_repeats(LoraConfig, node.get("lora") or {}, f"{where}.lora")
+    name = str(node["name"])
+    params = inspect.signature(REGISTRY.entry(kind, name).factory).parameters
+    found = []
+    for key, value in node.items():
+        here = f"{where}.{key}"
+        if key in ("name", "defaults"):
+            continue
+        schema = nested_schemas().get((kind, name, key)) or (ModelSpec if key == "model" else None)
+        if isinstance(value, Mapping) and schema is not None:
+            found += dataclass_repeats(schema, value, here)
+        elif isinstance(value, Mapping) and "name" in value:  # a teacher inside a teacher
+            found += repeated_defaults(kind, value, here)
+        elif isinstance(value, Mapping) and all(
+            isinstance(v, Mapping) and "name" in v for v in value.values()
+        ):  # several (teacher=multi)
+            found += [
+                r for k, v in value.items() for r in repeated_defaults(kind, v, f"{here}.{k}")
+            ]
+        elif key in params and same(params[key].default, value):  # (empty is no default)
+            found.append(f"{here}={value!r}")
+    return found
+
+
+REGISTRY = build_registry(make_plugin_manager())
+
+
+def component_files() -> list[Path]:
+    roots = [*CONF_DIRS[1:], EXAMPLE_CONF]
+    return sorted(
+        path
+        for root in roots
+        for group in root.iterdir()
+        if group.name in COMPONENT_GROUPS
+        for path in group.glob("*.yaml")
+    )
+
+
+@pytest.mark.parametrize("path", component_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_component_file_sets_only_what_differs_from_its_constructor(path: Path) -> None:
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(node, dict)
+    assert repeated_defaults(path.parent.name, node, path.parent.name) == []
+
+
+def core_files() -> list[Path]:
+    """The files that set core values over the defaults (not experiments: they override the
+    schedule, e.g. eval.every=0 undoes the demo schedule's 100)."""
+    top = [CONF_DIR / "config.yaml", *sorted(CONF_DIR.glob("*/*.yaml"))]
+    top = [p for p in top if p.parent.name != "experiment"]
+    return [*top, *sorted((ROOT / "plugins").glob("*/conf/objective/*.yaml"))]
+
+
+@pytest.mark.parametrize("path", core_files(), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_a_config_file_sets_only_what_differs_from_the_core_defaults(path: Path) -> None:
+    from opd_core.config import CORE_SECTIONS, RUN_SCALARS
+
+    node = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(node, dict)
+    found = [
+        repeat
+        for section, cls in CORE_SECTIONS.items()
+        for repeat in dataclass_repeats(cls, node.get(section) or {}, section)
+    ]
+    found += dataclass_repeats(RunConfig, {k: v for k, v in node.items() if k in RUN_SCALARS}, "")
+    assert found == []
+
+
+@pytest.mark.parametrize("option", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*")))
+def test_an_experiment_sets_only_what_differs_from_the_constructors(
+    compose_config: Compose, option: str
+) -> None:
+    cfg = OmegaConf.to_container(compose_config(overrides_for("experiment", option)))
+    assert isinstance(cfg, dict)  # interpolations unresolved: ${...} is not a repeated default
+    found = []
+    for kind in COMPONENT_KINDS:
+        node = cfg.get(kind.node)
+        nodes = (node or {}).values() if kind.many else [node]
+        found += [r for n in nodes if n for r in repeated_defaults(kind.name, n, kind.node)]
+    assert found == []
+
+
+def test_the_core_defaults_are_the_dataclasses(compose_config: Compose) -> None:
+    """Every core key is in the composed config (so it is set without +), with the dataclass's
+    default where the schedule does not set it; a field without a default is the schedule's."""
+    config = RunConfig.from_dict(compose_config(["train.pool_size=3", "eval.at_start=false"]))
+    assert config.train.pool_size == 3 and config.eval.at_start is False
+    assert config.train.weight_decay == 0.0 and config.train.betas == (0.9, 0.999)
+    assert config.checkpoint.keep == 2 and config.seed == 0
+    with pytest.raises(TypeError):
+        TrainConfig(lr=1e-3)  # type: ignore[call-arg]
+    with pytest.raises(OPDError, match=r"^train.steps, train.prompts_per_step, .* are not set; "):
+        RunConfig.from_dict({**to_plain_dict(compose_config([])), "train": {"lr": 1e-3}})
+
+
+def test_a_component_option_is_set_without_a_plus(compose_config: Compose) -> None:
+    cfg = compose_config(
+        [
+            "loss=jsd",
+            "loss.beta=0.25",
+            "sampler.top_p=0.9",
+            "evaluators.task_accuracy.max_examples=3",
+            "student.gradient_checkpointing=true",
+        ]
+    )
+    config = RunConfig.from_dict(cfg)
+    components = build_components(REGISTRY, config)
+    assert components["loss"].beta == 0.25 and config.student.gradient_checkpointing
+    with pytest.raises(OPDError, match=r"^loss 'jsd' has no option betta; its options are: beta"):
+        build_components(
+            REGISTRY, RunConfig.from_dict(compose_config(["loss=jsd", "loss.betta=1"]))
+        )
 
 
 def test_unknown_task_name_lists_available_tasks(compose_config: Compose) -> None:

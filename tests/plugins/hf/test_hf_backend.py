@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import TinyModels
+from conftest import TinyModels, schedule_for_tests
 from opd_core import GenerationParams, OPDError, Prompt
 from opd_core.modeling import (
     ModelSpec,
@@ -34,7 +34,7 @@ class FakeCtx:
     """The parts of RunContext the sampler and teacher read."""
 
     def __init__(self, student, max_new_tokens: int = 12) -> None:  # type: ignore[no-untyped-def]
-        from opd_core.config import RunConfig, StudentConfig, TrainConfig
+        from opd_core.config import RunConfig, StudentConfig
 
         self.student = student
         self.device = CPU
@@ -48,7 +48,7 @@ class FakeCtx:
             advantage={},
             loss={},
             evaluators={},
-            train=TrainConfig(max_new_tokens=max_new_tokens),
+            **schedule_for_tests(max_new_tokens),
         )
 
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from opd_core import OPDError
 from opd_core.config import RunConfig
+from opd_core.plugin_manager import build_registry, make_plugin_manager
 from opd_math.grading import grade_math, last_boxed
 from opd_math.task import MathTask
 
@@ -111,11 +112,12 @@ def test_math_defaults_to_aime_style_sampled_evaluation(compose_config: Compose)
     assert dict(config.evaluators) == {
         "task_accuracy": {
             "name": "task_accuracy",
-            "max_examples": None,
             "samples_per_prompt": 16,
             "temperature": 0.6,
             "top_p": 0.95,
         }
     }
     greedy = compose_config(["+task=math", "+teacher=qwen3_32b", "evaluator=[task_accuracy]"])
-    assert RunConfig.from_dict(greedy).evaluators["task_accuracy"]["samples_per_prompt"] == 1
+    registry = build_registry(make_plugin_manager())
+    evaluator = registry.build("evaluator", RunConfig.from_dict(greedy).evaluators["task_accuracy"])
+    assert evaluator.samples_per_prompt == 1  # the constructor's default

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from opd_objectives.importance_sampling import importance_sampling_loss
+from opd_objectives.mixed import RewardPlusKL
 from opd_objectives.returns import discounted_future_sum
-from opd_objectives.reverse_kl import reverse_kl_advantages
+from opd_objectives.reverse_kl import ReverseKL, reverse_kl_advantages
 
 
 def test_reverse_kl_advantage_is_negative_log_ratio_on_completion_tokens() -> None:
@@ -47,9 +48,10 @@ def test_discounted_future_sum_matches_the_recurrence(gamma: float, length: int)
     assert torch.allclose(discounted_future_sum(rewards, gamma), expected, atol=1e-5)
 
 
-def test_discount_outside_unit_interval_is_rejected() -> None:
-    with pytest.raises(ValueError, match="gamma"):
-        discounted_future_sum(torch.zeros(1, 2), 1.5)
+@pytest.mark.parametrize("advantage", [ReverseKL, RewardPlusKL])
+def test_discount_outside_unit_interval_is_rejected(advantage: type) -> None:
+    with pytest.raises(ValueError, match=r"^gamma must be in \[0, 1\], got 1.5$"):
+        advantage(gamma=1.5)  # the one check, in the constructor, before any discounting
 
 
 def test_importance_sampling_loss_hand_computed() -> None:

@@ -16,8 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_STUDENT, TINY_TEACHER, TinyModels, build_tiny_models
-from opd_core.config import RunConfig, StudentConfig, TrainConfig
+from conftest import (
+    TINY_STUDENT,
+    TINY_TEACHER,
+    TinyModels,
+    build_tiny_models,
+    schedule_for_tests,
+)
+from opd_core.config import RunConfig, StudentConfig
 from opd_core.context import RunContext
 from opd_core.modeling import LoadedModel
 from opd_core.plugin_manager import make_plugin_manager
@@ -70,6 +76,6 @@ def run_context(
         advantage={},
         loss={},
         evaluators={},
-        train=TrainConfig(max_new_tokens=max_new_tokens, temperature=temperature),
+        **schedule_for_tests(max_new_tokens, temperature=temperature),
     )
     return RunContext(config, make_plugin_manager().hook, CPU, out, student, seed=0)
