@@ -111,7 +111,7 @@ class EnvironmentCalls:
     @staticmethod
     def for_run(ctx: RunContext) -> EnvironmentCalls | None:
         """The run's environment, or ``None`` when it has none."""
-        node = ctx.config.environment
+        node = getattr(ctx.config, "environment", None)
         if node is None:
             return None
         return EnvironmentCalls(ctx.hook, str(node.get("name", "?")))

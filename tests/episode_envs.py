@@ -2,7 +2,7 @@
 token-identity check every tokenizer's multi-turn rollouts must pass.
 
 Registered as a plugin module (``plugins=[episode_envs]`` or ``make_plugin_manager([...])``):
-``+environment`` is not needed, ``environment={name: followups, ...}`` chooses one.
+they have no config files: ``+environment={name:followups,turns:2}`` chooses one inline.
 """
 
 from __future__ import annotations

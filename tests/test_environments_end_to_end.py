@@ -27,7 +27,7 @@ from opd_core.metrics import read_metrics
 from opd_core.plugin_manager import make_plugin_manager
 
 Compose = Callable[[list[str]], DictConfig]
-ENV = ["environment={name:followups,turns:2}", "plugins=[episode_envs]"]
+ENV = ["+environment={name:followups,turns:2}", "plugins=[episode_envs]"]
 QUIET = ["eval.teacher=false", "eval.at_start=false", "task.eval_size=4"]
 
 
@@ -214,7 +214,7 @@ def test_a_broken_environment_ends_the_run_with_one_sentence_and_keeps_checkpoin
     overrides = [
         *tiny_run_overrides(tiny_models, out, steps=1),
         *QUIET,
-        "environment={name:broken,how:raise,on_turn:2}",
+        "+environment={name:broken,how:raise,on_turn:2}",
         "plugins=[episode_envs]",
     ]
     env = {

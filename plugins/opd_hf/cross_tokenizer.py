@@ -60,7 +60,7 @@ class CrossTokenizerTeacher(HFTeacher):
         self.split = split
 
     def setup(self, ctx: RunContext) -> None:
-        if ctx.config.environment is not None:
+        if getattr(ctx.config, "environment", None) is not None:
             raise OPDError(
                 "teacher=cross_tokenizer re-tokenizes the student's text, so it cannot score "
                 "multi-turn episodes token for token; use a teacher that shares the student's "

@@ -24,10 +24,11 @@ class DatasetSamples(HFSampler):
     """
 
     def setup(self, ctx: RunContext) -> None:
-        if ctx.config.environment is not None:
+        environment = getattr(ctx.config, "environment", None)
+        if environment is not None:
             raise OPDError(
                 f"sampler=dataset trains on fixed reference texts, so it cannot run the "
-                f"episodes of environment '{ctx.config.environment.get('name', '?')}'; use "
+                f"episodes of environment '{environment.get('name', '?')}'; use "
                 "sampler=hf (or teacher_samples for SFT on the teacher's episodes)."
             )
         super().setup(ctx)

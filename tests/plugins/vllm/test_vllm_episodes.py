@@ -158,7 +158,7 @@ def test_a_run_with_an_environment_and_overlap_on_vllm(
         "sampler=vllm",
         "sampler.dtype=float32",
         "train.overlap=true",
-        "environment={name:followups,turns:2}",
+        "+environment={name:followups,turns:2}",
         "plugins=[episode_envs]",
         *engine,
     ]
