@@ -16,10 +16,10 @@ import pytest
 import torch
 
 import episode_envs
-from conftest import ROOT, TinyModels, tiny_run_overrides
+from conftest import ROOT, TinyModels, schedule_for_tests, tiny_run_overrides
 from episode_envs import check_token_identity
 from opd_core import Prompt, RolloutBatch
-from opd_core.config import EpisodeConfig, RunConfig, StudentConfig, TrainConfig
+from opd_core.config import EpisodeConfig, RunConfig, StudentConfig
 from opd_core.context import RunContext
 from opd_core.episodes import SampledTurn, TurnRequest
 from opd_core.metrics import read_metrics
@@ -78,7 +78,7 @@ def sampler(
         advantage={},
         loss={},
         evaluators={},
-        train=TrainConfig(max_new_tokens=24, temperature=TEMPERATURE),
+        **schedule_for_tests(24, temperature=TEMPERATURE),
         environment={"name": "followups"},
         episode=EpisodeConfig(max_turns=3),
     )
