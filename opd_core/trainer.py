@@ -91,7 +91,6 @@ from opd_core.update import (
     rescale_learning_rate,
     step_and_mark_updated,
 )
-from opd_core.update import policy_output as policy_output  # benchmarks/estimator_variance.py
 from opd_core.watch import BestCheckpoint, DivergenceStop
 
 log = logging.getLogger("opd_core")
