@@ -453,6 +453,7 @@ CORE_SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "eval": EvalConfig,
     "checkpoint": CheckpointConfig,
+    "divergence": DivergenceConfig,
     "episode": EpisodeConfig,
 }
 """The core sections whose defaults :func:`core_defaults` writes into every composed config."""

@@ -463,8 +463,10 @@ def test_an_experiment_sets_only_what_differs_from_the_constructors(
 def test_the_core_defaults_are_the_dataclasses(compose_config: Compose) -> None:
     """Every core key is in the composed config (so it is set without +), with the dataclass's
     default where the schedule does not set it; a field without a default is the schedule's."""
-    config = RunConfig.from_dict(compose_config(["train.pool_size=3", "eval.at_start=false"]))
+    overrides = ["train.pool_size=3", "eval.at_start=false", "divergence.patience=5"]
+    config = RunConfig.from_dict(compose_config(overrides))
     assert config.train.pool_size == 3 and config.eval.at_start is False
+    assert config.divergence.patience == 5 and config.divergence.metric is None
     assert config.train.weight_decay == 0.0 and config.train.betas == (0.9, 0.999)
     assert config.checkpoint.keep == 2 and config.seed == 0
     with pytest.raises(TypeError):
