@@ -31,7 +31,7 @@ QUIET = ["eval.teacher=false", "eval.at_start=false", "train.lr=1e-2"]
 
 class Recorder:
     """Keeps the student's weights at the start and at every step's end, and each step's
-    rollouts (as the advantage function receives them)."""
+    rollouts (as the teacher receives them to score)."""
 
     def __init__(self) -> None:
         self.weights: list[dict[str, torch.Tensor]] = []
@@ -50,7 +50,7 @@ class Recorder:
         self._keep(ctx)
 
     @hookimpl(wrapper=True)
-    def opd_compute_advantages(self, rollouts: RolloutBatch) -> Generator[None, Any, Any]:
+    def opd_score_rollouts(self, rollouts: RolloutBatch) -> Generator[None, Any, Any]:
         self.rollouts.append(rollouts)
         return (yield)
 
@@ -61,6 +61,7 @@ class Recorder:
 def record_run(compose: Compose, overrides: list[str], out: Path) -> Recorder:
     recorder = Recorder()
     run(compose(overrides), out, pm=make_plugin_manager([recorder]))
+    assert recorder.rollouts, "the recorder saw no rollouts: its hook is no longer called"
     return recorder
 
 
