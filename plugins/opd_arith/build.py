@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,7 +224,7 @@ def evaluate_accuracy(
     return sum(scores) / max(1, len(scores))
 
 
-def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """Save a model with its tokenizer so ``from_pretrained(out_dir)`` loads both."""
     model.save_pretrained(str(out_dir))
     tokenizer.save_pretrained(str(out_dir))
@@ -303,13 +303,13 @@ def _build_entry(spec: DemoSpec, root: Path, progress: bool) -> None:
         "teacher", spec.teacher, spec.teacher_steps, spec.teacher_lr, spec, tokenizer, problems,
         progress,
     )  # fmt: skip
-    _save(teacher, tokenizer, paths.teacher_dir)
+    save_model(teacher, tokenizer, paths.teacher_dir)
     student_problems, contexts = spec.student_sft_data()
     student, info["student"] = _train_model(
         "student", spec.student, spec.student_steps, spec.student_lr, spec, tokenizer,
         student_problems, progress, spec.student_target_accuracy, contexts,
     )  # fmt: skip
-    _save(student, tokenizer, paths.student_dir)
+    save_model(student, tokenizer, paths.student_dir)
     (root / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -320,30 +320,42 @@ def build_demo_models(spec: DemoSpec, cache_dir: Path | str, progress: bool = Tr
     temporary sibling folder and renamed into place once complete. Processes that ask at once
     build it once: the others wait for the lock, then reuse it.
     """
-    with cache_lock(Path(cache_dir) / spec.digest(), "building the demo models"):
-        return _build_or_reuse(spec, Path(cache_dir), progress)
-
-
-def _build_or_reuse(spec: DemoSpec, cache_dir: Path, progress: bool) -> DemoPaths:
-    root = cache_dir / spec.digest()
-    if root.is_dir():
-        if progress:
-            print(f"[opd_arith] reusing demo models in {root}", flush=True)
-        return demo_paths(root)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    if progress:
-        print(f"[opd_arith] building demo models into {root} (first run only)", flush=True)
-    start = time.perf_counter()
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{spec.digest()}-", dir=cache_dir))
-    try:
-        _build_entry(spec, tmp_root, progress)
-        try:
-            os.replace(tmp_root, root)
-        except OSError:
-            if not root.is_dir():  # a concurrent build that finished first is as good as ours
-                raise
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
-    if progress:
-        print(f"[opd_arith] demo models built in {time.perf_counter() - start:.0f}s", flush=True)
+    root = build_cached(
+        Path(cache_dir),
+        spec.digest(),
+        lambda tmp_root: _build_entry(spec, tmp_root, progress),
+        "demo models",
+        progress,
+    )
     return demo_paths(root)
+
+
+def build_cached(
+    cache_dir: Path, digest: str, build: Callable[[Path], None], what: str, progress: bool
+) -> Path:
+    """The cache entry ``cache_dir/<digest>``, built on first use by ``build(empty_folder)``
+    in a temporary sibling folder renamed into place once complete (an interrupted build leaves
+    nothing); processes that ask at once build it once (the others wait for the lock)."""
+    with cache_lock(cache_dir / digest, f"building the {what}"):
+        root = cache_dir / digest
+        if root.is_dir():
+            if progress:
+                print(f"[opd_arith] reusing {what} in {root}", flush=True)
+            return root
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if progress:
+            print(f"[opd_arith] building {what} into {root} (first run only)", flush=True)
+        start = time.perf_counter()
+        tmp_root = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache_dir))
+        try:
+            build(tmp_root)
+            try:
+                os.replace(tmp_root, root)
+            except OSError:
+                if not root.is_dir():  # a concurrent build that finished first is as good as ours
+                    raise
+        finally:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+        if progress:
+            print(f"[opd_arith] {what} built in {time.perf_counter() - start:.0f}s", flush=True)
+        return root

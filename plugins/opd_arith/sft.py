@@ -134,6 +134,31 @@ def sft(
     if steps <= 0:
         return []
     data = encode_sft_data(tokenizer, problems, contexts)
+    return train_on(
+        model, data, steps, batch_size, lr, seed, log_every, progress, weight_decay, name,
+        stop_when, check_every,
+    )  # fmt: skip
+
+
+def train_on(
+    model: PreTrainedModel,
+    data: SFTData,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    seed: int = 0,
+    log_every: int = 50,
+    progress: bool = True,
+    weight_decay: float = 0.01,
+    name: str = "sft",
+    stop_when: Callable[[int], bool] | None = None,
+    check_every: int = 10,
+) -> list[float]:
+    """Fine-tune ``model`` in place on encoded ``data`` (any sequences with a loss mask, such as
+    multi-turn conversations); returns the loss of every step. The schedule, logging and early
+    stopping are :func:`sft`'s."""
+    if steps <= 0:
+        return []
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     warmup_steps = max(1, steps // 20)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -142,7 +167,8 @@ def sft(
     model.train()
     losses: list[float] = []
     start = time.perf_counter()
-    for step, rows_B in enumerate(_batches(len(problems), batch_size, steps, seed)):
+    num_examples = int(data.input_ids_NT.shape[0])
+    for step, rows_B in enumerate(_batches(num_examples, batch_size, steps, seed)):
         loss = completion_loss(model, data, rows_B)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -1,0 +1,93 @@
+"""The tool-use demo as plugins: the ``calculator`` task and environment, and the
+``demo://agent/...`` models (built on first use and cached)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opd_agent.environment import CalculatorEnvironment
+from opd_agent.problems import ToolTaskSpec, to_prompt
+from opd_arith.problems import grade
+from opd_core import OPDError, Prompt, hookimpl
+from opd_core.api import cache_root, store_config_dir
+
+if TYPE_CHECKING:
+    import torch
+
+    from opd_core.api import LoadedModel, ModelSpec, Registry
+
+AGENT_SCHEME = "demo://agent/"
+MODELS = ("teacher", "student", "student_notool")
+"""``demo://agent/<name>``: the tool-using teacher, the mid-climb tool-using student, and the
+student's shape trained to compute in its head (no tool)."""
+
+
+def cache_dir() -> Path:
+    """Where built tool-use demo models live: ``<cache_root()>/demo_agent``."""
+    return cache_root() / "demo_agent"
+
+
+class CalculatorTask:
+    """Expressions like ``(37*58)+64`` over two-digit numbers, solved with a calculator."""
+
+    def __init__(self, train_size: int = 4000, eval_size: int = 500, seed: int = 0) -> None:
+        """The difficulty is the demo models' (``ToolTaskSpec``); ``seed`` picks the problems."""
+        if train_size <= 0 or eval_size < 0:
+            raise ValueError(
+                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
+            )
+        self.spec = ToolTaskSpec()
+        self.sizes = {"train": train_size, "eval": eval_size}
+        self.seed = seed
+        self._prompts: dict[str, list[Prompt]] = {}
+
+    @hookimpl
+    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
+        if split not in self._prompts:
+            problems = self.spec.problems(self.sizes[split], self.seed, split)
+            self._prompts[split] = [to_prompt(p, split, i) for i, p in enumerate(problems)]
+        return self._prompts[split]
+
+    @hookimpl
+    def opd_grade_completions(
+        self, prompts: Sequence[Prompt], completions: Sequence[str]
+    ) -> list[float]:
+        """The final answer (the last ``#<n>``) of each completion against the prompt's."""
+        return [grade(c, p.answer or "") for p, c in zip(prompts, completions, strict=True)]
+
+
+@hookimpl
+def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedModel | None:
+    """Build (first use) or reuse a tool-use demo model and load it."""
+    if not spec.path.startswith(AGENT_SCHEME):
+        return None
+    which = spec.path[len(AGENT_SCHEME) :]
+    if which not in MODELS:
+        raise OPDError(
+            f"Unknown tool-use demo model '{spec.path}'; use one of "
+            f"{', '.join(AGENT_SCHEME + m for m in MODELS)}."
+        )
+    from opd_agent.build import AgentSpec, build_agent_models
+    from opd_hf.loading import load_hf_model
+
+    paths = build_agent_models(AgentSpec(), cache_dir())
+    folder = {"teacher": paths.teacher_dir, "student": paths.student_dir}.get(
+        which, paths.notool_dir
+    )
+    return load_hf_model(replace(spec, path=str(folder)), role, device)
+
+
+@hookimpl
+def opd_register_components(registry: Registry) -> None:
+    registry.add("task", "calculator", CalculatorTask)
+    registry.add("environment", "calculator", CalculatorEnvironment)
+
+
+@hookimpl
+def opd_register_configs(store: Any) -> None:
+    """This plugin's options (``conf/<group>/<option>.yaml``), stored as a third-party
+    package's are."""
+    store_config_dir(store, "opd_agent")
