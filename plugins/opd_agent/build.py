@@ -27,7 +27,6 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from opd_agent.environment import CalculatorEnvironment, write_replays
-from opd_agent.episodes import Episode, run_episodes, success_rate
 from opd_agent.problems import (
     CALL_CLOSE,
     CALL_OPEN,
@@ -39,7 +38,13 @@ from opd_agent.problems import (
 from opd_arith.build import Architecture, build_cached, make_model, num_params, save_model
 from opd_arith.sft import SFTData, sft, train_on
 from opd_arith.tokenizer import ROLES, build_tokenizer
-from opd_core.api import ChatMessage, GenerationParams
+from opd_core.api import (
+    ChatMessage,
+    EnvironmentCalls,
+    GenerationParams,
+    TextEpisode,
+    run_text_episodes,
+)
 
 BUILD_FORMAT_VERSION = 1
 """Bumped when the build's code changes what a spec produces, so stale cache entries are unused."""
@@ -59,7 +64,7 @@ class AgentSpec:
     student: Architecture = field(
         default_factory=lambda: Architecture(96, 384, 2, 4, 2, 24, max_position_embeddings=160)
     )
-    teacher_steps: int = 1500
+    teacher_steps: int = 600
     teacher_lr: float = 3e-3
     student_steps: int = 1500
     """At most this many student SFT steps (the learning-rate schedule spans them all)."""
@@ -67,7 +72,7 @@ class AgentSpec:
     student_target_success: float | None = 0.4
     """The student's SFT stops at the first check where it solves this share of
     ``num_validation`` unseen training episodes (None: all steps)."""
-    notool_steps: int = 1500
+    notool_steps: int = 600
     """SFT steps of the no-tool model (the student's shape, worked solutions, no calculator)."""
     num_validation: int = 200
     check_every: int = 20
@@ -191,19 +196,24 @@ def play(
     spec: AgentSpec,
     split: str = "train",
     batch_size: int = 100,
-) -> list[Episode]:
-    """Greedy episodes of ``model`` with the calculator on ``problems`` (no replay)."""
+) -> list[TextEpisode]:
+    """Greedy episodes of ``model`` with the calculator on ``problems`` (no replay), at the text
+    level as ``evaluator=[episode_success]`` runs them."""
     from opd_hf.generation import HFGenerator
 
     generator = HFGenerator("model", model, tokenizer, batch_size)
     prompts = [to_prompt(p, split, i) for i, p in enumerate(problems)]
+    environment = EnvironmentCalls(CalculatorEnvironment(), "calculator")
     was_training = model.training
     model.eval()
-    episodes = run_episodes(
-        generator, CalculatorEnvironment(), prompts, spec.params(), spec.max_turns
-    )
+    episodes = run_text_episodes(environment, generator, prompts, spec.params(), spec.max_turns)
     model.train(was_training)
     return episodes
+
+
+def success_rate(episodes: Sequence[TextEpisode]) -> float:
+    """The share of ``episodes`` solved (reward 1)."""
+    return sum(e.summary.reward >= 1.0 for e in episodes) / max(1, len(episodes))
 
 
 def _train(
@@ -232,7 +242,10 @@ def _train(
             return checks[step] >= target_success
 
     if progress:
-        print(f"[opd_agent] {name}: {num_params(model) / 1e6:.2f}M params, {steps} SFT steps")
+        print(
+            f"[opd_agent] {name}: {num_params(model) / 1e6:.2f}M params, {steps} SFT steps",
+            flush=True,
+        )
     start = time.perf_counter()
     losses = train_on(
         model, data, steps, spec.batch_size, lr, spec.seed, progress=progress, name=name,
@@ -254,7 +267,7 @@ def _build_entry(spec: AgentSpec, root: Path, progress: bool) -> None:
     paths = agent_paths(root)
     problems = spec.train_problems()
     conversations = [episode_conversation(p) for p in problems]
-    texts = [f"{p.question} {p.solution} {CALL_OPEN}{p.steps[0][0]}{CALL_CLOSE}" for p in problems]
+    texts = [f"{p.question} {p.solution}" for p in problems]
     tokenizer = build_tokenizer(
         texts, paths.tokenizer_dir, spec.vocab_size, roles=(*ROLES, TOOL_ROLE),
         words=(CALL_OPEN, CALL_CLOSE),
@@ -272,7 +285,7 @@ def _build_entry(spec: AgentSpec, root: Path, progress: bool) -> None:
     write_replays(
         paths.trajectories,
         [
-            {"question": p.question, "turns": e.turns_after(1), "reward": e.reward}
+            {"question": p.question, "turns": list(e.messages[1:]), "reward": e.summary.reward}
             for p, e in zip(pool, episodes, strict=True)
         ],
     )

@@ -68,6 +68,15 @@ class CalculatorEnvironment:
         if self.prefix_replay > 0:
             self.teacher_turns()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The replay draws' random state (checkpointed, so a resumed run replays the same)."""
+        return {"rng": self._rng.getstate()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the replay draws from a checkpoint's :meth:`state_dict`."""
+        version, internal, gauss = state["rng"]
+        self._rng.setstate((version, tuple(internal), gauss))
+
     def teacher_turns(self) -> Mapping[str, tuple[ChatMessage, ...]]:
         """The teacher's solved episodes by question: its turns after the question."""
         if self._teacher_turns is None:

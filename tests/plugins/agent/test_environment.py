@@ -166,3 +166,15 @@ def test_parse_turn_reads_calls_and_answers() -> None:
     assert parse_turn("<calc>2*3</calc>").result == "6"
     assert parse_turn("noise <calc>2*3</calc> more").kind == "call"
     assert parse_turn("#12").answer == "12" and parse_turn("no answer").answer is None
+
+
+def test_the_replay_draws_resume_from_the_state_dict(tmp_path: Path) -> None:
+    write_teacher_episodes(tmp_path / "teacher.jsonl")
+    env = CalculatorEnvironment(prefix_replay=0.5, replay_from=str(tmp_path / "teacher.jsonl"))
+    for _ in range(7):
+        env.opd_start_episode(prompt=prompt())
+    saved = json.loads(json.dumps(env.state_dict()))  # lists, as a checkpoint may give back
+    ahead = [env.opd_start_episode(prompt=prompt()).state for _ in range(20)]
+    resumed = CalculatorEnvironment(prefix_replay=0.5, replay_from=str(tmp_path / "teacher.jsonl"))
+    resumed.load_state_dict(saved)
+    assert [resumed.opd_start_episode(prompt=prompt()).state for _ in range(20)] == ahead

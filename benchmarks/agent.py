@@ -1,0 +1,484 @@
+"""Multi-turn distillation of a tool-using student: vanilla OPD, OPD with prefix replay, SFT on the
+teacher's episodes and GRPO on the episode reward, from one student, over several seeds.
+
+    python benchmarks/agent.py                      # 4 methods x 3 seeds, 2 runs at a time
+    python benchmarks/agent.py --quick              # smoke test into outputs/agent-quick/
+    python benchmarks/agent.py --report-only        # rewrite the report from finished runs
+
+The task is the tool-use demo (``plugins/opd_agent``): arithmetic over two-digit numbers with a
+product the demo's tiny models cannot compute in their heads, solved with a calculator the
+student calls (``<calc>37*58</calc>`` -> a ``tool`` message), one call per operation, then
+``#<answer>``. Every method starts from the demo's tool-using student (SFT stopped mid-climb)
+with the demo's tool-using teacher, the same episodes per step, learning rate and schedule
+(``schedule=agent``), and the same evaluation: greedy held-out episodes with the calculator
+(``evaluator=[episode_success]``), every ``--eval-every`` steps. Each run is a real
+``python -m opd_core`` process with one thread (``--jobs`` at once); a run folder holding a
+``summary.json`` is reused and an interrupted one resumes from its last checkpoint, so the
+script can be stopped and started again. A ``baseline`` run (no training) measures the teacher
+and the student's shape trained to compute without the tool on the same episodes.
+
+Writes ``docs/results/agent.{md,json,png}`` (``--quick``: ``outputs/agent-quick/``): per method
+the seeds, final success (mean, std, min-max), steps, FLOPs and training seconds to 90% of the
+teacher's success and to within 5 points of it, tool-call validity and turns per episode over
+training, each with the command that produced it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from opd_report.curves import Curve, first_reaching, load_curve
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+NAME = "agent"
+PLUGIN = "opd_agent.plugin"
+BASE = (
+    f"plugins=[{PLUGIN}]",
+    "+task=calculator",
+    "+teacher=demo_agent",
+    "student=demo_agent",
+    "+environment=calculator",
+    "schedule=agent",
+    "evaluator=[episode_success]",
+)
+"""Every run's task, models, environment, schedule and evaluation."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One line of the comparison."""
+
+    label: str
+    overrides: tuple[str, ...]
+
+
+METHODS: dict[str, Method] = {
+    "opd": Method("multi-turn OPD (top-k reverse KL)", ()),
+    "opd_replay": Method(
+        "multi-turn OPD + prefix replay (half the episodes open after a teacher prefix)",
+        ("environment.prefix_replay=0.5",),
+    ),
+    "sft_teacher": Method("SFT on the teacher's episodes", ("+experiment=sft",)),
+    "grpo": Method(
+        "GRPO on the episode reward (8 prompts x 8 episodes)",
+        ("+experiment=rl", "train.prompts_per_step=8", "train.samples_per_prompt=8"),
+    ),
+}
+TOOL_FREE = "demo://agent/student_notool"
+"""The student's shape trained to compute in its head (no tool), measured by the baseline run."""
+FULL = {"steps": 200, "eval_every": 25, "eval_episodes": 500, "seeds": 3}
+QUICK = {"steps": 4, "eval_every": 2, "eval_episodes": 50, "seeds": 1}
+TRAIN_METRICS = (
+    "episode/success",
+    "episode/turns",
+    "episode/tool_calls",
+    "episode/invalid_calls",
+    "episode/replayed_turns",
+    "episode/budget_cut",
+    "teacher_reverse_kl",
+)
+"""Per-step training metrics read back into the report (mean over seeds)."""
+
+
+def run_overrides(key: str, seed: int, args: argparse.Namespace) -> list[str]:
+    """The command line of one method and seed."""
+    return [
+        *BASE,
+        f"train.steps={args.steps}",
+        f"eval.every={args.eval_every}",
+        f"task.eval_size={args.eval_episodes}",
+        f"checkpoint.every={max(args.eval_every, 10)}",
+        *METHODS[key].overrides,
+        f"seed={seed}",
+    ]
+
+
+def baseline_overrides(args: argparse.Namespace) -> list[str]:
+    """No training: the teacher, and the student's shape without the tool, on the same episodes."""
+    return [
+        *BASE,
+        "train.steps=0",
+        f"task.eval_size={args.eval_episodes}",
+        f"student.model.path={TOOL_FREE}",
+    ]
+
+
+def run_cli(overrides: list[str], out: Path, label: str) -> dict[str, Any]:
+    """``python -m opd_core <overrides>`` into ``out`` with one thread (resumed when ``out`` holds
+    a checkpoint, skipped when it holds a summary); its wall seconds and the load around it."""
+    if (out / "summary.json").exists():
+        return read_record(out)
+    resume = ["resume=true"] if (out / "checkpoints").is_dir() else []
+    command = [sys.executable, "-m", "opd_core", *overrides, *resume, "progress=false"]
+    command.append(f"hydra.run.dir={out}")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[{label}] {' '.join(command[2:])}", flush=True)
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    with open(out.parent / f"{out.name}.log", "a") as log:
+        done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        print(f"[{label}] FAILED (exit {done.returncode}); see {out.name}.log", flush=True)
+        return {}
+    record = {
+        "wall_s": seconds,
+        "resumed": bool(resume),
+        "load_before_after": [load_before, os.getloadavg()[0]],
+    }
+    (out.parent / f"{out.name}.run.json").write_text(json.dumps(record) + "\n")
+    print(f"[{label}] done in {seconds / 60:.1f} min", flush=True)
+    return record
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    """What :func:`run_cli` recorded about the run in ``out`` (wall seconds, load), if anything."""
+    path = out.parent / f"{out.name}.run.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---------------------------------------------------------------- report
+
+
+def reach(curves: list[Curve], target: float, what: str) -> float | None:
+    """Median steps / FLOPs / training seconds to ``target`` over the seeds that reached it
+    (None unless most did)."""
+    points = [first_reaching(c, target) for c in curves]
+    values = [
+        None
+        if p is None
+        else float({"steps": p.step, "flops": p.total_flops, "seconds": p.train_seconds}[what])
+        for p in points
+    ]
+    reached = [v for v in values if v is not None]
+    return statistics.median(reached) if len(reached) * 2 > len(curves) else None
+
+
+def train_series(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Each of :data:`TRAIN_METRICS` against the step, as the run logged it."""
+    series: dict[str, list[tuple[int, float]]] = {name: [] for name in TRAIN_METRICS}
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for name in TRAIN_METRICS:
+            if name in record and "step" in record:
+                series[name].append((int(record["step"]), float(record[name])))
+    return series
+
+
+def window_mean(points: list[tuple[int, float]], first: int, last: int) -> float | None:
+    """The mean of the values logged at steps ``first..last``."""
+    values = [v for s, v in points if first <= s <= last]
+    return statistics.mean(values) if values else None
+
+
+def validity(series: dict[str, list[tuple[int, float]]], first: int, last: int) -> float | None:
+    """The share of tool calls that were valid over steps ``first..last``."""
+    calls = window_mean(series["episode/tool_calls"], first, last)
+    invalid = window_mean(series["episode/invalid_calls"], first, last)
+    if calls is None or invalid is None or calls == 0:
+        return None
+    return 1.0 - invalid / calls
+
+
+def summarize(
+    key: str, runs: dict[int, Path], records: dict[int, dict[str, Any]], teacher: float
+) -> dict[str, Any]:
+    """One method's row: final success over seeds, costs to targets, behaviour over training."""
+    curves = [load_curve(runs[s], "success") for s in sorted(runs)]
+    finals = [c.final.score for c in curves]
+    steps = curves[0].final.step
+    row: dict[str, Any] = {
+        "label": METHODS[key].label,
+        "overrides": list(METHODS[key].overrides),
+        "seeds": len(curves),
+        "seed_values": sorted(runs),
+        "steps_run": steps,
+        "start_success": curves[0].points[0].score,
+        "final_success": statistics.mean(finals),
+        "final_success_std": statistics.stdev(finals) if len(finals) > 1 else 0.0,
+        "final_success_min": min(finals),
+        "final_success_max": max(finals),
+        "final_success_per_seed": finals,
+        "best_success": statistics.mean(c.best_score for c in curves),
+        "train_seconds": statistics.mean(c.final.train_seconds for c in curves),
+        "wall_seconds": [records.get(s, {}).get("wall_s") for s in sorted(runs)],
+        "load_before_after": [records.get(s, {}).get("load_before_after") for s in sorted(runs)],
+    }
+    for name, target in (("90", 0.9 * teacher), ("within_5", teacher - 0.05)):
+        for what in ("steps", "flops", "seconds"):
+            row[f"{what}_to_{name}"] = reach(curves, target, what)
+        row[f"reached_{name}"] = sum(first_reaching(c, target) is not None for c in curves)
+    series = [train_series(runs[s]) for s in sorted(runs)]
+    quarter = max(1, steps // 4)
+    windows = [(1, quarter), (steps - quarter + 1, steps)]
+    row["training"] = {
+        f"steps_{a}_{b}": {
+            "tool_call_validity": mean_of([validity(s, a, b) for s in series]),
+            **{
+                name.split("/")[-1]: mean_of([window_mean(s[name], a, b) for s in series])
+                for name in TRAIN_METRICS
+            },
+        }
+        for a, b in windows
+    }
+    row["curves"] = [[(p.step, p.score, p.total_flops, p.train_seconds) for p in c.points]
+                     for c in curves]  # fmt: skip
+    row["series"] = series
+    return row
+
+
+def mean_of(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.mean(present) if present else None
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def cost(value: float | None, what: str) -> str:
+    if value is None:
+        return "not reached"
+    return {"steps": f"{value:.0f}", "flops": f"{value:.2e}", "seconds": f"{value:.0f} s"}[what]
+
+
+def write_report(
+    rows: dict[str, dict[str, Any]],
+    baseline: dict[str, Any],
+    command: str,
+    args: argparse.Namespace,
+    results: Path,
+) -> None:
+    teacher, tool_free = baseline["teacher"], baseline["tool_free"]
+    episodes = args.eval_episodes
+    lines = [
+        "# Multi-turn distillation of a tool-using student (the calculator demo)",
+        "",
+        f"Produced by `{command}` (arguments: {json.dumps(vars(args), default=str)}; each run a "
+        f"`python -m opd_core` process with one thread, {args.jobs} at a time on 2 CPU cores "
+        "shared with other work; the load average around each run is in the JSON). Every run: "
+        f"`{' '.join(BASE)} train.steps={args.steps} eval.every={args.eval_every} "
+        f"task.eval_size={episodes} seed=<seed>` plus the method's overrides below.",
+        "",
+        f"Success = the share of {episodes} held-out episodes (greedy, with the calculator) whose "
+        f"final answer is right (one episode = {100 / episodes:.2g} points). Teacher: "
+        f"**{pct(teacher)}**; 90% of it: {pct(0.9 * teacher)}; the student's shape trained "
+        f"to compute without the tool (the teacher's SFT budget): **{pct(tool_free)}** "
+        f"(`{' '.join(baseline_overrides(args))}`). To-target columns: the median over the seeds "
+        "that got there (n/seeds), or *not reached* unless most did. FLOPs follow "
+        "`opd_core/flops.py` (sampling, scoring, training; evaluation not counted); seconds are "
+        "the training steps' own, under the load stated.",
+        "",
+        "| method | overrides | seeds | final success (mean ± std, min-max) | steps to 90% "
+        "| FLOPs to 90% | seconds to 90% | seconds to teacher - 5 points |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows.values():
+        lines.append(
+            f"| {row['label']} | `{' '.join(row['overrides']) or '(none)'}` | {row['seeds']} "
+            f"| {pct(row['final_success'])} ± {pct(row['final_success_std'])} "
+            f"({pct(row['final_success_min'])}-{pct(row['final_success_max'])}) "
+            f"| {cost(row['steps_to_90'], 'steps')} ({row['reached_90']}/{row['seeds']}) "
+            f"| {cost(row['flops_to_90'], 'flops')} | {cost(row['seconds_to_90'], 'seconds')} "
+            f"| {cost(row['seconds_to_within_5'], 'seconds')} "
+            f"({row['reached_within_5']}/{row['seeds']}) |"
+        )
+    lines += [
+        "",
+        "## Behaviour over training (training episodes, mean over seeds; first and last "
+        "quarter of the steps)",
+        "",
+        "| method | steps | tool-call validity | tool calls / episode | turns / episode "
+        "| training success | teacher reverse KL |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        for window, values in row["training"].items():
+            kl = values.get("teacher_reverse_kl")
+            lines.append(
+                f"| {key} | {window.removeprefix('steps_').replace('_', '-')} "
+                f"| {pct(values['tool_call_validity'])} | {fmt(values.get('tool_calls'))} "
+                f"| {fmt(values.get('turns'))} | {pct(values.get('success'))} "
+                f"| {'n/a' if kl is None else f'{kl:.3f}'} |"
+            )
+    lines += ["", "## Verdict", "", *verdict(rows, teacher), "", f"![curves]({NAME}.png)", ""]
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{NAME}.md").write_text("\n".join(lines))
+    payload = {
+        "command": command,
+        "arguments": vars(args),
+        "base_overrides": list(BASE),
+        "teacher_success": teacher,
+        "tool_free_success": tool_free,
+        "baseline_command": baseline_overrides(args),
+        "eval_episodes": episodes,
+        "methods": {key: {**row, "eval_episodes": episodes} for key, row in rows.items()},
+    }
+    (results / f"{NAME}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    plot(rows, teacher, results / f"{NAME}.png")
+    print("\n".join(lines))
+
+
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def verdict(rows: dict[str, dict[str, Any]], teacher: float) -> list[str]:
+    """What the numbers say about the targets, computed, not written by hand."""
+    out = []
+    for key in ("opd", "opd_replay"):
+        if key in rows:
+            row = rows[key]
+            gap = (teacher - row["final_success"]) * 100
+            seconds = row["seconds_to_within_5"]
+            out.append(
+                f"- `{key}` ends {gap:.1f} points below the teacher "
+                f"({'within' if gap <= 5 else 'NOT within'} 5 points); it first came within 5 "
+                f"points after {cost(seconds, 'seconds')} of training steps "
+                f"({'<=' if seconds is not None and seconds <= 900 else 'not within'} 15 minutes "
+                "at the load stated)."
+            )
+    if "opd" in rows and "opd_replay" in rows:
+        a, b = rows["opd"], rows["opd_replay"]
+        diff = (b["final_success"] - a["final_success"]) * 100
+        spread = max(a["final_success_max"] - a["final_success_min"],
+                     b["final_success_max"] - b["final_success_min"]) * 100  # fmt: skip
+        beats = diff > spread
+        out.append(
+            f"- Prefix replay vs vanilla OPD: {diff:+.1f} points of final success; the larger "
+            f"seed spread (max - min) is {spread:.1f} points, so the fix "
+            f"{'beats' if beats else 'does NOT beat'} vanilla OPD by more than the seeds' spread."
+        )
+        s90a, s90b = a["steps_to_90"], b["steps_to_90"]
+        out.append(
+            f"- Steps to 90% of the teacher: vanilla {cost(s90a, 'steps')}, replay "
+            f"{cost(s90b, 'steps')}."
+        )
+    return out
+
+
+def plot(rows: dict[str, dict[str, Any]], teacher: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for key, row in rows.items():
+        steps = sorted({p[0] for c in row["curves"] for p in c})
+        scores = [[p[1] for c in row["curves"] for p in c if p[0] == s] for s in steps]
+        (line,) = axes[0].plot(steps, [statistics.mean(s) for s in scores], marker="o", ms=3,
+                               label=f"{key} ({row['seeds']} seeds)")  # fmt: skip
+        axes[0].fill_between(steps, [min(s) for s in scores], [max(s) for s in scores],
+                             color=line.get_color(), alpha=0.15)  # fmt: skip
+        for axis, name in ((axes[1], "validity"), (axes[2], "episode/turns")):
+            xs, ys = smoothed_series(row["series"], name)
+            axis.plot(xs, ys, color=line.get_color(), label=key)
+    axes[0].axhline(teacher, color="black", ls="--", lw=1, label="teacher")
+    axes[0].axhline(0.9 * teacher, color="gray", ls=":", lw=1)
+    axes[0].set(xlabel="step", ylabel="held-out success", title="held-out success (min-max band)")
+    axes[1].set(xlabel="step", ylabel="valid calls / calls", title="tool-call validity (training)")
+    axes[2].set(xlabel="step", ylabel="assistant turns", title="turns per episode (training)")
+    for axis in axes:
+        axis.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def smoothed_series(
+    series: list[dict[str, list[tuple[int, float]]]], name: str, window: int = 10
+) -> tuple[list[int], list[float]]:
+    """The mean over seeds of ``name`` (``validity``: 1 - invalid / calls) in windows of steps."""
+    by_step: dict[int, list[float]] = {}
+    for s in series:
+        if name == "validity":
+            calls = dict(s["episode/tool_calls"])
+            points = [(k, 1 - v / calls[k]) for k, v in s["episode/invalid_calls"] if calls.get(k)]
+        else:
+            points = s[name]
+        for step, value in points:
+            by_step.setdefault((step - 1) // window, []).append(value)
+    keys = sorted(by_step)
+    return [(k + 1) * window for k in keys], [statistics.mean(by_step[k]) for k in keys]
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke test into outputs/")
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=None)
+    parser.add_argument("--eval-episodes", type=int, default=None)
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--jobs", type=int, default=2, help="runs at once (one thread each)")
+    parser.add_argument("--out", type=Path, default=None, help="run folders (default outputs/)")
+    parser.add_argument("--fresh", action="store_true", help="delete and rerun finished runs")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name, value in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.out = args.out or ROOT / "outputs" / ("agent-quick" if args.quick else "agent")
+    results = ROOT / "outputs" / "agent-quick" if args.quick else RESULTS
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python benchmarks/agent.py", *given])
+    if args.fresh and args.out.exists():
+        shutil.rmtree(args.out)
+    work = [("baseline", 0)] + [
+        (key, seed) for seed in range(args.seeds) for key in args.methods
+    ]  # seed 0 of every method first: an interrupted benchmark leaves the most useful part
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def one(item: tuple[str, int]) -> None:
+        key, seed = item
+        out = args.out / key / f"seed{seed}"
+        if args.report_only:
+            records[item] = read_record(out)
+            return
+        overrides = (
+            baseline_overrides(args) if key == "baseline" else run_overrides(key, seed, args)
+        )
+        records[item] = run_cli(overrides, out, f"{key} seed {seed}")
+
+    if not args.report_only:
+        one(work[0])  # builds the demo models once, before runs share them
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, work[1:]))
+    summary = json.loads((args.out / "baseline" / "seed0" / "summary.json").read_text())
+    baseline = {
+        "teacher": summary["teacher"]["success"],
+        "tool_free": summary["student_before"]["success"],
+    }
+    rows = {}
+    for key in args.methods:
+        runs = {
+            seed: args.out / key / f"seed{seed}"
+            for seed in range(args.seeds)
+            if (args.out / key / f"seed{seed}" / "summary.json").exists()
+        }
+        if runs:
+            rows[key] = summarize(
+                key, runs, {s: records.get((key, s), {}) for s in runs}, baseline["teacher"]
+            )
+    write_report(rows, baseline, command, args, results)
+
+
+if __name__ == "__main__":
+    main()
