@@ -27,7 +27,8 @@ from opd_arith.tokenizer import ROLES, build_tokenizer
 TINY = Architecture(32, 64, 1, 2, 1, 16, max_position_embeddings=160)
 TINY_SPEC = AgentSpec(
     num_train=200, teacher=TINY, student=TINY, teacher_steps=4, student_steps=4,
-    student_target_success=None, notool_steps=2, num_validation=8, num_replays=10, batch_size=8,
+    teacher_target_success=None, student_target_success=None, notool_steps=2,
+    num_validation=8, num_replays=10, batch_size=8,
 )  # fmt: skip
 
 
