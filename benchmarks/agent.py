@@ -383,14 +383,15 @@ def plot(rows: dict[str, dict[str, Any]], teacher: float, path: Path) -> None:
                                label=f"{key} ({row['seeds']} seeds)")  # fmt: skip
         axes[0].fill_between(steps, [min(s) for s in scores], [max(s) for s in scores],
                              color=line.get_color(), alpha=0.15)  # fmt: skip
+        window = max(1, row["steps_run"] // 20)
         for axis, name in ((axes[1], "validity"), (axes[2], "episode/turns")):
-            xs, ys = smoothed_series(row["series"], name)
-            axis.plot(xs, ys, color=line.get_color(), label=key)
+            xs, ys = smoothed_series(row["series"], name, window)
+            axis.plot(xs, ys, color=line.get_color(), marker=".", ms=3, label=key)
     axes[0].axhline(teacher, color="black", ls="--", lw=1, label="teacher")
     axes[0].axhline(0.9 * teacher, color="gray", ls=":", lw=1)
     axes[0].set(xlabel="step", ylabel="held-out success", title="held-out success (min-max band)")
     axes[1].set(xlabel="step", ylabel="valid calls / calls", title="tool-call validity (training)")
-    axes[2].set(xlabel="step", ylabel="assistant turns", title="turns per episode (training)")
+    axes[2].set(xlabel="step", ylabel="student turns", title="turns per episode (training)")
     for axis in axes:
         axis.legend(fontsize=7)
     fig.tight_layout()
