@@ -27,22 +27,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opd_report.curves import Curve, first_reaching, load_curve
+from bench_common.costs import cost_to
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.plots import Series, figure, plot_curves
+from bench_common.report import cost_text, markdown_table, percent, produced_by, write_report
+from bench_common.runs import command_line, load_average, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
-NAME = "agent"
+from opd_report.curves import first_reaching, load_curve
+
+RESULTS = ResultFiles.of(__file__)
 PLUGIN = "opd_agent.plugin"
 BASE = (
     f"plugins=[{PLUGIN}]",
@@ -70,10 +71,10 @@ METHODS: dict[str, Method] = {
         "multi-turn OPD + prefix replay (half the episodes open after a teacher prefix)",
         ("environment.prefix_replay=0.5",),
     ),
-    "sft_teacher": Method("SFT on the teacher's episodes", ("+experiment=sft",)),
+    "sft_teacher": Method("SFT on the teacher's episodes", ("objective=sft",)),
     "grpo": Method(
         "GRPO on the episode reward (8 prompts x 8 episodes)",
-        ("+experiment=rl", "train.prompts_per_step=8", "train.samples_per_prompt=8"),
+        ("objective=grpo", "train.prompts_per_step=8", "train.samples_per_prompt=8"),
     ),
 }
 TOOL_FREE = "demo://agent/student_notool"
@@ -115,55 +116,32 @@ def baseline_overrides(args: argparse.Namespace) -> list[str]:
     ]
 
 
-def run_cli(overrides: list[str], out: Path, label: str) -> dict[str, Any]:
-    """``python -m opd_core <overrides>`` into ``out`` with one thread (resumed when ``out`` holds
-    a checkpoint, skipped when it holds a summary); its wall seconds and the load around it."""
+def run(overrides: list[str], out: Path, label: str) -> dict[str, Any]:
+    """One run into ``out`` with one thread: skipped when ``out`` holds a summary, resumed from
+    its last checkpoint when it holds one; returns its wall seconds and the load around it."""
     if (out / "summary.json").exists():
         return read_record(out)
     resume = ["resume=true"] if (out / "checkpoints").is_dir() else []
-    command = [sys.executable, "-m", "opd_core", *overrides, *resume, "progress=false"]
-    command.append(f"hydra.run.dir={out}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"[{label}] {' '.join(command[2:])}", flush=True)
-    load_before, started = os.getloadavg()[0], time.perf_counter()
-    with open(out.parent / f"{out.name}.log", "a") as log:
-        done = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        print(f"[{label}] FAILED (exit {done.returncode}); see {out.name}.log", flush=True)
+    load_before = load_average()
+    code, seconds = run_cli([*overrides, *resume], out, label)
+    if code != 0:
         return {}
     record = {
         "wall_s": seconds,
         "resumed": bool(resume),
-        "load_before_after": [load_before, os.getloadavg()[0]],
+        "load_before_after": [load_before, load_average()],
     }
     (out.parent / f"{out.name}.run.json").write_text(json.dumps(record) + "\n")
-    print(f"[{label}] done in {seconds / 60:.1f} min", flush=True)
     return record
 
 
 def read_record(out: Path) -> dict[str, Any]:
-    """What :func:`run_cli` recorded about the run in ``out`` (wall seconds, load), if anything."""
+    """What :func:`run` recorded about the run in ``out`` (wall seconds, load), if anything."""
     path = out.parent / f"{out.name}.run.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
 # ---------------------------------------------------------------- report
-
-
-def reach(curves: list[Curve], target: float, what: str) -> float | None:
-    """Median steps / FLOPs / training seconds to ``target`` over the seeds that reached it
-    (None unless most did)."""
-    points = [first_reaching(c, target) for c in curves]
-    values = [
-        None
-        if p is None
-        else float({"steps": p.step, "flops": p.total_flops, "seconds": p.train_seconds}[what])
-        for p in points
-    ]
-    reached = [v for v in values if v is not None]
-    return statistics.median(reached) if len(reached) * 2 > len(curves) else None
 
 
 def train_series(run: Path) -> dict[str, list[tuple[int, float]]]:
@@ -218,7 +196,7 @@ def summarize(
     }
     for name, target in (("90", 0.9 * teacher), ("within_5", teacher - 0.05)):
         for what in ("steps", "flops", "seconds"):
-            row[f"{what}_to_{name}"] = reach(curves, target, what)
+            row[f"{what}_to_{name}"] = cost_to(curves, target, what)
         row[f"reached_{name}"] = sum(first_reaching(c, target) is not None for c in curves)
     series = [train_series(runs[s]) for s in sorted(runs)]
     quarter = max(1, steps // 4)
@@ -244,79 +222,81 @@ def mean_of(values: list[float | None]) -> float | None:
     return statistics.mean(present) if present else None
 
 
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1%}"
-
-
-def cost(value: float | None, what: str) -> str:
-    if value is None:
-        return "not reached"
-    return {"steps": f"{value:.0f}", "flops": f"{value:.2e}", "seconds": f"{value:.0f} s"}[what]
-
-
-def write_report(
+def report(
     rows: dict[str, dict[str, Any]],
     baseline: dict[str, Any],
     command: str,
     args: argparse.Namespace,
-    results: Path,
+    files: ResultFiles,
 ) -> None:
+    """Write the Markdown, the JSON and the figure."""
     teacher, tool_free = baseline["teacher"], baseline["tool_free"]
     episodes = args.eval_episodes
     lines = [
         "# Multi-turn distillation of a tool-using student (the calculator demo)",
         "",
-        f"Produced by `{command}` (arguments: {json.dumps(vars(args), default=str)}; each run a "
-        f"`python -m opd_core` process with one thread, {args.jobs} at a time on 2 CPU cores "
-        "shared with other work; the load average around each run is in the JSON). Every run: "
-        f"`{' '.join(BASE)} train.steps={args.steps} eval.every={args.eval_every} "
+        produced_by(
+            command,
+            f"arguments {json.dumps(vars(args), default=str)}",
+            f"each run a `python -m opd_core` process with one thread, {args.jobs} at a time on "
+            "2 CPU cores shared with other work; the load average around each run is in the JSON",
+        )
+        + f". Every run: `{' '.join(BASE)} train.steps={args.steps} eval.every={args.eval_every} "
         f"task.eval_size={episodes} seed=<seed>` plus the method's overrides below.",
         "",
         f"Success = the share of {episodes} held-out episodes (greedy, with the calculator) whose "
         f"final answer is right (one episode = {100 / episodes:.2g} points). Teacher: "
-        f"**{pct(teacher)}**; 90% of it: {pct(0.9 * teacher)}; the student's shape trained "
-        f"to compute without the tool (the teacher's SFT budget): **{pct(tool_free)}** "
-        f"(`{' '.join(baseline_overrides(args))}`). To-target columns: the median over the seeds "
-        "that got there (n/seeds), or *not reached* unless most did. FLOPs follow "
-        "`opd_core/flops.py` (sampling, scoring, training; evaluation not counted); seconds are "
-        "the training steps' own, under the load stated.",
+        f"**{percent(teacher)}**; 90% of it: {percent(0.9 * teacher)}; the student's shape "
+        f"trained to compute without the tool (the teacher's SFT budget): "
+        f"**{percent(tool_free)}** (`{' '.join(baseline_overrides(args))}`). To-target columns: "
+        "the median over the seeds that got there (n/seeds), or *not reached* unless most did. "
+        "FLOPs follow `opd_core/flops.py` (sampling, scoring, training; evaluation not "
+        "counted); seconds are the training steps' own, under the load stated.",
         "",
-        "| method | overrides | seeds | final success (mean ± std, min-max) | steps to 90% "
-        "| FLOPs to 90% | seconds to 90% | seconds to teacher - 5 points |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows.values():
-        lines.append(
-            f"| {row['label']} | `{' '.join(row['overrides']) or '(none)'}` | {row['seeds']} "
-            f"| {pct(row['final_success'])} ± {pct(row['final_success_std'])} "
-            f"({pct(row['final_success_min'])}-{pct(row['final_success_max'])}) "
-            f"| {cost(row['steps_to_90'], 'steps')} ({row['reached_90']}/{row['seeds']}) "
-            f"| {cost(row['flops_to_90'], 'flops')} | {cost(row['seconds_to_90'], 'seconds')} "
-            f"| {cost(row['seconds_to_within_5'], 'seconds')} "
-            f"({row['reached_within_5']}/{row['seeds']}) |"
-        )
-    lines += [
+        *markdown_table(
+            "method | overrides | seeds | final success (mean ± std, min-max) | steps to 90% "
+            "| FLOPs to 90% | seconds to 90% | seconds to teacher - 5 points",
+            (
+                f"{row['label']} | `{' '.join(row['overrides']) or '(none)'}` | {row['seeds']} "
+                f"| {percent(row['final_success'])} ± {percent(row['final_success_std'])} "
+                f"({percent(row['final_success_min'])}-{percent(row['final_success_max'])}) "
+                f"| {cost_text(row['steps_to_90'], 'steps')} ({row['reached_90']}/{row['seeds']}) "
+                f"| {cost_text(row['flops_to_90'], 'flops')} "
+                f"| {cost_text(row['seconds_to_90'], 'seconds')} "
+                f"| {cost_text(row['seconds_to_within_5'], 'seconds')} "
+                f"({row['reached_within_5']}/{row['seeds']})"
+                for row in rows.values()
+            ),
+        ),
         "",
         "## Behaviour over training (training episodes, mean over seeds; first and last "
         "quarter of the steps)",
         "",
-        "| method | steps | tool-call validity | tool calls / episode | turns / episode "
-        "| training success | teacher reverse KL |",
-        "|---|---|---|---|---|---|---|",
+        "With prefix replay, an episode's turns and calls are the student's own, after the "
+        "teacher's prefix, and its training success includes the prefix's help; SFT's training "
+        "episodes are the teacher's.",
+        "",
+        *markdown_table(
+            "method | steps | tool-call validity | tool calls / episode | turns / episode "
+            "| training success | teacher reverse KL",
+            (
+                f"{key} | {window.removeprefix('steps_').replace('_', '-')} "
+                f"| {percent(values['tool_call_validity'])} | {fmt(values.get('tool_calls'))} "
+                f"| {fmt(values.get('turns'))} | {percent(values.get('success'))} "
+                f"| {fmt(values.get('teacher_reverse_kl'), 3)}"
+                for key, row in rows.items()
+                for window, values in row["training"].items()
+            ),
+        ),
+        "",
+        "## Verdict",
+        "",
+        *verdict(rows, teacher),
+        "",
+        files.image("held-out success, tool-call validity and turns per episode"),
+        "",
     ]
-    for key, row in rows.items():
-        for window, values in row["training"].items():
-            kl = values.get("teacher_reverse_kl")
-            lines.append(
-                f"| {key} | {window.removeprefix('steps_').replace('_', '-')} "
-                f"| {pct(values['tool_call_validity'])} | {fmt(values.get('tool_calls'))} "
-                f"| {fmt(values.get('turns'))} | {pct(values.get('success'))} "
-                f"| {'n/a' if kl is None else f'{kl:.3f}'} |"
-            )
-    lines += ["", "## Verdict", "", *verdict(rows, teacher), "", f"![curves]({NAME}.png)", ""]
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{NAME}.md").write_text("\n".join(lines))
-    payload = {
+    record = {
         "command": command,
         "arguments": vars(args),
         "base_overrides": list(BASE),
@@ -326,13 +306,12 @@ def write_report(
         "eval_episodes": episodes,
         "methods": {key: {**row, "eval_episodes": episodes} for key, row in rows.items()},
     }
-    (results / f"{NAME}.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    plot(rows, teacher, results / f"{NAME}.png")
-    print("\n".join(lines))
+    write_report(files, lines, record)
+    plot(rows, teacher, files.png())
 
 
-def fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def verdict(rows: dict[str, dict[str, Any]], teacher: float) -> list[str]:
@@ -343,60 +322,63 @@ def verdict(rows: dict[str, dict[str, Any]], teacher: float) -> list[str]:
             row = rows[key]
             gap = (teacher - row["final_success"]) * 100
             seconds = row["seconds_to_within_5"]
+            in_time = seconds is not None and seconds <= 900
             out.append(
                 f"- `{key}` ends {gap:.1f} points below the teacher "
                 f"({'within' if gap <= 5 else 'NOT within'} 5 points); it first came within 5 "
-                f"points after {cost(seconds, 'seconds')} of training steps "
-                f"({'<=' if seconds is not None and seconds <= 900 else 'not within'} 15 minutes "
-                "at the load stated)."
+                f"points after {cost_text(seconds, 'seconds')} of training steps "
+                f"({'within' if in_time else 'not within'} 15 minutes at the load stated)."
             )
     if "opd" in rows and "opd_replay" in rows:
         a, b = rows["opd"], rows["opd_replay"]
         diff = (b["final_success"] - a["final_success"]) * 100
         spread = max(a["final_success_max"] - a["final_success_min"],
                      b["final_success_max"] - b["final_success_min"]) * 100  # fmt: skip
-        beats = diff > spread
+        beats = "beats" if diff > spread else "does NOT beat"
         out.append(
             f"- Prefix replay vs vanilla OPD: {diff:+.1f} points of final success; the larger "
-            f"seed spread (max - min) is {spread:.1f} points, so the fix "
-            f"{'beats' if beats else 'does NOT beat'} vanilla OPD by more than the seeds' spread."
+            f"seed spread (max - min) is {spread:.1f} points, so the fix {beats} vanilla OPD by "
+            "more than the seeds' spread."
         )
-        s90a, s90b = a["steps_to_90"], b["steps_to_90"]
         out.append(
-            f"- Steps to 90% of the teacher: vanilla {cost(s90a, 'steps')}, replay "
-            f"{cost(s90b, 'steps')}."
+            f"- Steps to 90% of the teacher: vanilla {cost_text(a['steps_to_90'], 'steps')}, "
+            f"replay {cost_text(b['steps_to_90'], 'steps')}."
         )
     return out
 
 
 def plot(rows: dict[str, dict[str, Any]], teacher: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    """Held-out success (mean, min-max band), tool-call validity and turns over training."""
+    success, validity_lines, turns = [], [], []
     for key, row in rows.items():
         steps = sorted({p[0] for c in row["curves"] for p in c})
         scores = [[p[1] for c in row["curves"] for p in c if p[0] == s] for s in steps]
-        (line,) = axes[0].plot(steps, [statistics.mean(s) for s in scores], marker="o", ms=3,
-                               label=f"{key} ({row['seeds']} seeds)")  # fmt: skip
-        axes[0].fill_between(steps, [min(s) for s in scores], [max(s) for s in scores],
-                             color=line.get_color(), alpha=0.15)  # fmt: skip
+        success.append(
+            Series(f"{key} ({row['seeds']} seeds)", steps, [statistics.mean(s) for s in scores],
+                   [min(s) for s in scores], [max(s) for s in scores])
+        )  # fmt: skip
         window = max(1, row["steps_run"] // 20)
-        for axis, name in ((axes[1], "validity"), (axes[2], "episode/turns")):
-            xs, ys = smoothed_series(row["series"], name, window)
-            axis.plot(xs, ys, color=line.get_color(), marker=".", ms=3, label=key)
-    axes[0].axhline(teacher, color="black", ls="--", lw=1, label="teacher")
-    axes[0].axhline(0.9 * teacher, color="gray", ls=":", lw=1)
-    axes[0].set(xlabel="step", ylabel="held-out success", title="held-out success (min-max band)")
-    axes[1].set(xlabel="step", ylabel="valid calls / calls", title="tool-call validity (training)")
-    axes[2].set(xlabel="step", ylabel="student turns", title="turns per episode (training)")
-    for axis in axes:
-        axis.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        validity_lines.append(Series(key, *smoothed_series(row["series"], "validity", window)))
+        turns.append(Series(key, *smoothed_series(row["series"], "episode/turns", window)))
+    with figure(path, panels=3, size=(15, 4.5)) as (left, middle, right):
+        plot_curves(
+            left,
+            success,
+            xlabel="step",
+            ylabel="held-out success",
+            teacher=teacher,
+            fractions=(0.9,),
+            title="held-out success (min-max band over seeds)",
+        )
+        plot_curves(
+            middle,
+            validity_lines,
+            xlabel="step",
+            ylabel="valid calls / calls",
+            title="tool-call validity (training episodes)",
+        )
+        plot_curves(right, turns, xlabel="step", ylabel="student turns",
+                    title="turns per episode (training episodes)")  # fmt: skip
 
 
 def smoothed_series(
@@ -431,15 +413,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="run folders (default outputs/)")
     parser.add_argument("--fresh", action="store_true", help="delete and rerun finished runs")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
-    args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    for name, value in sizes.items():
+    given = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(given)
+    for name, value in (QUICK if args.quick else FULL).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.out = args.out or ROOT / "outputs" / ("agent-quick" if args.quick else "agent")
-    results = ROOT / "outputs" / "agent-quick" if args.quick else RESULTS
-    given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python benchmarks/agent.py", *given])
+    args.out = args.out or OUTPUTS / ("agent-quick" if args.quick else "agent")
+    files = RESULTS.under(OUTPUTS / "agent-quick") if args.quick else RESULTS
+    command = command_line(__file__, *given)
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     work = [("baseline", 0)] + [
@@ -456,10 +437,9 @@ def main(argv: list[str] | None = None) -> None:
         overrides = (
             baseline_overrides(args) if key == "baseline" else run_overrides(key, seed, args)
         )
-        records[item] = run_cli(overrides, out, f"{key} seed {seed}")
+        records[item] = run(overrides, out, f"{key} seed {seed}")
 
-    if not args.report_only:
-        one(work[0])  # builds the demo models once, before runs share them
+    one(work[0])  # builds the demo models once, before runs share them
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(one, work[1:]))
     summary = json.loads((args.out / "baseline" / "seed0" / "summary.json").read_text())
@@ -478,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
             rows[key] = summarize(
                 key, runs, {s: records.get((key, s), {}) for s in runs}, baseline["teacher"]
             )
-    write_report(rows, baseline, command, args, results)
+    report(rows, baseline, command, args, files)
 
 
 if __name__ == "__main__":

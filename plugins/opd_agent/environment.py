@@ -84,18 +84,15 @@ class CalculatorEnvironment:
         return self._teacher_turns
 
     def _replay_path(self) -> Path:
-        if self.replay_from != "demo":
-            path = Path(self.replay_from)
-            if not path.is_file():
-                raise OPDError(
-                    f"environment.replay_from '{path}' is not a file; give a JSONL file of "
-                    "teacher episodes or 'demo' for the demo teacher's."
-                )
-            return path
-        from opd_agent.build import AgentSpec, build_agent_models
-        from opd_agent.plugin import cache_dir
-
-        return build_agent_models(AgentSpec(), cache_dir()).trajectories
+        """The JSONL file ``replay_from`` names (``demo`` is resolved by the registered
+        ``environment=calculator``, :class:`opd_agent.plugin.Calculator`)."""
+        path = Path(self.replay_from)
+        if not path.is_file():
+            raise OPDError(
+                f"environment.replay_from '{path}' is not a file; give a JSONL file of "
+                "teacher episodes or 'demo' for the demo teacher's."
+            )
+        return path
 
     @hookimpl
     def opd_start_episode(self, prompt: Prompt) -> EpisodeStart:

@@ -30,6 +30,18 @@ def cache_dir() -> Path:
     return cache_root() / "demo_agent"
 
 
+class Calculator(CalculatorEnvironment):
+    """``environment=calculator``: the calculator environment, whose ``replay_from: demo`` is the
+    cached greedy episodes of the demo's tool-use teacher on the task's training questions."""
+
+    def _replay_path(self) -> Path:
+        if self.replay_from != "demo":
+            return super()._replay_path()
+        from opd_agent.build import AgentSpec, build_agent_models
+
+        return build_agent_models(AgentSpec(), cache_dir()).trajectories
+
+
 class CalculatorTask:
     """Expressions like ``(37*58)+64`` over two-digit numbers, solved with a calculator."""
 
@@ -83,7 +95,7 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
 @hookimpl
 def opd_register_components(registry: Registry) -> None:
     registry.add("task", "calculator", CalculatorTask)
-    registry.add("environment", "calculator", CalculatorEnvironment)
+    registry.add("environment", "calculator", Calculator)
 
 
 @hookimpl
