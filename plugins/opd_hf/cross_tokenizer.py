@@ -1,19 +1,24 @@
 """The ``cross_tokenizer`` teacher: a ``transformers`` model with its own tokenizer and chat
-template scores the text the student wrote, mapped back onto the student's tokens.
+template scores the text the student wrote.
 
-For each rollout the student's completion tokens are decoded piece by piece (their character
-spans), the prompt is rendered with the teacher's chat template, and the completion text is
-tokenized by the teacher. The teacher's log-probability of each of its tokens is spread over the
-student tokens it overlaps (:func:`opd_hf.char_spans.spread`); the student's EOS, when the
-completion ended, gets the teacher's log-probability of ending there (the same token when the
-teacher's vocabulary has it, else any of the teacher's EOS tokens). Exact: the sum over a
-completion is the teacher's log-probability of its text (under the teacher's tokenization of it)
-and of ending. Approximate: per token, where the two tokenizations split the text differently.
-Only sampled-token objectives can use it (docs/teachers.md).
+``target=byte_prefix`` (the default, :mod:`opd_hf.byte_prefix`): at every completion position the
+teacher's next-token distribution at the same byte offset of the text, mapped onto the student's
+vocabulary by byte-prefix matching (a residual bucket for what maps nowhere). The result is a
+``TeacherScores`` like ``teacher=hf``'s: the sampled token's log-probability under that target and
+its top-k tokens, so every objective works (the top-k reverse KL, forward KL, JSD, ...).
+
+``target=sequence`` (the earlier path): the student's completion tokens are decoded piece by piece
+(their character spans), the completion text is tokenized by the teacher, and each teacher
+token's log-probability is spread over the student tokens it overlaps
+(:func:`opd_hf.char_spans.spread`); the student's EOS, when the completion ended, gets the
+teacher's log-probability of ending there. Exact per sequence (the sum over a completion is the
+teacher's log-probability of its text and of ending), approximate per token; sampled-token
+objectives only (docs/teachers.md).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +26,34 @@ from typing import Any
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
-from opd_core.api import RunContext, eos_ids, load_model, next_token_logits, pad_left, render_prompt
+from opd_core.api import (
+    ModelShape,
+    RunContext,
+    Sum,
+    eos_ids,
+    load_model,
+    next_token_logits,
+    pad_left,
+    render_prompt,
+)
+from opd_hf.byte_prefix import (
+    MIN_LOGPROB,
+    BatchPlan,
+    PairMap,
+    TreeRow,
+    assemble_targets,
+    build_pair_map,
+    plan_row,
+    tree_logprobs,
+    vocab_bytes,
+)
 from opd_hf.char_spans import SPLITS, Span, piece_spans, segment_values, spread, token_pieces
 from opd_hf.teacher import HFTeacher
+
+TARGETS = ("byte_prefix", "sequence")
+"""What the teacher gives: a next-token target over the student's vocabulary at every position
+(``byte_prefix``), or its per-sequence log-probability shared among the student's tokens
+(``sequence``)."""
 
 
 @dataclass(frozen=True)
@@ -47,16 +77,33 @@ class TeacherRow:
 
 
 class CrossTokenizerTeacher(HFTeacher):
-    """Scores the student's text with a teacher that has another tokenizer (sampled tokens only)."""
+    """Scores the student's text with a teacher that has another tokenizer."""
 
-    def __init__(self, model: Mapping[str, Any], batch_size: int = 8, split: str = "chars") -> None:
-        """``split``: how a teacher token's log-probability is shared among the student tokens
-        it overlaps (:data:`opd_hf.char_spans.SPLITS`): by characters, all to the last, or
-        ``segment``: each student token its own sampled log-probability plus an equal share of
-        its segment's teacher-minus-student difference (``char_spans.segment_values``)."""
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        batch_size: int = 8,
+        target: str = "byte_prefix",
+        branch_depth: int = 2,
+        split: str = "chars",
+    ) -> None:
+        """``target``: :data:`TARGETS`. ``branch_depth`` (``byte_prefix``): how many teacher
+        tokens a followed path may spend inside a teacher token that the student's boundary
+        splits (0: only the tokens that extend what the student wrote, renormalised; no extra
+        forward work). ``split`` (``sequence``): how a teacher token's log-probability is
+        shared among the student tokens it overlaps (:data:`opd_hf.char_spans.SPLITS`): by
+        characters, all to the last, or ``segment``: each student token its own sampled
+        log-probability plus an equal share of its segment's teacher-minus-student difference
+        (``char_spans.segment_values``)."""
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        if branch_depth < 0:
+            raise ValueError(f"branch_depth must be >= 0, got {branch_depth}")
         super().__init__(model, batch_size=batch_size, check_template=False)
+        self.target = target
+        self.branch_depth = branch_depth
         self.split = split
 
     def setup(self, ctx: RunContext) -> None:
@@ -90,16 +137,40 @@ class CrossTokenizerTeacher(HFTeacher):
                     f"teacher=cross_tokenizer needs fast (Rust) tokenizers, but the {who}'s "
                     f"is a {type(tokenizer).__name__}; load it with use_fast=True."
                 )
+        if self.target == "byte_prefix":
+            self.setup_byte_prefix(ctx)
+
+    def setup_byte_prefix(self, ctx: RunContext) -> None:
+        """The tokenizer pair's tables, and a check that the teacher scores branch tokens."""
+        started = time.perf_counter()
+        student_eos = eos_ids(ctx.student.model, ctx.student.tokenizer)
+        eos = ctx.student.tokenizer.eos_token_id
+        self.pair: PairMap = build_pair_map(
+            vocab_bytes(ctx.student.tokenizer, vocab_size(ctx.student.model), "student"),
+            vocab_bytes(self.loaded.tokenizer, vocab_size(self.loaded.model), "teacher"),
+            student_eos=eos if eos in student_eos else student_eos[0],
+            teacher_eos=self.teacher_eos,
+        )
+        self.student_stops = set(student_eos)
+        self.shape = ModelShape.of(self.loaded.model)
+        self.setup_s = time.perf_counter() - started
+        if self.branch_depth > 0:
+            check_tree_attention(self.loaded.model, self.loaded.tokenizer, self.spec.path)
 
     @hookimpl
     def opd_run_start(self, ctx: RunContext) -> None:
-        """Refuse, before the first step, an objective that needs the teacher's top-k tokens."""
+        """Refuse, before the first step, an objective that needs the teacher's top-k tokens
+        when the target is per sequence."""
+        if self.target != "sequence":
+            return
         requests = [r for r in ctx.hook.opd_score_request() if r is not None]
         refuse_top_k(max((r.top_k for r in requests), default=0), ctx.config.loss.get("name"))
 
     @hookimpl
     @torch.no_grad()
     def opd_score_rollouts(self, rollouts: RolloutBatch, top_k: int) -> TeacherScores:
+        if self.target == "byte_prefix":
+            return self.score_byte_prefix(rollouts, top_k)
         refuse_top_k(top_k, None)
         logprobs_BT = torch.zeros_like(rollouts.sampler_logprobs_BT, device="cpu")
         mask_BT = rollouts.completion_mask_BT.cpu().bool()
@@ -120,6 +191,132 @@ class CrossTokenizerTeacher(HFTeacher):
             metrics={"teacher/token_match": token_match(rows)},
         )
 
+    def score_byte_prefix(self, rollouts: RolloutBatch, top_k: int) -> TeacherScores:
+        """Byte-prefix-matched targets (:mod:`opd_hf.byte_prefix`) at every completion
+        position: the sampled token's log-probability under them and their top-k tokens."""
+        mask_BT = rollouts.completion_mask_BT.cpu().bool()
+        ids_BT = rollouts.input_ids_BT.cpu()
+        B, T = ids_BT.shape
+        K = min(top_k, self.pair.student.size)
+        logprobs_BT = torch.zeros((B, T), dtype=torch.float32)
+        topk_ids_BTK = torch.zeros((B, T, K), dtype=torch.long)
+        topk_lps_BTK = torch.zeros((B, T, K), dtype=torch.float32)
+        sums = dict.fromkeys(("exact", "boundary", "residual", "short", "dropped"), 0.0)
+        counts = {"positions": 0, "branch": 0, "teacher_tokens": 0}
+        seconds = {"align": 0.0, "forward": 0.0, "target": 0.0}
+        flops = {"scoring": 0.0, "branch": 0.0}
+        for start in range(0, B, self.batch_size):
+            clock = time.perf_counter()
+            plan = BatchPlan()
+            where: list[tuple[int, int]] = []
+            for b in range(start, min(start + self.batch_size, B)):
+                columns = mask_BT[b].nonzero().squeeze(-1).tolist()
+                if not columns:
+                    continue
+                text, offsets = self.student_bytes(ids_BT[b, columns].tolist())
+                tokenizer = self.loaded.tokenizer
+                teacher_ids = tokenizer(
+                    text.decode("utf-8"), add_special_tokens=False
+                )["input_ids"]
+                plan_row(
+                    plan,
+                    self.pair,
+                    self.prompt_ids(rollouts.prompts[b]),
+                    text,
+                    teacher_ids,
+                    offsets,
+                    self.branch_depth,
+                )
+                counts["teacher_tokens"] += len(teacher_ids)
+                where += [(b, t) for t in columns]
+            if not where:
+                continue
+            seconds["align"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            outputs = sorted(plan.outputs, key=plan.outputs.__getitem__)
+            logprobs_RV = tree_logprobs(self.loaded.model, plan.rows, outputs, self.pad_id())
+            seconds["forward"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            targets = assemble_targets(plan, self.pair, logprobs_RV.cpu())
+            b_N, t_N = torch.tensor(where, dtype=torch.long).unbind(1)
+            probs_NS = targets.probs_NS
+            sampled_N = probs_NS.gather(1, ids_BT[b_N, t_N].unsqueeze(1)).squeeze(1)
+            logprobs_BT[b_N, t_N] = sampled_N.log().clamp(min=MIN_LOGPROB).float()
+            if K:
+                values_NK, index_NK = probs_NS[:, :-1].topk(K, dim=-1)
+                topk_ids_BTK[b_N, t_N] = index_NK
+                topk_lps_BTK[b_N, t_N] = values_NK.log().clamp(min=MIN_LOGPROB).float()
+            seconds["target"] += time.perf_counter() - clock
+            for name, values_N in (
+                ("exact", targets.exact_N),
+                ("boundary", targets.boundary_N),
+                ("residual", targets.residual_N),
+                ("short", targets.short_N),
+                ("dropped", targets.dropped_N),
+            ):
+                sums[name] += float(values_N.double().sum())
+            counts["positions"] += len(where)
+            counts["branch"] += sum(len(r.anchors) for r in plan.rows)
+            with_branches = tree_flops(self.shape, plan.rows, plan, branches=True)
+            flops["scoring"] += with_branches
+            flops["branch"] += with_branches - tree_flops(
+                self.shape, plan.rows, plan, branches=False
+            )
+        device = rollouts.input_ids_BT.device
+        positions = max(counts["positions"], 1)
+        metrics: dict[str, float] = {
+            "teacher/exact_frac": sums["exact"] / positions,
+            "teacher/boundary_frac": sums["boundary"] / positions,
+            "teacher/residual_mass": sums["residual"] / positions,
+            "teacher/short_mass": sums["short"] / positions,
+            "teacher/dropped_mass": sums["dropped"] / positions,
+            "teacher/branch_tokens": counts["branch"] / positions,
+            "teacher/token_ratio": counts["teacher_tokens"] / positions,
+            "teacher/align_s": seconds["align"],
+            "teacher/forward_s": seconds["forward"],
+            "teacher/target_s": seconds["target"],
+            "teacher/scoring_flops": Sum(flops["scoring"]),
+            "teacher/branch_flops": Sum(flops["branch"]),
+        }
+        return TeacherScores(
+            logprobs_BT=logprobs_BT.to(device),
+            topk_ids_BTK=topk_ids_BTK.to(device) if K else None,
+            topk_logprobs_BTK=topk_lps_BTK.to(device) if K else None,
+            metrics=metrics,
+        )
+
+    def student_bytes(self, completion_ids: list[int]) -> tuple[bytes, list[int]]:
+        """The bytes a student completion writes (its final EOS excluded) and the byte offset
+        before each of its tokens. A completion that is no valid UTF-8 (a broken sampler's
+        byte pieces) is taken as its decoder writes it, replacement characters included."""
+        ended = bool(completion_ids) and completion_ids[-1] in self.student_stops
+        text_ids = completion_ids[:-1] if ended else completion_ids
+        pieces = [self.pair.student.pieces[i] for i in text_ids]
+        text = b"".join(pieces)
+        try:
+            text.decode("utf-8")
+        except UnicodeDecodeError:
+            pieces = [p.encode() for p in token_pieces(self.student_tokenizer, text_ids)]
+            text = b"".join(pieces)
+        offsets, at = [], 0
+        for piece in pieces:
+            offsets.append(at)
+            at += len(piece)
+        return text, offsets + [at] * ended
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        """The prompt in the teacher's chat template and tokens."""
+        tokenizer = self.loaded.tokenizer
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        ids: list[int] = tokenizer(
+            render_prompt(tokenizer, prompt), add_special_tokens=not has_template
+        )["input_ids"]
+        return ids
+
+    def pad_id(self) -> int:
+        pad = self.loaded.tokenizer.pad_token_id
+        return int(pad) if pad is not None else 0
+
     def teacher_row(
         self, prompt: Prompt, completion_ids: list[int], logprobs: torch.Tensor | None = None
     ) -> TeacherRow:
@@ -129,10 +326,7 @@ class CrossTokenizerTeacher(HFTeacher):
         text_ids = completion_ids[:-1] if ended else completion_ids
         pieces = token_pieces(self.student_tokenizer, text_ids)
         tokenizer = self.loaded.tokenizer
-        has_template = bool(getattr(tokenizer, "chat_template", None))
-        prompt_ids = tokenizer(
-            render_prompt(tokenizer, prompt), add_special_tokens=not has_template
-        )["input_ids"]
+        prompt_ids = self.prompt_ids(prompt)
         encoded = tokenizer("".join(pieces), add_special_tokens=False, return_offsets_mapping=True)
         end_id = self.end_ids[completion_ids[-1]] if ended else None
         tail = [end_id if end_id is not None else self.teacher_eos[0]] if ended else []
@@ -199,4 +393,46 @@ def refuse_top_k(top_k: int, loss: str | None) -> None:
             f"teacher=cross_tokenizer scores only the student's sampled tokens, but {which} "
             f"asks for the teacher's top-{top_k} tokens over the student's vocabulary; use "
             "objective=opd (advantage=reverse_kl, loss=importance_sampling)."
+        )
+
+
+def vocab_size(model: Any) -> int:
+    """The number of logits a causal LM outputs per position."""
+    head = model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
+def tree_flops(shape: ModelShape, rows: Sequence[TreeRow], plan: BatchPlan, branches: bool) -> float:
+    """Forward FLOPs of the teacher over ``rows`` (with or without their branch tokens), its LM
+    head at the outputs the plan reads."""
+    heads = [0] * len(rows)
+    for row, column in plan.outputs:
+        if branches or column < rows[row].n_main:
+            heads[row] += 1
+    lengths = [len(r.ids) if branches else r.n_main for r in rows]
+    return shape.forward_flops(torch.tensor(lengths), torch.tensor(heads))
+
+
+def check_tree_attention(model: Any, tokenizer: Any, path: str) -> None:
+    """One sentence unless the teacher, given a tree attention mask, scores a branch token as it
+    scores the same tokens in a plain forward (left padding included)."""
+    ids = tokenizer("12+34=46 #46 ok", add_special_tokens=False)["input_ids"][:6]
+    if len(ids) < 4:
+        return
+    rows = [
+        TreeRow(ids=[*ids[:4], ids[5 % len(ids)]], n_main=4, anchors=[2], parents=[-1]),
+        TreeRow(ids=ids[:2], n_main=2),
+    ]
+    got_XV = tree_logprobs(model, rows, [(0, 4), (0, 3), (1, 1)], 0)
+    device = next(model.parameters()).device
+    expected = []
+    for sequence in ([*ids[:2], ids[5 % len(ids)]], ids[:4], ids[:2]):
+        logits_1TV = model(input_ids=torch.tensor([sequence], device=device)).logits
+        expected.append(torch.log_softmax(logits_1TV[0, -1].float(), dim=-1))
+    gap = float((got_XV - torch.stack(expected)).abs().max())
+    if gap > 1e-3:
+        raise OPDError(
+            f"The teacher {path} does not score tokens under a custom 4D attention mask as in "
+            f"a plain forward (log-probabilities differ by {gap:.2g}), which teacher.branch_depth "
+            "> 0 needs; set teacher.branch_depth=0."
         )
