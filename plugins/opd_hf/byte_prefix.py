@@ -420,7 +420,7 @@ def follow(
         first, others = ids[0], ids[1:]
         for other in others:  # byte-fallback spellings: not followed
             plan.cut.append((n, output, node, other))
-        if depth <= 0:
+        if depth <= 0 or not leads_anywhere(pair, rest[length:], depth - 1):
             plan.cut.append((n, output, node, first))
             continue
         child = len(plan.node_token)
@@ -438,6 +438,15 @@ def follow(
             plan.full.append((n, child_output, child))
         else:
             follow(plan, pair, tree, row, n, child_output, child, rest[length:], anchor, depth - 1)
+
+
+def leads_anywhere(pair: PairMap, rest: bytes, depth: int) -> bool:
+    """Whether a branch token after which ``rest`` is still to be written, with ``depth``
+    tokens left, can contribute (else its path counts as not followed, without a branch)."""
+    if not rest:
+        return True
+    lo, hi = pair.extension_range(rest)
+    return hi > lo or (depth > 0 and bool(pair.prefix_tokens(rest)))
 
 
 def tree_masks(

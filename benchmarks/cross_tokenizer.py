@@ -1,0 +1,421 @@
+"""Issue 21: a teacher with another tokenizer through byte-prefix-matched targets, measured.
+
+    python benchmarks/cross_tokenizer.py                      # demo runs: 3 seeds x 2 setups
+    python benchmarks/cross_tokenizer.py --steps 200 --jobs 2  # shorter, two runs at a time
+    python benchmarks/cross_tokenizer.py --real-text          # Gemma-3-270M -> SmolLM2-135M
+    python benchmarks/cross_tokenizer.py --report-only        # rewrite the report from the runs
+
+**Demo.** The demo student (``demo://arithmetic/student``) distilled with the demo's schedule
+and default objective (top-k reverse KL, ``conf/schedule/demo.yaml``) from the same-tokenizer
+demo teacher (``+teacher=demo``) and from ``demo://arithmetic/teacher_bpe`` (the same recipe over
+a BPE that merges across characters, another vocabulary and EOS) through
+``teacher=cross_tokenizer`` with its default ``target=byte_prefix``. Every run is a real
+``python -m opd_core`` process (one thread; ``--jobs`` of them at a time), evaluated greedily on
+500 held-out problems every 100 steps; a finished run folder is reused, an interrupted one
+resumed from its last checkpoint. ``gain_vs_same_tokenizer`` is a setup's mean gain (after minus
+before) over the same-tokenizer teacher's.
+
+**Real text.** Gemma-3-270M (``asset://gemma3-270m``) as the teacher of SmolLM2-135M-Instruct
+(``asset://smollm2-135m-instruct``): SmolLM2 answers chat prompts (temperature 1, what OPD would
+score), and Gemma's byte-prefix targets on those answers are measured per ``branch_depth``:
+the share of exact positions, the residual, short and dropped mass, the branch tokens and the
+CPU seconds of each stage.
+
+The report goes to ``docs/results/cross_tokenizer.{md,json,png}``, the command beside every
+number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli_runs import run_cli
+
+from opd_core.metrics import read_metrics
+from opd_report.curves import Curve, load_curve
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+EVAL = ("+task=arithmetic", "task.eval_size=500")
+BPE = "teacher.model.path=demo://arithmetic/teacher_bpe"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One arm of the comparison."""
+
+    label: str
+    overrides: tuple[str, ...]
+
+
+SETUPS = {
+    "same_tokenizer": Setup("same-tokenizer teacher (demo teacher)", ("+teacher=demo", *EVAL)),
+    "byte_prefix": Setup(
+        "cross-tokenizer teacher_bpe, target=byte_prefix",
+        ("+teacher=cross_tokenizer", BPE, *EVAL),
+    ),
+    "byte_prefix_depth0": Setup(
+        "cross-tokenizer teacher_bpe, target=byte_prefix, branch_depth=0",
+        ("+teacher=cross_tokenizer", BPE, "teacher.branch_depth=0", *EVAL),
+    ),
+    "byte_prefix_opd": Setup(
+        "cross-tokenizer teacher_bpe, target=byte_prefix, sampled-token objective",
+        ("+experiment=opd", "+teacher=cross_tokenizer", BPE, *EVAL),
+    ),
+}
+"""Every setup uses the demo schedule; the teacher batch is the cross-tokenizer default (8)."""
+SIGNALS = {
+    "exact_frac": "teacher/exact_frac",
+    "boundary_frac": "teacher/boundary_frac",
+    "residual_mass": "teacher/residual_mass",
+    "dropped_mass": "teacher/dropped_mass",
+    "branch_tokens": "teacher/branch_tokens",
+    "score_s": "time/score_s",
+    "align_s": "teacher/align_s",
+    "target_s": "teacher/target_s",
+    "step_s": "time/step_s",
+    "reverse_kl": "teacher_reverse_kl",
+}
+"""Per-step metrics reported as their mean over a run."""
+
+
+def overrides_for(key: str, seed: int, steps: int) -> list[str]:
+    return [*SETUPS[key].overrides, f"train.steps={steps}", f"seed={seed}"]
+
+
+def command_for(key: str, seed: int, steps: int) -> str:
+    return " ".join(["python -m opd_core", *overrides_for(key, seed, steps)])
+
+
+def run_dir(out: Path, key: str, seed: int, steps: int) -> Path:
+    return out / f"{key}_{steps}_s{seed}"
+
+
+def run_all(
+    keys: Sequence[str], seeds: Sequence[int], steps: int, out: Path, jobs: int
+) -> None:
+    """Every (seed, setup) run, ``jobs`` at a time, first seed first; finished ones reused,
+    interrupted ones resumed."""
+    todo = []
+    for seed in seeds:
+        for key in keys:
+            folder = run_dir(out, key, seed, steps)
+            if (folder / "summary.json").exists():
+                print(f"[{key} s{seed}] reusing {folder}", flush=True)
+            else:
+                todo.append((key, seed, folder))
+
+    def one(item: tuple[str, int, Path]) -> None:
+        key, seed, folder = item
+        run_cli([*overrides_for(key, seed, steps), "resume=true"], folder, f"{key} s{seed}")
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, todo))
+
+
+def mean_metric(folder: Path, name: str) -> float | None:
+    values = [float(r[name]) for r in read_metrics(folder / "metrics.jsonl") if name in r]
+    return statistics.fmean(values) if values else None
+
+
+def summarize(key: str, seeds: Sequence[int], steps: int, out: Path) -> dict[str, Any] | None:
+    """The finished seeds of one setup."""
+    runs = []
+    for seed in seeds:
+        folder = run_dir(out, key, seed, steps)
+        if not (folder / "summary.json").exists():
+            continue
+        curve: Curve = load_curve(folder)
+        summary = json.loads((folder / "summary.json").read_text())
+        runs.append(
+            {
+                "seed": seed,
+                "command": command_for(key, seed, steps),
+                "teacher": curve.teacher_score,
+                "before": curve.points[0].score,
+                "after": curve.final.score,
+                "best": curve.best_score,
+                **{name: mean_metric(folder, metric) for name, metric in SIGNALS.items()},
+                "wall_s_under_load": summary.get("wall_time_s"),
+                "curve": [{"step": p.step, "accuracy": p.score} for p in curve.points],
+            }
+        )
+    if not runs:
+        return None
+    afters = [r["after"] for r in runs]
+    gains = [r["after"] - r["before"] for r in runs]
+    return {
+        "label": SETUPS[key].label,
+        "seeds": [r["seed"] for r in runs],
+        "final_accuracy": statistics.fmean(afters),
+        "final_accuracy_min": min(afters),
+        "final_accuracy_max": max(afters),
+        "before": statistics.fmean(r["before"] for r in runs),
+        "teacher_accuracy": statistics.fmean(r["teacher"] for r in runs if r["teacher"] is not None)
+        if any(r["teacher"] is not None for r in runs)
+        else None,
+        "gain": statistics.fmean(gains),
+        "runs": runs,
+    }
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def num(value: float | None, fmt: str = ".3f") -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def write_report(
+    results: dict[str, dict[str, Any]],
+    real: dict[str, Any] | None,
+    steps: int,
+    notes: Sequence[str],
+    command: str,
+) -> None:
+    """``docs/results/cross_tokenizer.{md,json}``."""
+    same = results.get("same_tokenizer")
+    for result in results.values():
+        result["gain_vs_same_tokenizer"] = (
+            result["gain"] / same["gain"] if same is not None and same["gain"] > 0 else None
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": command,
+        "steps": steps,
+        "eval_problems": 500,
+        "setups": results,
+        "gemma_to_smollm2": real,
+        "notes": list(notes),
+    }
+    (RESULTS / "cross_tokenizer.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [
+        "# A teacher with another tokenizer: byte-prefix-matched targets (issue 21)",
+        "",
+        f"Produced by `{command}`: real `python -m opd_core` runs on the demo's arithmetic "
+        "task with the demo's schedule and default objective (top-k reverse KL), one thread "
+        "each, greedy accuracy on 500 held-out problems (one problem = 0.2 points). Wall times "
+        "were taken on a shared, loaded 2-core machine: they are not timings.",
+        "",
+    ]
+    if results:
+        lines += [
+            f"## The demo student, {steps} steps",
+            "",
+            "| setup | seeds | teacher | before | after (mean, min-max) | gain | gain / same-"
+            "tokenizer gain | exact positions | residual mass | branch tokens / position | "
+            "score s/step (align, target) | s/step |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for result in results.values():
+            runs = result["runs"]
+
+            def mean(name: str, runs: list[dict[str, Any]] = runs) -> float | None:
+                values = [r[name] for r in runs if r[name] is not None]
+                return statistics.fmean(values) if values else None
+
+            ratio = result["gain_vs_same_tokenizer"]
+            lines.append(
+                f"| {result['label']} | {len(runs)} | {pct(result['teacher_accuracy'])} | "
+                f"{pct(result['before'])} | {pct(result['final_accuracy'])} "
+                f"({pct(result['final_accuracy_min'])}-{pct(result['final_accuracy_max'])}) | "
+                f"{result['gain'] * 100:+.1f} | {num(ratio, '.2f')} | "
+                f"{num(mean('exact_frac'))} | {num(mean('residual_mass'), '.2g')} | "
+                f"{num(mean('branch_tokens'), '.2f')} | {num(mean('score_s'), '.2f')} "
+                f"({num(mean('align_s'), '.2f')}, {num(mean('target_s'), '.2f')}) | "
+                f"{num(mean('step_s'), '.2f')} |"
+            )
+        lines += ["", "Every run, with its command:", ""]
+        lines += ["| setup | seed | teacher | before | after | best | command |", "|---|---|---|---|---|---|---|"]
+        for result in results.values():
+            for run in result["runs"]:
+                lines.append(
+                    f"| {result['label']} | {run['seed']} | {pct(run['teacher'])} | "
+                    f"{pct(run['before'])} | {pct(run['after'])} | {pct(run['best'])} | "
+                    f"`{run['command']}` |"
+                )
+        lines.append("")
+    if real is not None:
+        lines += real_text_lines(real)
+    lines += [*notes, "", "![learning curves](cross_tokenizer.png)", ""]
+    (RESULTS / "cross_tokenizer.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def real_text_lines(real: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Gemma-3-270M teaching SmolLM2-135M-Instruct: the targets on real text",
+        "",
+        f"`{real['command']}`: {real['answers']} SmolLM2 answers to chat prompts "
+        f"({real['positions']} completion positions; sampled at temperature 1, at most "
+        f"{real['max_new_tokens']} tokens), scored by Gemma through `teacher=cross_tokenizer`. "
+        "Masses are means over positions; seconds are CPU seconds for all answers on the "
+        "loaded machine.",
+        "",
+        "| branch_depth | exact positions | on a teacher boundary | residual mass | short mass | "
+        "dropped mass | branch tokens / position | teacher tokens / position | align s | "
+        "forward s | target s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in real["depths"]:
+        lines.append(
+            f"| {row['branch_depth']} | {row['exact_frac']:.3f} | {row['boundary_frac']:.3f} | "
+            f"{row['residual_mass']:.2g} | {row['short_mass']:.2g} | {row['dropped_mass']:.2g} | "
+            f"{row['branch_tokens']:.2f} | {row['token_ratio']:.2f} | {row['align_s']:.2f} | "
+            f"{row['forward_s']:.2f} | {row['target_s']:.2f} |"
+        )
+    lines += ["", f"Pair tables built in {real['setup_s']:.1f} s (once per run).", ""]
+    return lines
+
+
+def plot(results: dict[str, dict[str, Any]]) -> None:
+    """Held-out accuracy against steps, one line per run, teachers dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for key, result in results.items():
+        color = None
+        for i, run in enumerate(result["runs"]):
+            steps = [p["step"] for p in run["curve"]]
+            scores = [p["accuracy"] for p in run["curve"]]
+            line = ax.plot(steps, scores, marker="o", ms=3, label=None if i else key, color=color)
+            color = line[0].get_color()
+            if run["teacher"] is not None and i == 0:
+                ax.axhline(run["teacher"], color=color, ls=":", lw=1)
+    ax.set_xlabel("OPD step")
+    ax.set_ylabel("held-out accuracy (dotted: teacher)")
+    ax.set_title("Demo student: same-tokenizer vs cross-tokenizer teacher", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "cross_tokenizer.png", dpi=120)
+
+
+CHAT_PROMPTS = (
+    "What is the capital of France? Answer in one sentence.",
+    "Give three tips for staying healthy.",
+    "Explain photosynthesis to a child.",
+    "Translate 'good morning, how are you?' into French and Spanish.",
+    "What is 17 * 23? Show your steps.",
+    "Write a haiku about the sea.",
+    "List the planets of the solar system in order.",
+    "Summarize the plot of Romeo and Juliet in two sentences.",
+    "How do I reverse a list in Python?",
+    "What year did the Second World War end, and how?",
+    "Name five fruits that are red.",
+    "Describe the water cycle.",
+    "Write a short email declining a meeting invitation.",
+    "What is the boiling point of water in Fahrenheit and Celsius?",
+    "Give me a recipe for pancakes.",
+    "Why is the sky blue?",
+)
+
+
+def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> dict[str, Any]:
+    """Gemma-3-270M's byte-prefix targets on SmolLM2-135M-Instruct's answers (CPU)."""
+    import torch
+
+    from opd_core import Prompt
+    from opd_core.api import ModelSpec, load_model_outside_a_run
+    from opd_core.config import RunConfig  # noqa: F401  (the run context needs opd_core.config)
+    from opd_hf.cross_tokenizer import CrossTokenizerTeacher
+    from opd_hf.generation import HFGenerator
+
+    cpu = torch.device("cpu")
+    student = load_model_outside_a_run(
+        ModelSpec("asset://smollm2-135m-instruct", dtype="float32"), "student", cpu
+    )
+    prompts = [
+        Prompt(id=f"q{i}", messages=({"role": "user", "content": text},))
+        for i, text in enumerate(CHAT_PROMPTS)
+    ]
+    torch.manual_seed(seed)
+    generator = HFGenerator("student", student.model, student.tokenizer, 8)
+    rollouts = generator.sample_rollouts(prompts, max_new_tokens=max_new_tokens, temperature=1.0)
+    rows = []
+    setup_s = 0.0
+    for depth in depths:
+        teacher = CrossTokenizerTeacher(
+            model={"path": "asset://gemma3-270m", "dtype": "float32"}, branch_depth=depth
+        )
+        teacher.setup(FakeContext(student))  # type: ignore[arg-type]
+        setup_s = teacher.setup_s
+        started = time.process_time()
+        scores = teacher.opd_score_rollouts(rollouts=rollouts, top_k=20)
+        metrics = {k.split("/", 1)[1]: float(v) for k, v in scores.metrics.items()}
+        rows.append({"branch_depth": depth, **metrics, "cpu_s": time.process_time() - started})
+        print(f"[real text] depth {depth}: {rows[-1]}", flush=True)
+    return {
+        "command": "python benchmarks/cross_tokenizer.py --real-text",
+        "answers": len(prompts),
+        "positions": int(rollouts.completion_mask_BT.sum()),
+        "max_new_tokens": max_new_tokens,
+        "setup_s": setup_s,
+        "depths": rows,
+        "example": rollouts.completions[0],
+    }
+
+
+class FakeContext:
+    """The little of a run context the teacher's setup reads (the student, a plugin hook)."""
+
+    def __init__(self, student: Any) -> None:
+        import torch
+
+        from opd_core.plugin_manager import make_plugin_manager
+
+        self.student = student
+        self.hook = make_plugin_manager().hook
+        self.device = torch.device("cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=600, help="OPD steps of every demo run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--setups", nargs="+", default=["same_tokenizer", "byte_prefix"], choices=list(SETUPS)
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="demo runs at a time (one thread each)")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "cross_tokenizer")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    parser.add_argument("--real-text", action="store_true", help="measure Gemma -> SmolLM2")
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--depths", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--note", action="append", default=[], help="a line for the report")
+    args = parser.parse_args()
+    real_file = args.out / "real_text.json"
+    if args.real_text:
+        real = measure_real_text(args.max_new_tokens, args.depths, seed=0)
+        real_file.parent.mkdir(parents=True, exist_ok=True)
+        real_file.write_text(json.dumps(real, indent=1))
+    elif not args.report_only:
+        run_all(args.setups, args.seeds, args.steps, args.out, args.jobs)
+    results = {}
+    for key in SETUPS:
+        summary = summarize(key, args.seeds, args.steps, args.out)
+        if summary is not None:
+            results[key] = summary
+    real = json.loads(real_file.read_text()) if real_file.exists() else None
+    seeds = " ".join(str(s) for s in args.seeds)
+    command = f"python benchmarks/cross_tokenizer.py --steps {args.steps} --seeds {seeds}"
+    write_report(results, real, args.steps, args.note, command)
+    if results:
+        plot(results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
