@@ -100,9 +100,7 @@ def run_dir(out: Path, key: str, seed: int, steps: int) -> Path:
     return out / f"{key}_{steps}_s{seed}"
 
 
-def run_all(
-    keys: Sequence[str], seeds: Sequence[int], steps: int, out: Path, jobs: int
-) -> None:
+def run_all(keys: Sequence[str], seeds: Sequence[int], steps: int, out: Path, jobs: int) -> None:
     """Every (seed, setup) run, ``jobs`` at a time, first seed first; finished ones reused,
     interrupted ones resumed."""
     todo = []
@@ -236,7 +234,10 @@ def write_report(
                 f"{num(mean('step_s'), '.2f')} |"
             )
         lines += ["", "Every run, with its command:", ""]
-        lines += ["| setup | seed | teacher | before | after | best | command |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "| setup | seed | teacher | before | after | best | command |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for result in results.values():
             for run in result["runs"]:
                 lines.append(

@@ -87,7 +87,7 @@ def decoder_kinds(tokenizer: Any) -> set[str]:
             f"teacher=cross_tokenizer needs fast (Rust) tokenizers, but one is a "
             f"{type(tokenizer).__name__}; load it with use_fast=True."
         )
-    decoder = json.loads(backend.to_str()).get("decoder") or {}
+    decoder = json.loads(backend.decoder.__getstate__()) if backend.decoder is not None else {}
     steps = decoder.get("decoders", [decoder]) if decoder.get("type") == "Sequence" else [decoder]
     kinds = set()
     for step in steps:
@@ -163,51 +163,155 @@ def successor(prefix: bytes) -> bytes | None:
     return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
-@dataclass
 class PairMap:
-    """Teacher token -> student token tables for one tokenizer pair, built once."""
+    """Teacher token -> student token tables for one tokenizer pair.
 
-    student: VocabBytes
-    teacher: VocabBytes
-    map_V: torch.Tensor
-    """(V_teacher,) int64: the student token a teacher token's probability goes to, at a
-    position where the teacher token starts (``residual`` for none)."""
-    short_V: torch.Tensor
-    """(V_teacher,) bool: a student token that no teacher token spells extends this teacher
-    token's bytes (its mass is ``short``)."""
-    shift_offsets_V: torch.Tensor
-    """(V_teacher + 1,) int64: where each teacher token's rows start in the ``*_flat`` tables."""
-    shift_flat: torch.Tensor
-    """(sum of teacher token lengths,) int64: at ``shift_offsets_V[v] + s``, the longest student
-    token that is a prefix of teacher token ``v``'s bytes from byte ``s`` on (``residual``)."""
-    short_flat: torch.Tensor
-    """Same layout, bool: a longer student token extends those bytes (conservatively ``short``)."""
-    sorted_bytes: list[bytes]
-    """Every non-special teacher token's bytes, sorted (prefix ranges by bisection)."""
-    sorted_ids: torch.Tensor
-    """(n,) int64: the teacher ids in :attr:`sorted_bytes`'s order."""
-    by_bytes: dict[bytes, list[int]]
-    """Teacher ids of each byte string, the regular token first (byte-fallback ones after)."""
-    student_eos: int
+    Built once per run: :attr:`map_V` (where a teacher token's probability goes at a position
+    where it starts) for the whole teacher vocabulary. The rows for positions inside a teacher
+    token (its bytes from byte ``s`` on, for every ``s``) are filled the first time a batch needs
+    that teacher token (:meth:`fill`): a big vocabulary's every suffix is millions of rows."""
+
+    def __init__(
+        self,
+        student: VocabBytes,
+        teacher: VocabBytes,
+        student_eos: int,
+        teacher_eos: Sequence[int],
+    ) -> None:
+        self.student = student
+        self.teacher = teacher
+        self.student_eos = student_eos
+        self.lookup: dict[bytes, int] = {}
+        """Student token of each byte string (regular tokens over byte-fallback duplicates)."""
+        fallback_ids: dict[bytes, int] = {}
+        for index, piece in enumerate(student.pieces):
+            if piece and not student.special[index]:
+                if student.fallback[index]:
+                    fallback_ids.setdefault(piece, index)
+                    self.lookup.setdefault(piece, index)
+                else:
+                    self.lookup[piece] = index
+        self.student_sorted = sorted(self.lookup)
+        """Every student token's bytes, sorted (once each)."""
+        self.prefixes: set[bytes] = set()
+        """Every prefix of a student token."""
+        self.strict: set[bytes] = set()
+        """Every strict prefix of a student token."""
+        for piece in self.lookup:
+            self.strict.update(piece[:n] for n in range(1, len(piece)))
+            self.prefixes.update(piece[:n] for n in range(1, len(piece) + 1))
+        student_specials = {p: i for i, p in enumerate(student.pieces) if student.special[i] and p}
+        teacher_ids = {p: i for i, p in enumerate(teacher.pieces) if p and not teacher.special[i]}
+        short = [False] * teacher.size
+        for piece in self.lookup:  # short: extended by a student token no teacher token spells
+            if piece not in teacher_ids:
+                for n in range(1, len(piece)):
+                    found = teacher_ids.get(piece[:n])
+                    if found is not None:
+                        short[found] = True
+        mapped = [self.residual] * teacher.size
+        eos = set(teacher_eos)
+        for index, piece in enumerate(teacher.pieces):
+            if teacher.special[index]:
+                same = student_specials.get(piece)
+                if same is not None:
+                    mapped[index] = same
+                elif index in eos:
+                    mapped[index] = student_eos
+            elif piece:  # a byte-fallback token maps to the student's own, where it has one
+                same = fallback_ids.get(piece) if teacher.fallback[index] else None
+                mapped[index] = self.longest_prefix(piece) if same is None else same
+        self.map_V = torch.tensor(mapped, dtype=torch.long)
+        """(V_teacher,) int64: the student token a teacher token's probability goes to, at a
+        position where the teacher token starts (:attr:`residual` for none)."""
+        self.short_V = torch.tensor(short, dtype=torch.bool)
+        """(V_teacher,) bool: a student token that no teacher token spells extends this teacher
+        token's bytes (its mass is ``short``)."""
+        lengths = [0 if teacher.special[i] else len(p) for i, p in enumerate(teacher.pieces)]
+        self.shift_offsets_V = torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.long)
+        """(V_teacher + 1,) int64: where each teacher token's rows start in the ``*_flat``
+        tables."""
+        total = int(self.shift_offsets_V[-1])
+        self.shift_flat = torch.full((total,), self.residual, dtype=torch.long)
+        """At ``shift_offsets_V[v] + s``: the longest student token that is a prefix of teacher
+        token ``v``'s bytes from byte ``s`` on (:attr:`residual` for none); filled by
+        :meth:`fill`."""
+        self.short_flat = torch.zeros(total, dtype=torch.bool)
+        """Same layout: a longer student token extends those bytes (conservatively short)."""
+        self.filled_V = torch.zeros(teacher.size, dtype=torch.bool)
+        self.by_bytes: dict[bytes, list[int]] = {}
+        """Teacher ids of each byte string, the regular token first (byte-fallback ones after)."""
+        for index, piece in enumerate(teacher.pieces):
+            if piece and not teacher.special[index]:
+                ids = self.by_bytes.setdefault(piece, [])
+                ids.insert(len(ids) if teacher.fallback[index] else 0, index)
+        order = sorted(
+            (i for ids in self.by_bytes.values() for i in ids), key=teacher.pieces.__getitem__
+        )
+        self.sorted_bytes = [teacher.pieces[i] for i in order]
+        """Every non-special teacher token's bytes, sorted (prefix ranges by bisection)."""
+        self.sorted_ids = torch.tensor(order, dtype=torch.long)
+        """(n,) int64: the teacher ids in :attr:`sorted_bytes`'s order."""
 
     @property
     def residual(self) -> int:
         """Index of the residual bucket: one past the student's vocabulary."""
         return self.student.size
 
+    def longest_prefix(self, piece: bytes) -> int:
+        """The longest student token whose bytes are a prefix of ``piece`` (the residual if
+        none)."""
+        best = self.residual
+        for n in range(1, len(piece) + 1):
+            head = piece[:n]
+            if head not in self.prefixes:
+                break
+            best = self.lookup.get(head, best)
+        return best
+
+    def student_extensions(self, piece: bytes) -> int:
+        """How many student tokens strictly extend ``piece``."""
+        lo = bisect.bisect_right(self.student_sorted, piece)
+        bound = successor(piece)
+        hi = (
+            len(self.student_sorted)
+            if bound is None
+            else bisect.bisect_left(self.student_sorted, bound)
+        )
+        return max(0, hi - lo)
+
+    def fill(self, tokens: torch.Tensor) -> None:
+        """Fill the per-offset rows of teacher ``tokens`` not filled yet."""
+        missing = tokens[~self.filled_V[tokens]].unique().tolist()
+        for index in missing:
+            piece = self.teacher.pieces[index]
+            start = int(self.shift_offsets_V[index])
+            rows = [self.longest_prefix(piece[s:]) for s in range(len(piece))]
+            self.shift_flat[start : start + len(piece)] = torch.tensor(rows, dtype=torch.long)
+            self.short_flat[start : start + len(piece)] = torch.tensor(
+                [piece[s:] in self.strict for s in range(len(piece))], dtype=torch.bool
+            )
+        self.filled_V[missing] = True
+
     def extension_range(self, prefix: bytes) -> tuple[int, int]:
         """``[lo, hi)`` in sorted order: the teacher tokens whose bytes strictly extend
         ``prefix``."""
         lo = bisect.bisect_right(self.sorted_bytes, prefix)
         bound = successor(prefix)
-        hi = len(self.sorted_bytes) if bound is None else bisect.bisect_left(self.sorted_bytes, bound)
+        hi = (
+            len(self.sorted_bytes)
+            if bound is None
+            else bisect.bisect_left(self.sorted_bytes, bound)
+        )
         return lo, max(lo, hi)
 
     def prefix_tokens(self, rest: bytes) -> list[tuple[int, list[int]]]:
         """``(length, ids)`` of the teacher tokens spelling ``rest[:length]``, for every
         ``length`` from 1 to ``len(rest)`` that some token spells (regular id first)."""
         return [
-            (n, self.by_bytes[rest[:n]]) for n in range(1, len(rest) + 1) if rest[:n] in self.by_bytes
+            (n, self.by_bytes[rest[:n]])
+            for n in range(1, len(rest) + 1)
+            if rest[:n] in self.by_bytes
         ]
 
 
@@ -217,186 +321,177 @@ def build_pair_map(
     student_eos: int,
     teacher_eos: Sequence[int],
 ) -> PairMap:
-    """The tables of one tokenizer pair (Python over the vocabularies, once per run)."""
-    residual = student.size
-    lookup: dict[bytes, int] = {}  # regular student tokens override byte-fallback duplicates
-    for first in (True, False):
-        for index, piece in enumerate(student.pieces):
-            if piece and not student.special[index] and student.fallback[index] == first:
-                lookup[piece] = index
-    longest = max((len(p) for p in lookup), default=0)
-    student_specials = {
-        piece: index for index, piece in enumerate(student.pieces) if student.special[index] and piece
-    }
-    teacher_set = {p for i, p in enumerate(teacher.pieces) if p and not teacher.special[i]}
-    student_sorted = sorted(lookup)
-
-    def longest_prefix(piece: bytes) -> int:
-        for n in range(min(len(piece), longest), 0, -1):
-            found = lookup.get(piece[:n])
-            if found is not None:
-                return found
-        return residual
-
-    def extended(piece: bytes) -> bool:
-        """Whether some student token strictly extends ``piece``."""
-        at = bisect.bisect_right(student_sorted, piece)
-        return at < len(student_sorted) and student_sorted[at].startswith(piece)
-
-    # a teacher token is "short" when a student token that no teacher token spells extends it
-    short = [False] * teacher.size
-    teacher_ids = {p: i for i, p in enumerate(teacher.pieces) if p and not teacher.special[i]}
-    for piece in lookup:
-        if piece in teacher_set:
-            continue
-        for n in range(1, len(piece)):
-            index = teacher_ids.get(piece[:n])
-            if index is not None:
-                short[index] = True
-    map_V = torch.full((teacher.size,), residual, dtype=torch.long)
-    offsets = [0]
-    flat: list[int] = []
-    flat_short: list[bool] = []
-    eos = set(teacher_eos)
-    for index, piece in enumerate(teacher.pieces):
-        if teacher.special[index]:
-            same = student_specials.get(piece)
-            if same is not None:
-                map_V[index] = same
-            elif index in eos:
-                map_V[index] = student_eos
-            offsets.append(offsets[-1])
-            continue
-        for start in range(len(piece)):
-            flat.append(longest_prefix(piece[start:]))
-            flat_short.append(extended(piece[start:]))
-        offsets.append(len(flat))
-        if piece:
-            map_V[index] = flat[offsets[-2]]
-    by_bytes: dict[bytes, list[int]] = {}
-    for index, piece in enumerate(teacher.pieces):
-        if piece and not teacher.special[index]:
-            ids = by_bytes.setdefault(piece, [])
-            ids.insert(len(ids) if teacher.fallback[index] else 0, index)
-    order = sorted(
-        (i for i, p in enumerate(teacher.pieces) if p and not teacher.special[i]),
-        key=lambda i: teacher.pieces[i],
-    )
-    return PairMap(
-        student=student,
-        teacher=teacher,
-        map_V=map_V,
-        short_V=torch.tensor(short, dtype=torch.bool),
-        shift_offsets_V=torch.tensor(offsets, dtype=torch.long),
-        shift_flat=torch.tensor(flat, dtype=torch.long),
-        short_flat=torch.tensor(flat_short, dtype=torch.bool),
-        sorted_bytes=[teacher.pieces[i] for i in order],
-        sorted_ids=torch.tensor(order, dtype=torch.long),
-        by_bytes=by_bytes,
-        student_eos=student_eos,
-    )
+    """The tables of one tokenizer pair (:class:`PairMap`)."""
+    return PairMap(student, teacher, student_eos, teacher_eos)
 
 
-@dataclass
 class TreeRow:
-    """One rollout in the teacher's tokens: prompt and completion, then the branch tokens."""
+    """One rollout's teacher token sequences as a trie: the prompt, then every position's
+    context and every branch path after it (a sequence shared by several is scored once)."""
 
-    ids: list[int]
-    """Teacher prompt + completion tokens, then one token per branch node."""
-    n_main: int
-    """Number of prompt + completion tokens at the start of ``ids``."""
-    anchors: list[int] = field(default_factory=list)
-    """Per branch token: how many main tokens it sees (the prompt and the completion tokens
-    before the teacher token the student's boundary falls in)."""
-    parents: list[int] = field(default_factory=list)
-    """Per branch token: the index in ``ids`` of the branch token before it on its path, or -1."""
+    def __init__(self, prompt_ids: Sequence[int]) -> None:
+        if not prompt_ids:
+            raise OPDError("The teacher's rendering of a prompt is empty; it needs a prompt.")
+        self.ids: list[int] = []
+        self.parents: list[int] = []
+        """Per node: the node before it, -1 for the first."""
+        self.depths: list[int] = []
+        """Per node: its position in its sequence."""
+        self.children: dict[tuple[int, int], int] = {}
+        node = -1
+        for token in prompt_ids:
+            node = self.add(node, token)
+        self.prompt_end = node
+        """The node of the prompt's last token (its output predicts the completion's first)."""
 
-    def positions(self) -> list[int]:
-        """Position id of every token: main tokens count up, a branch token sits where its
-        path's token would be."""
-        depth = [0] * len(self.anchors)
-        for e, parent in enumerate(self.parents):
-            depth[e] = 1 if parent < 0 else depth[parent - self.n_main] + 1
-        return [*range(self.n_main), *(a + d - 1 for a, d in zip(self.anchors, depth, strict=True))]
+    def add(self, parent: int, token: int) -> int:
+        """The node of ``token`` after ``parent`` (added unless present)."""
+        key = (parent, token)
+        node = self.children.get(key)
+        if node is None:
+            node = len(self.ids)
+            self.children[key] = node
+            self.ids.append(token)
+            self.parents.append(parent)
+            self.depths.append(0 if parent < 0 else self.depths[parent] + 1)
+        return node
+
+    def path(self, tokens: Sequence[int]) -> int:
+        """The node after the prompt and ``tokens``."""
+        node = self.prompt_end
+        for token in tokens:
+            node = self.add(node, token)
+        return node
 
 
 @dataclass
 class BatchPlan:
     """Every position's target as sums over teacher outputs, for a batch of rows.
 
-    An *output* is a (row, column) of the teacher forward: the distribution of the token after
-    that column's context. A *node* is a branch token (its path weight multiplies what follows).
-    Contributions add, to position ``n``, an output's mass times its node's path probability:
-    ``full`` maps every teacher token (:attr:`PairMap.map_V`), ``ext`` only the tokens strictly
-    extending a byte string (sorted range ``[lo, hi)``, mapped from byte ``shift`` on), ``cut``
-    sums the mass of single tokens whose paths are not followed.
+    An *output* is a trie node of a row (:class:`TreeRow`): the teacher's distribution of the
+    token after that node's sequence. Contributions add, to position ``n``, the mass of an
+    output's distribution times the probability of the path from the position's context
+    output to it: ``full`` maps every teacher token (:attr:`PairMap.map_V`), ``ext`` only the
+    tokens strictly extending a byte string (sorted range ``[lo, hi)``, mapped from byte
+    ``shift`` on), ``cut`` sums the mass of single tokens whose paths are not followed.
     """
 
     rows: list[TreeRow] = field(default_factory=list)
-    outputs: dict[tuple[int, int], int] = field(default_factory=dict)
-    node_output: list[int] = field(default_factory=list)
-    """Per node: the output its token is drawn from (its parent's distribution)."""
-    node_token: list[int] = field(default_factory=list)
-    node_parent: list[int] = field(default_factory=list)
-    """Per node: the node before it on its path, or -1 (the path starts at the root)."""
-    node_depth: list[int] = field(default_factory=list)
-    """Per node: its path's length before it (0: drawn from the root output)."""
-    node_columns: list[tuple[int, int]] = field(default_factory=list)
-    """Per node: the (row, column) of its branch token."""
+    bases: list[int] = field(default_factory=list)
+    """Per row: the output index of its prompt's last node; its later nodes follow in order."""
     full: list[tuple[int, int, int]] = field(default_factory=list)
-    """(position, output, node or -1)."""
+    """(position, output, context output)."""
     ext: list[tuple[int, int, int, int, int, int]] = field(default_factory=list)
-    """(position, output, node or -1, lo, hi, shift)."""
+    """(position, output, context output, lo, hi, shift)."""
     cut: list[tuple[int, int, int, int]] = field(default_factory=list)
-    """(position, output, node or -1, teacher id)."""
-    positions: int = 0
-    boundary: list[bool] = field(default_factory=list)
-    """Per position: the student's offset is a teacher token boundary."""
+    """(position, output, context output, teacher id)."""
+    healed: list[bool] = field(default_factory=list)
+    """Per position: whether its context backs off the teacher's last token."""
+    settled: list[bool] = field(default_factory=list)
+    """Per position: whether its context is exact (:attr:`Position.settled`)."""
 
-    def output(self, row: int, column: int) -> int:
-        """The index of output (``row``, ``column``), added on first use."""
-        return self.outputs.setdefault((row, column), len(self.outputs))
+    @property
+    def positions(self) -> int:
+        return len(self.healed)
+
+    def add_row(self, prompt_ids: Sequence[int]) -> TreeRow:
+        """A new row (after every node of the previous one is in place)."""
+        previous = self.rows[-1] if self.rows else None
+        base = 0 if previous is None else self.bases[-1] + len(previous.ids) - previous.prompt_end
+        tree = TreeRow(prompt_ids)
+        self.rows.append(tree)
+        self.bases.append(base)
+        return tree
+
+    def output(self, row: int, node: int) -> int:
+        """The output index of (``row``, ``node``), a node at or after the row's prompt end."""
+        return self.bases[row] + node - self.rows[row].prompt_end
+
+    @property
+    def outputs(self) -> int:
+        """Number of outputs: every row's nodes from its prompt's last one on."""
+        last = self.rows[-1]
+        return self.bases[-1] + len(last.ids) - last.prompt_end if self.rows else 0
+
+    def output_nodes(self) -> list[tuple[int, int]]:
+        """(row, node) of every output, in index order."""
+        return [
+            (row, node)
+            for row, tree in enumerate(self.rows)
+            for node in range(tree.prompt_end, len(tree.ids))
+        ]
+
+
+@dataclass(frozen=True)
+class Position:
+    """What the target at one student position is conditioned on."""
+
+    context: Sequence[int]
+    """Teacher tokens of the completion before the bytes still to be written."""
+    written: bytes
+    """Bytes the student wrote after ``context`` (the teacher's paths must write them)."""
+    healed: bool
+    """Whether ``context`` backed off the teacher's last token of the written text."""
+    settled: bool
+    """Whether the context is exact: healed, or no teacher token goes on across the offset (its
+    boundary there is no artefact), or the teacher's last token is the student's own last token
+    and the two vocabularies have as many tokens extending it (the same commitment)."""
+
+
+def position(
+    pair: PairMap,
+    prefix_ids: Sequence[int],
+    dangling: bytes,
+    student_last: bytes | None,
+    heal: bool = True,
+) -> Position:
+    """The conditioning at a student offset whose written text the teacher tokenizes as
+    ``prefix_ids`` (+ ``dangling`` bytes of a character not complete yet); ``student_last``:
+    the student's last token's bytes (``None`` at the first position).
+
+    The teacher's last token there ends where the text was cut, and a teacher token ending
+    somewhere tells the teacher that what follows does not merge with it: "3" as a token says
+    the number has ended when the teacher would write "35" as one token. So the last token is
+    backed off and every teacher path that writes its bytes and goes on is followed (*healing*)
+    when the teacher could have merged across the offset (a teacher token extends those bytes)
+    and the student could not (no student token extends its last token: its boundary commits
+    to nothing). Otherwise the teacher's tokens are taken as they are: with the student's own
+    tokenizer this is its tokenization, and the target the teacher's distribution after it.
+    ``heal=False`` never backs off.
+    """
+    last = pair.teacher.pieces[prefix_ids[-1]] if prefix_ids else b""
+    written = last + dangling
+    lo, hi = pair.extension_range(written) if prefix_ids else (0, 0)
+    if student_last is None or not prefix_ids:  # nothing written yet: the prompt's end
+        return Position(prefix_ids, dangling, False, not dangling)
+    if heal and hi > lo and student_last not in pair.strict:
+        return Position(prefix_ids[:-1], written, True, True)
+    same = written == student_last and hi - lo == pair.student_extensions(student_last)
+    return Position(prefix_ids, dangling, False, hi == lo or same)
 
 
 def plan_row(
     plan: BatchPlan,
     pair: PairMap,
     prompt_ids: Sequence[int],
-    text: bytes,
-    teacher_ids: Sequence[int],
-    offsets: Sequence[int],
+    positions: Sequence[Position],
     depth: int,
 ) -> None:
-    """Add one rollout to ``plan``: a target at each student byte offset in ``offsets``.
-
-    ``teacher_ids`` are the teacher's tokens of the completion ``text``; ``depth`` is how many
-    teacher tokens a followed path may spend inside a teacher token the student's boundary
-    splits (0: only tokens extending the written part)."""
+    """Add one rollout to ``plan``: a target at each of its ``positions``. ``depth`` is how
+    many teacher tokens a followed path may spend on the written bytes (0: only tokens that
+    extend them)."""
     row = len(plan.rows)
-    tree = TreeRow(ids=[*prompt_ids, *teacher_ids], n_main=len(prompt_ids) + len(teacher_ids))
-    plan.rows.append(tree)
-    lengths = np.fromiter((len(pair.teacher.pieces[i]) for i in teacher_ids), dtype=np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    if int(starts[-1]) != len(text):
-        raise OPDError(
-            "The teacher's tokens of a completion do not spell its bytes (a normalizing "
-            "tokenizer?), which teacher.target=byte_prefix needs; use teacher.target=sequence."
-        )
-    offsets_N = np.asarray(offsets, dtype=np.int64)
-    # the teacher token each offset falls in (its index j; j = m: the end of the text)
-    j_N = np.searchsorted(starts, offsets_N, side="right") - 1
-    base = len(prompt_ids) - 1  # column whose output predicts completion token 0
-    for offset, j in zip(offsets_N.tolist(), j_N.tolist(), strict=True):
+    tree = plan.add_row(prompt_ids)
+    for where in positions:
         n = plan.positions
-        plan.positions += 1
-        k = offset - int(starts[j])
-        root = plan.output(row, base + j)
-        plan.boundary.append(k == 0)
-        if k == 0:
-            plan.full.append((n, root, -1))
+        plan.healed.append(where.healed)
+        plan.settled.append(where.settled)
+        node = tree.path(where.context)
+        context = plan.output(row, node)
+        if not where.written:
+            plan.full.append((n, context, context))
             continue
-        written = pair.teacher.pieces[teacher_ids[j]][:k]
-        follow(plan, pair, tree, row, n, root, -1, written, len(prompt_ids) + j, depth)
+        follow(plan, pair, tree, row, n, node, context, where.written, depth)
 
 
 def follow(
@@ -405,39 +500,29 @@ def follow(
     tree: TreeRow,
     row: int,
     n: int,
-    output: int,
     node: int,
+    context: int,
     rest: bytes,
-    anchor: int,
     depth: int,
 ) -> None:
-    """Position ``n``: from ``output`` (reached by path ``node``), the teacher paths that write
-    ``rest`` and go on."""
+    """Position ``n``: from trie ``node`` (reached from output ``context`` by a path of teacher
+    tokens), the teacher paths that write ``rest`` and go on."""
+    output = plan.output(row, node)
     lo, hi = pair.extension_range(rest)
     if hi > lo:
-        plan.ext.append((n, output, node, lo, hi, len(rest)))
+        plan.ext.append((n, output, context, lo, hi, len(rest)))
     for length, ids in pair.prefix_tokens(rest):
         first, others = ids[0], ids[1:]
         for other in others:  # byte-fallback spellings: not followed
-            plan.cut.append((n, output, node, other))
+            plan.cut.append((n, output, context, other))
         if depth <= 0 or not leads_anywhere(pair, rest[length:], depth - 1):
-            plan.cut.append((n, output, node, first))
+            plan.cut.append((n, output, context, first))
             continue
-        child = len(plan.node_token)
-        plan.node_output.append(output)
-        plan.node_token.append(first)
-        plan.node_parent.append(node)
-        plan.node_depth.append(0 if node < 0 else plan.node_depth[node] + 1)
-        column = len(tree.ids)
-        tree.ids.append(first)
-        tree.anchors.append(anchor)
-        tree.parents.append(-1 if node < 0 else plan.node_columns[node][1])
-        plan.node_columns.append((row, column))
-        child_output = plan.output(row, column)
+        child = tree.add(node, first)
         if length == len(rest):
-            plan.full.append((n, child_output, child))
+            plan.full.append((n, plan.output(row, child), context))
         else:
-            follow(plan, pair, tree, row, n, child_output, child, rest[length:], anchor, depth - 1)
+            follow(plan, pair, tree, row, n, child, context, rest[length:], depth - 1)
 
 
 def leads_anywhere(pair: PairMap, rest: bytes, depth: int) -> bool:
@@ -452,43 +537,52 @@ def leads_anywhere(pair: PairMap, rest: bytes, depth: int) -> bool:
 def tree_masks(
     rows: Sequence[TreeRow], pad_id: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-    """Left-padded ``ids_BW``, ``position_ids_BW``, the attention pattern ``visible_BWW``
-    (query, key; True: attends) and each row's padding, for a tree forward of ``rows``."""
+    """Left-padded ``ids_BW``, ``position_ids_BW`` (a node's depth), the attention pattern
+    ``visible_BWW`` (query, key; True: a node sees itself and its ancestors) and each row's
+    padding, for one forward of ``rows``' tries."""
     width = max(len(r.ids) for r in rows)
-    ids_BW = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions_BW = torch.zeros((len(rows), width), dtype=torch.long)
-    visible_BWW = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # pads see themselves
+    B = len(rows)
+    ids_BW = torch.full((B, width), pad_id, dtype=torch.long)
+    parent_BW = torch.full((B, width), -1, dtype=torch.long)
     pads = []
     for b, r in enumerate(rows):
         pad = width - len(r.ids)
         pads.append(pad)
         ids_BW[b, pad:] = torch.tensor(r.ids)
-        positions_BW[b, pad:] = torch.tensor(r.positions())
-        main = slice(pad, pad + r.n_main)
-        visible_BWW[b, main, main] = torch.tril(torch.ones(r.n_main, r.n_main, dtype=torch.bool))
-        for e, (anchor, parent) in enumerate(zip(r.anchors, r.parents, strict=True)):
-            q = pad + r.n_main + e
-            visible_BWW[b, q, pad : pad + anchor] = True
-            if parent >= 0:  # its path: the parent's visible tokens and the parent
-                visible_BWW[b, q] |= visible_BWW[b, pad + parent]
+        parents = torch.tensor(r.parents)
+        parent_BW[b, pad:] = torch.where(parents >= 0, parents + pad, -1)
+    visible_BWW = torch.eye(width, dtype=torch.bool).repeat(B, 1, 1)  # pads see themselves
+    positions_BW = torch.zeros((B, width), dtype=torch.long)
+    rows_B1 = torch.arange(B).unsqueeze(1)
+    queries_BW = torch.arange(width).expand(B, width)
+    ancestor_BW = parent_BW.clone()
+    while bool((ancestor_BW >= 0).any()):  # one level of ancestors per round
+        live_BW = ancestor_BW >= 0
+        visible_BWW[
+            rows_B1.expand(B, width)[live_BW], queries_BW[live_BW], ancestor_BW[live_BW]
+        ] = True
+        positions_BW += live_BW.long()
+        ancestor_BW = torch.where(
+            live_BW, parent_BW.gather(1, ancestor_BW.clamp(min=0)), torch.full_like(ancestor_BW, -1)
+        )
     return ids_BW, positions_BW, visible_BWW, pads
 
 
 def tree_logprobs(
-    model: Any, rows: Sequence[TreeRow], columns: Sequence[tuple[int, int]], pad_id: int
+    model: Any, rows: Sequence[TreeRow], nodes: Sequence[tuple[int, int]], pad_id: int
 ) -> torch.Tensor:
-    """Log-probabilities (fp32) of the teacher's next token at each (row, column) of
-    ``columns`` (column in the unpadded row), from one forward of ``rows`` with every branch
-    token seeing only its path. (len(columns), V)."""
+    """Log-probabilities (fp32) of the teacher's next token after each (row, node) of
+    ``nodes``, from one forward of ``rows`` with every node seeing only its ancestors.
+    (len(nodes), V)."""
+    from opd_core.api import forward_accepts
+
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     ids_BW, positions_BW, visible_BWW, pads = tree_masks(rows, pad_id)
-    padded = [pads[r] + c for r, c in columns]
+    padded = [pads[r] + c for r, c in nodes]
     keep_X = torch.tensor(sorted(set(padded)), dtype=torch.long)
     where = {c: x for x, c in enumerate(keep_X.tolist())}
     mask = attention_masks(model, visible_BWW, positions_BW, dtype)
-    from opd_core.api import forward_accepts
-
     kwargs: dict[str, Any] = {}
     if forward_accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep_X.to(device)
@@ -503,7 +597,7 @@ def tree_logprobs(
     ).logits
     if not kwargs:
         logits_BXV = logits_BXV[:, keep_X.to(device)]
-    rows_N = torch.tensor([r for r, _ in columns], dtype=torch.long, device=device)
+    rows_N = torch.tensor([r for r, _ in nodes], dtype=torch.long, device=device)
     cols_N = torch.tensor([where[c] for c in padded], dtype=torch.long, device=device)
     return torch.log_softmax(logits_BXV[rows_N, cols_N].float(), dim=-1)
 
@@ -513,7 +607,9 @@ def attention_masks(
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """Additive 4D masks (0: attend, dtype's minimum: not) of the pattern, one per layer type
     when the model has several (a sliding-window layer also drops keys a window away)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config = (
+        model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    )
 
     def additive(visible: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(visible.shape, dtype=dtype)
@@ -544,59 +640,61 @@ class Targets:
     dropped_N: torch.Tensor
     """(N,) each: approximated mass (module docstring); ``dropped`` is a share of the followed
     paths plus the not-followed ones."""
-    boundary_N: torch.Tensor
-    """(N,) bool: the student's offset is a teacher token boundary."""
+    healed_N: torch.Tensor
+    """(N,) bool: the context backed off the teacher's last token (healing)."""
+    settled_N: torch.Tensor
+    """(N,) bool: the context is exact (:attr:`Position.settled`)."""
 
     @property
     def exact_N(self) -> torch.Tensor:
-        """(N,) bool: at most :data:`EXACT_TOL` of the target is approximated."""
-        return (self.residual_N + self.short_N + self.dropped_N) <= EXACT_TOL
+        """(N,) bool: the context is exact and at most :data:`EXACT_TOL` of the target is
+        approximated."""
+        approximated_N = self.residual_N + self.short_N + self.dropped_N
+        return (approximated_N <= EXACT_TOL) & self.settled_N
 
 
 def assemble_targets(plan: BatchPlan, pair: PairMap, logprobs_RV: torch.Tensor) -> Targets:
     """The targets of ``plan`` from the teacher's log-probabilities at its outputs (row ``r`` of
-    ``logprobs_RV`` is output ``r``), in torch ops over the flattened contributions."""
+    ``logprobs_RV`` is output ``r``, :meth:`BatchPlan.output_nodes`'s order), in torch ops over
+    the flattened contributions."""
     device = logprobs_RV.device
     N, S1 = plan.positions, pair.student.size + 1
     probs_NS = torch.zeros((N, S1), dtype=torch.float64, device=device)
     short_N = torch.zeros(N, dtype=torch.float64, device=device)
     cut_N = torch.zeros(N, dtype=torch.float64, device=device)
-    logw_D = node_log_weights(plan, logprobs_RV)
-
-    def weights(nodes: torch.Tensor) -> torch.Tensor:
-        zero = torch.zeros_like(nodes, dtype=torch.float64)
-        return torch.where(nodes >= 0, logw_D[nodes.clamp(min=0)], zero) if len(logw_D) else zero
-
+    logw_R = path_log_weights(plan, logprobs_RV)
     map_V, short_V = pair.map_V.to(device), pair.short_V.to(device).double()
     if plan.full:
         full = torch.tensor(plan.full, dtype=torch.long, device=device)
         chunk = max(1, (1 << 24) // logprobs_RV.shape[1])
         for part in full.split(chunk):
-            n_F, r_F, node_F = part.unbind(1)
-            mass_FV = (logprobs_RV[r_F].double() + weights(node_F).unsqueeze(1)).exp()
+            n_F, r_F, c_F = part.unbind(1)
+            weight_F = logw_R[r_F] - logw_R[c_F]
+            mass_FV = (logprobs_RV[r_F].double() + weight_F.unsqueeze(1)).exp()
             index_FV = (n_F.unsqueeze(1) * S1 + map_V.unsqueeze(0)).expand_as(mass_FV)
             probs_NS.view(-1).scatter_add_(0, index_FV.reshape(-1), mass_FV.reshape(-1))
             short_N.index_add_(0, n_F, mass_FV @ short_V)
     if plan.ext:
         ext = torch.tensor(plan.ext, dtype=torch.long, device=device)
-        n_E, r_E, node_E, lo_E, hi_E, shift_E = ext.unbind(1)
+        n_E, r_E, c_E, lo_E, hi_E, shift_E = ext.unbind(1)
         sizes_E = hi_E - lo_E
         which_X = torch.repeat_interleave(torch.arange(len(ext), device=device), sizes_E)
         starts_E = torch.cumsum(sizes_E, 0) - sizes_E
         rank_X = lo_E[which_X] + torch.arange(len(which_X), device=device) - starts_E[which_X]
         token_X = pair.sorted_ids.to(device)[rank_X]
+        pair.fill(token_X.cpu())
         flat_X = pair.shift_offsets_V.to(device)[token_X] + shift_E[which_X]
         target_X = pair.shift_flat.to(device)[flat_X]
-        mass_X = (
-            logprobs_RV[r_E[which_X], token_X].double() + weights(node_E)[which_X]
-        ).exp()
+        weight_E = logw_R[r_E] - logw_R[c_E]
+        mass_X = (logprobs_RV[r_E[which_X], token_X].double() + weight_E[which_X]).exp()
         probs_NS.view(-1).index_add_(0, n_E[which_X] * S1 + target_X, mass_X)
         short_X = pair.short_flat.to(device)[flat_X].double()
         short_N.index_add_(0, n_E[which_X], mass_X * short_X)
     if plan.cut:
         cut = torch.tensor(plan.cut, dtype=torch.long, device=device)
-        n_C, r_C, node_C, token_C = cut.unbind(1)
-        mass_C = (logprobs_RV[r_C, token_C].double() + weights(node_C)).exp()
+        n_C, r_C, c_C, token_C = cut.unbind(1)
+        weight_C = logw_R[r_C] - logw_R[c_C]
+        mass_C = (logprobs_RV[r_C, token_C].double() + weight_C).exp()
         cut_N.index_add_(0, n_C, mass_C)
     total_N = probs_NS.sum(-1)
     empty_N = total_N <= 0  # every followed path underflowed: all residual
@@ -608,26 +706,31 @@ def assemble_targets(plan: BatchPlan, pair: PairMap, logprobs_RV: torch.Tensor) 
         residual_N=probs_NS[:, -1],
         short_N=short_N / total_N,
         dropped_N=cut_N / (total_N + cut_N),
-        boundary_N=torch.tensor(plan.boundary, dtype=torch.bool, device=device),
+        healed_N=torch.tensor(plan.healed, dtype=torch.bool, device=device),
+        settled_N=torch.tensor(plan.settled, dtype=torch.bool, device=device),
     )
 
 
-def node_log_weights(plan: BatchPlan, logprobs_RV: torch.Tensor) -> torch.Tensor:
-    """(nodes,) float64: each branch node's path log-probability (its tokens' teacher
-    log-probabilities added along the path), computed level by level."""
-    count = len(plan.node_token)
-    logw_D = torch.zeros(count, dtype=torch.float64, device=logprobs_RV.device)
-    if not count:
-        return logw_D
-    parent_D = torch.tensor(plan.node_parent, dtype=torch.long, device=logprobs_RV.device)
-    own_D = logprobs_RV[
-        torch.tensor(plan.node_output, device=logprobs_RV.device),
-        torch.tensor(plan.node_token, device=logprobs_RV.device),
-    ].double()
-    depth_D = torch.tensor(plan.node_depth, dtype=torch.long)
-    for level in range(int(depth_D.max()) + 1):
-        at = (depth_D == level).nonzero().squeeze(1).to(logprobs_RV.device)
-        parents = parent_D[at]
-        inherited = torch.where(parents >= 0, logw_D[parents.clamp(min=0)], 0.0)
-        logw_D[at] = own_D[at] + inherited
-    return logw_D
+def path_log_weights(plan: BatchPlan, logprobs_RV: torch.Tensor) -> torch.Tensor:
+    """(R,) float64: per output, the teacher's log-probability of its node's tokens after its
+    row's prompt (0 at the prompt's last node), summed down the trie level by level; the
+    difference of two is a path's log-probability from one node to its descendant."""
+    device = logprobs_RV.device
+    parents, tokens, levels = [], [], []
+    for row, tree in enumerate(plan.rows):
+        start, base = tree.prompt_end, plan.bases[row]
+        parent_X = torch.tensor(tree.parents[start:], dtype=torch.long) - start + base
+        parent_X[0] = -1
+        parents.append(parent_X)
+        tokens.append(torch.tensor(tree.ids[start:], dtype=torch.long))
+        levels.append(torch.tensor(tree.depths[start:], dtype=torch.long) - tree.depths[start])
+    if not parents:
+        return torch.zeros(0, dtype=torch.float64, device=device)
+    parent_R = torch.cat(parents).to(device)
+    token_R, level_R = torch.cat(tokens).to(device), torch.cat(levels).to(device)
+    own_R = logprobs_RV[parent_R.clamp(min=0), token_R].double()
+    logw_R = torch.zeros(len(parent_R), dtype=torch.float64, device=device)
+    for level in range(1, int(level_R.max()) + 1):
+        at = (level_R == level).nonzero().squeeze(1)
+        logw_R[at] = logw_R[parent_R[at]] + own_R[at]
+    return logw_R

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
@@ -40,10 +41,12 @@ from opd_hf.byte_prefix import (
     MIN_LOGPROB,
     BatchPlan,
     PairMap,
+    Position,
     TreeRow,
     assemble_targets,
     build_pair_map,
     plan_row,
+    position,
     tree_logprobs,
     vocab_bytes,
 )
@@ -201,40 +204,32 @@ class CrossTokenizerTeacher(HFTeacher):
         logprobs_BT = torch.zeros((B, T), dtype=torch.float32)
         topk_ids_BTK = torch.zeros((B, T, K), dtype=torch.long)
         topk_lps_BTK = torch.zeros((B, T, K), dtype=torch.float32)
-        sums = dict.fromkeys(("exact", "boundary", "residual", "short", "dropped"), 0.0)
-        counts = {"positions": 0, "branch": 0, "teacher_tokens": 0}
+        sums = dict.fromkeys(("exact", "healed", "settled", "residual", "short", "dropped"), 0.0)
+        counts = {"positions": 0, "tree": 0, "teacher_tokens": 0}
         seconds = {"align": 0.0, "forward": 0.0, "target": 0.0}
-        flops = {"scoring": 0.0, "branch": 0.0}
+        flops = {"scoring": 0.0, "plain": 0.0}
         for start in range(0, B, self.batch_size):
             clock = time.perf_counter()
             plan = BatchPlan()
             where: list[tuple[int, int]] = []
+            plain: list[tuple[int, int]] = []  # (prompt, completion) teacher tokens per row
             for b in range(start, min(start + self.batch_size, B)):
                 columns = mask_BT[b].nonzero().squeeze(-1).tolist()
                 if not columns:
                     continue
-                text, offsets = self.student_bytes(ids_BT[b, columns].tolist())
-                tokenizer = self.loaded.tokenizer
-                teacher_ids = tokenizer(
-                    text.decode("utf-8"), add_special_tokens=False
-                )["input_ids"]
-                plan_row(
-                    plan,
-                    self.pair,
-                    self.prompt_ids(rollouts.prompts[b]),
-                    text,
-                    teacher_ids,
-                    offsets,
-                    self.branch_depth,
-                )
-                counts["teacher_tokens"] += len(teacher_ids)
+                conditions, teacher_tokens = self.positions(ids_BT[b, columns].tolist())
+                prompt_ids = self.prompt_ids(rollouts.prompts[b])
+                plan_row(plan, self.pair, prompt_ids, conditions, self.branch_depth)
+                counts["teacher_tokens"] += teacher_tokens
+                plain.append((len(prompt_ids), teacher_tokens + 1))  # + what follows the text
                 where += [(b, t) for t in columns]
             if not where:
                 continue
             seconds["align"] += time.perf_counter() - clock
             clock = time.perf_counter()
-            outputs = sorted(plan.outputs, key=plan.outputs.__getitem__)
-            logprobs_RV = tree_logprobs(self.loaded.model, plan.rows, outputs, self.pad_id())
+            logprobs_RV = tree_logprobs(
+                self.loaded.model, plan.rows, plan.output_nodes(), self.pad_id()
+            )
             seconds["forward"] += time.perf_counter() - clock
             clock = time.perf_counter()
             targets = assemble_targets(plan, self.pair, logprobs_RV.cpu())
@@ -249,34 +244,35 @@ class CrossTokenizerTeacher(HFTeacher):
             seconds["target"] += time.perf_counter() - clock
             for name, values_N in (
                 ("exact", targets.exact_N),
-                ("boundary", targets.boundary_N),
+                ("healed", targets.healed_N),
+                ("settled", targets.settled_N),
                 ("residual", targets.residual_N),
                 ("short", targets.short_N),
                 ("dropped", targets.dropped_N),
             ):
                 sums[name] += float(values_N.double().sum())
             counts["positions"] += len(where)
-            counts["branch"] += sum(len(r.anchors) for r in plan.rows)
-            with_branches = tree_flops(self.shape, plan.rows, plan, branches=True)
-            flops["scoring"] += with_branches
-            flops["branch"] += with_branches - tree_flops(
-                self.shape, plan.rows, plan, branches=False
-            )
+            counts["tree"] += sum(len(r.ids) - r.prompt_end - 1 for r in plan.rows)
+            flops["scoring"] += tree_flops(self.shape, plan.rows)
+            prompt_R, completion_R = torch.tensor(plain).unbind(1)
+            flops["plain"] += self.shape.forward_flops(prompt_R + completion_R - 1, completion_R)
         device = rollouts.input_ids_BT.device
         positions = max(counts["positions"], 1)
+        teacher_tokens = counts["teacher_tokens"]
         metrics: dict[str, float] = {
             "teacher/exact_frac": sums["exact"] / positions,
-            "teacher/boundary_frac": sums["boundary"] / positions,
+            "teacher/healed_frac": sums["healed"] / positions,
+            "teacher/settled_frac": sums["settled"] / positions,
             "teacher/residual_mass": sums["residual"] / positions,
             "teacher/short_mass": sums["short"] / positions,
             "teacher/dropped_mass": sums["dropped"] / positions,
-            "teacher/branch_tokens": counts["branch"] / positions,
-            "teacher/token_ratio": counts["teacher_tokens"] / positions,
+            "teacher/tree_tokens": counts["tree"] / positions,
+            "teacher/token_ratio": teacher_tokens / positions,
             "teacher/align_s": seconds["align"],
             "teacher/forward_s": seconds["forward"],
             "teacher/target_s": seconds["target"],
             "teacher/scoring_flops": Sum(flops["scoring"]),
-            "teacher/branch_flops": Sum(flops["branch"]),
+            "teacher/plain_flops": Sum(flops["plain"]),
         }
         return TeacherScores(
             logprobs_BT=logprobs_BT.to(device),
@@ -284,6 +280,31 @@ class CrossTokenizerTeacher(HFTeacher):
             topk_logprobs_BTK=topk_lps_BTK.to(device) if K else None,
             metrics=metrics,
         )
+
+    def positions(self, completion_ids: list[int]) -> tuple[list[Position], int]:
+        """What the target at each completion position is conditioned on
+        (:func:`opd_hf.byte_prefix.position`), and the teacher's token count of the text."""
+        text, offsets = self.student_bytes(completion_ids)
+        string = text.decode("utf-8")
+        char_bytes = np.fromiter(
+            (len(c.encode()) for c in string), dtype=np.int64, count=len(string)
+        )
+        char_starts = np.concatenate([[0], np.cumsum(char_bytes)])
+        chars_N = np.searchsorted(char_starts, np.asarray(offsets), side="right") - 1
+        cuts = sorted(set(chars_N.tolist()))
+        tokenizer = self.loaded.tokenizer
+        encoded = tokenizer([string[:c] for c in cuts], add_special_tokens=False)["input_ids"]
+        prefix = dict(zip(cuts, encoded, strict=True))
+        full = tokenizer(string, add_special_tokens=False)["input_ids"]
+        pieces = self.pair.student.pieces
+        result = []
+        for i, (offset, c) in enumerate(zip(offsets, chars_N.tolist(), strict=True)):
+            last = pieces[completion_ids[i - 1]] if i else None
+            dangling = text[int(char_starts[c]) : offset]
+            result.append(
+                position(self.pair, prefix[c], dangling, last, heal=self.branch_depth > 0)
+            )
+        return result, len(full)
 
     def student_bytes(self, completion_ids: list[int]) -> tuple[bytes, list[int]]:
         """The bytes a student completion writes (its final EOS excluded) and the byte offset
@@ -402,15 +423,13 @@ def vocab_size(model: Any) -> int:
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
 
 
-def tree_flops(shape: ModelShape, rows: Sequence[TreeRow], plan: BatchPlan, branches: bool) -> float:
-    """Forward FLOPs of the teacher over ``rows`` (with or without their branch tokens), its LM
-    head at the outputs the plan reads."""
-    heads = [0] * len(rows)
-    for row, column in plan.outputs:
-        if branches or column < rows[row].n_main:
-            heads[row] += 1
-    lengths = [len(r.ids) if branches else r.n_main for r in rows]
-    return shape.forward_flops(torch.tensor(lengths), torch.tensor(heads))
+def tree_flops(shape: ModelShape, rows: Sequence[TreeRow]) -> float:
+    """Forward FLOPs of the teacher over ``rows``' tries: every node is a token, attention over
+    the whole unpadded row (as the kernel computes it under a mask), the LM head at every node
+    from the prompt's last on."""
+    lengths = torch.tensor([len(r.ids) for r in rows])
+    heads = torch.tensor([len(r.ids) - r.prompt_end for r in rows])
+    return shape.forward_flops(lengths, heads)
 
 
 def check_tree_attention(model: Any, tokenizer: Any, path: str) -> None:
@@ -419,11 +438,9 @@ def check_tree_attention(model: Any, tokenizer: Any, path: str) -> None:
     ids = tokenizer("12+34=46 #46 ok", add_special_tokens=False)["input_ids"][:6]
     if len(ids) < 4:
         return
-    rows = [
-        TreeRow(ids=[*ids[:4], ids[5 % len(ids)]], n_main=4, anchors=[2], parents=[-1]),
-        TreeRow(ids=ids[:2], n_main=2),
-    ]
-    got_XV = tree_logprobs(model, rows, [(0, 4), (0, 3), (1, 1)], 0)
+    first, second = TreeRow(ids[:4]), TreeRow(ids[:2])
+    branch = first.add(1, ids[5 % len(ids)])  # after ids[:2], beside ids[2:4]
+    got_XV = tree_logprobs(model, [first, second], [(0, branch), (0, 3), (1, 1)], 0)
     device = next(model.parameters()).device
     expected = []
     for sequence in ([*ids[:2], ids[5 % len(ids)]], ids[:4], ids[:2]):

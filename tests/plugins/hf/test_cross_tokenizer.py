@@ -1,5 +1,7 @@
-"""The cross-tokenizer teacher: today's scores through the same tokenizer, the teacher's text
-log-probability per sequence through another one, and top-k objectives refused."""
+"""The cross-tokenizer teacher's per-sequence path (``target=sequence``): today's scores through
+the same tokenizer, the teacher's text log-probability per sequence through another one, and
+top-k objectives refused; and a run with the default ``target=byte_prefix`` and the default
+top-k objective (tests/plugins/hf/test_byte_prefix.py checks its targets)."""
 
 from __future__ import annotations
 
@@ -135,7 +137,8 @@ def test_the_same_tokenizer_gives_the_hf_teachers_scores(
     ctx = make_context(tiny_models, compose_config, tmp_path)
     rollouts = text_rollouts(ctx.student.tokenizer)
     node = {"path": str(tiny_models.teacher)}
-    hf, cross = HFTeacher(model=node, batch_size=8), CrossTokenizerTeacher(model=node, batch_size=3)
+    hf = HFTeacher(model=node, batch_size=8)
+    cross = CrossTokenizerTeacher(model=node, batch_size=3, target="sequence")
     hf.setup(ctx)
     cross.setup(ctx)
     expected = hf.opd_score_rollouts(rollouts=rollouts, top_k=0)
@@ -154,7 +157,9 @@ def test_another_tokenizer_keeps_each_sequences_text_logprob(
 ) -> None:
     ctx = make_context(tiny_models, compose_config, tmp_path)
     rollouts = text_rollouts(ctx.student.tokenizer)
-    cross = CrossTokenizerTeacher(model={"path": str(other_teacher)}, batch_size=3, split=split)
+    cross = CrossTokenizerTeacher(
+        model={"path": str(other_teacher)}, batch_size=3, target="sequence", split=split
+    )
     cross.setup(ctx)
     with pytest.raises(OPDError, match="different vocabularies"):
         HFTeacher(model={"path": str(other_teacher)}).setup(ctx)  # the default path refuses
@@ -193,7 +198,11 @@ def test_it_scores_after_a_context_as_the_inner_teacher_of_teacher_context(
         plain, prompts=tuple(replace(p, teacher_context="5+6=11") for p in plain.prompts)
     )
     teacher = ContextTeacher(
-        inner={"name": "cross_tokenizer", "model": {"path": str(other_teacher)}}
+        inner={
+            "name": "cross_tokenizer",
+            "model": {"path": str(other_teacher)},
+            "target": "sequence",
+        }
     )
     teacher.setup(ctx)
     scores = teacher.opd_score_rollouts(rollouts=rollouts, top_k=0)
@@ -216,7 +225,7 @@ def test_top_k_objectives_are_refused_in_one_sentence(
     tiny_models: TinyModels, compose_config: Compose, tmp_path: Path, other_teacher: Path
 ) -> None:
     ctx = make_context(tiny_models, compose_config, tmp_path)
-    cross = CrossTokenizerTeacher(model={"path": str(other_teacher)})
+    cross = CrossTokenizerTeacher(model={"path": str(other_teacher)}, target="sequence")
     cross.setup(ctx)
     ctx.hook = make_plugin_manager([TopKLoss()]).hook
     with pytest.raises(OPDError, match=r"loss=reverse_kl_topk asks for the teacher's top-20"):
@@ -227,8 +236,13 @@ def test_top_k_objectives_are_refused_in_one_sentence(
         cross.opd_score_rollouts(rollouts=text_rollouts(ctx.student.tokenizer), top_k=5)
 
 
+@pytest.mark.parametrize("target", ["sequence", "byte_prefix"])
 def test_a_run_with_a_teacher_of_another_tokenizer(
-    tiny_models: TinyModels, compose_config: Compose, tmp_path: Path, other_teacher: Path
+    tiny_models: TinyModels,
+    compose_config: Compose,
+    tmp_path: Path,
+    other_teacher: Path,
+    target: str,
 ) -> None:
     out = tmp_path / "run"
     overrides = [
@@ -239,11 +253,20 @@ def test_a_run_with_a_teacher_of_another_tokenizer(
     extra = [
         "+teacher=cross_tokenizer",
         f"teacher.model.path={other_teacher}",
-        "objective=opd",
+        f"teacher.target={target}",
         "task.eval_size=4",
         "eval.at_start=false",
     ]
+    if target == "sequence":  # the per-sequence path serves sampled-token objectives only
+        extra.append("objective=opd")
     run(compose_config([*overrides, *extra]), out, pm=make_plugin_manager())
     records = read_metrics(out / "metrics.jsonl")
     assert len(records) == 2
-    assert all(0.0 <= r["teacher/token_match"] < 1.0 for r in records)
+    if target == "sequence":
+        assert all(0.0 <= r["teacher/token_match"] < 1.0 for r in records)
+        return
+    for record in records:  # the default objective: the top-k reverse KL over byte-prefix targets
+        assert record["reverse_kl_topk"] > 0
+        assert 0.0 <= record["teacher/healed_frac"] <= 1.0
+        assert 0.0 <= record["teacher/exact_frac"] <= 1.0
+        assert record["teacher/scoring_flops"] > 0.0 and record["teacher/tree_tokens"] >= 1.0
