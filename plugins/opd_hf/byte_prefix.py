@@ -44,7 +44,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -436,6 +436,9 @@ class Position:
     """Whether the context is exact: healed, or no teacher token goes on across the offset (its
     boundary there is no artefact), or the teacher's last token is the student's own last token
     and the two vocabularies have as many tokens extending it (the same commitment)."""
+    dangling: int = 0
+    """Bytes of a character not complete yet among ``written``: a byte-level teacher spends
+    one token on each, so a path may be that much longer than ``branch_depth``."""
 
 
 def position(
@@ -457,17 +460,79 @@ def position(
     and the student could not (no student token extends its last token: its boundary commits
     to nothing). Otherwise the teacher's tokens are taken as they are: with the student's own
     tokenizer this is its tokenization, and the target the teacher's distribution after it.
-    ``heal=False`` never backs off.
+    ``heal=False`` never backs off, and spells the bytes of a character not complete yet with
+    the teacher's byte tokens (no path through them is followed).
     """
     last = pair.teacher.pieces[prefix_ids[-1]] if prefix_ids else b""
     written = last + dangling
     lo, hi = pair.extension_range(written) if prefix_ids else (0, 0)
-    if student_last is None or not prefix_ids:  # nothing written yet: the prompt's end
-        return Position(prefix_ids, dangling, False, not dangling)
+    spelled = [pair.by_bytes.get(bytes([b]), [-1])[0] for b in dangling]
+    if not heal and dangling and -1 not in spelled:  # no paths followed: its byte tokens
+        return Position([*prefix_ids, *spelled], b"", False, False)
+    if student_last is None or not prefix_ids:  # nothing (or part of a character) written
+        return Position(prefix_ids, dangling, False, not dangling, len(dangling))
     if heal and hi > lo and student_last not in pair.strict:
-        return Position(prefix_ids[:-1], written, True, True)
+        return Position(prefix_ids[:-1], written, True, True, len(dangling))
     same = written == student_last and hi - lo == pair.student_extensions(student_last)
-    return Position(prefix_ids, dangling, False, hi == lo or same)
+    settled = (hi == lo or same) and not dangling
+    return Position(prefix_ids, dangling, False, settled, len(dangling))
+
+
+def row_positions(
+    pair: PairMap,
+    teacher_tokenizer: Any,
+    student_tokenizer: Any,
+    completion_ids: Sequence[int],
+    stops: Collection[int],
+    heal: bool = True,
+) -> tuple[list[Position], int]:
+    """Each position of a student completion (a final token in ``stops`` is its EOS: the text
+    ends before it) as :func:`position` conditions it: the teacher tokenizes the text written
+    before each offset (whole characters; the bytes of one not complete yet are ``dangling``).
+    Also returns the teacher's token count of the whole text."""
+    text, offsets = student_bytes(pair, student_tokenizer, completion_ids, stops)
+    string = text.decode("utf-8")
+    char_bytes = np.fromiter((len(c.encode()) for c in string), dtype=np.int64, count=len(string))
+    char_starts = np.concatenate([[0], np.cumsum(char_bytes)])
+    chars_N = np.searchsorted(char_starts, np.asarray(offsets, dtype=np.int64), side="right") - 1
+    cuts = sorted(set(chars_N.tolist()) | {len(string)})
+    encoded = teacher_tokenizer([string[:c] for c in cuts], add_special_tokens=False)["input_ids"]
+    prefix = dict(zip(cuts, encoded, strict=True))
+    if sum(len(pair.teacher.pieces[i]) for i in prefix[len(string)]) != len(text):
+        raise OPDError(
+            "The teacher's tokens of a completion do not spell its bytes (a normalizing "
+            "tokenizer?), which teacher.target=byte_prefix needs; use teacher.target=sequence."
+        )
+    result = []
+    for i, (offset, c) in enumerate(zip(offsets, chars_N.tolist(), strict=True)):
+        last = pair.student.pieces[completion_ids[i - 1]] if i else None
+        dangling = text[int(char_starts[c]) : offset]
+        result.append(position(pair, prefix[c], dangling, last, heal=heal))
+    return result, len(prefix[len(string)])
+
+
+def student_bytes(
+    pair: PairMap, tokenizer: Any, completion_ids: Sequence[int], stops: Collection[int]
+) -> tuple[bytes, list[int]]:
+    """The bytes a student completion writes (a final EOS excluded) and the byte offset before
+    each of its tokens. A completion that is no valid UTF-8 (a broken sampler's byte pieces) is
+    taken as its decoder writes it, replacement characters included."""
+    ended = bool(completion_ids) and completion_ids[-1] in stops
+    text_ids = list(completion_ids[:-1] if ended else completion_ids)
+    pieces = [pair.student.pieces[i] for i in text_ids]
+    text = b"".join(pieces)
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        from opd_hf.char_spans import token_pieces
+
+        pieces = [p.encode() for p in token_pieces(tokenizer, text_ids)]
+        text = b"".join(pieces)
+    offsets, at = [], 0
+    for piece in pieces:
+        offsets.append(at)
+        at += len(piece)
+    return text, offsets + [at] * ended
 
 
 def plan_row(
@@ -491,7 +556,7 @@ def plan_row(
         if not where.written:
             plan.full.append((n, context, context))
             continue
-        follow(plan, pair, tree, row, n, node, context, where.written, depth)
+        follow(plan, pair, tree, row, n, node, context, where.written, depth + where.dangling)
 
 
 def follow(

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from opd_core import OPDError, Prompt, RolloutBatch, TeacherScores, hookimpl
@@ -46,7 +45,7 @@ from opd_hf.byte_prefix import (
     assemble_targets,
     build_pair_map,
     plan_row,
-    position,
+    row_positions,
     tree_logprobs,
     vocab_bytes,
 )
@@ -282,48 +281,16 @@ class CrossTokenizerTeacher(HFTeacher):
         )
 
     def positions(self, completion_ids: list[int]) -> tuple[list[Position], int]:
-        """What the target at each completion position is conditioned on
-        (:func:`opd_hf.byte_prefix.position`), and the teacher's token count of the text."""
-        text, offsets = self.student_bytes(completion_ids)
-        string = text.decode("utf-8")
-        char_bytes = np.fromiter(
-            (len(c.encode()) for c in string), dtype=np.int64, count=len(string)
+        """What the target at each completion position is conditioned on, and the teacher's
+        token count of the text (:func:`opd_hf.byte_prefix.row_positions`)."""
+        return row_positions(
+            self.pair,
+            self.loaded.tokenizer,
+            self.student_tokenizer,
+            completion_ids,
+            self.student_stops,
+            heal=self.branch_depth > 0,
         )
-        char_starts = np.concatenate([[0], np.cumsum(char_bytes)])
-        chars_N = np.searchsorted(char_starts, np.asarray(offsets), side="right") - 1
-        cuts = sorted(set(chars_N.tolist()))
-        tokenizer = self.loaded.tokenizer
-        encoded = tokenizer([string[:c] for c in cuts], add_special_tokens=False)["input_ids"]
-        prefix = dict(zip(cuts, encoded, strict=True))
-        full = tokenizer(string, add_special_tokens=False)["input_ids"]
-        pieces = self.pair.student.pieces
-        result = []
-        for i, (offset, c) in enumerate(zip(offsets, chars_N.tolist(), strict=True)):
-            last = pieces[completion_ids[i - 1]] if i else None
-            dangling = text[int(char_starts[c]) : offset]
-            result.append(
-                position(self.pair, prefix[c], dangling, last, heal=self.branch_depth > 0)
-            )
-        return result, len(full)
-
-    def student_bytes(self, completion_ids: list[int]) -> tuple[bytes, list[int]]:
-        """The bytes a student completion writes (its final EOS excluded) and the byte offset
-        before each of its tokens. A completion that is no valid UTF-8 (a broken sampler's
-        byte pieces) is taken as its decoder writes it, replacement characters included."""
-        ended = bool(completion_ids) and completion_ids[-1] in self.student_stops
-        text_ids = completion_ids[:-1] if ended else completion_ids
-        pieces = [self.pair.student.pieces[i] for i in text_ids]
-        text = b"".join(pieces)
-        try:
-            text.decode("utf-8")
-        except UnicodeDecodeError:
-            pieces = [p.encode() for p in token_pieces(self.student_tokenizer, text_ids)]
-            text = b"".join(pieces)
-        offsets, at = [], 0
-        for piece in pieces:
-            offsets.append(at)
-            at += len(piece)
-        return text, offsets + [at] * ended
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
         """The prompt in the teacher's chat template and tokens."""
