@@ -181,6 +181,8 @@ class PairMap:
         self.student = student
         self.teacher = teacher
         self.student_eos = student_eos
+        self.identical = student.pieces == teacher.pieces and student.special == teacher.special
+        """The student's tokenizer is the teacher's: the teacher reads the student's tokens."""
         self.lookup: dict[bytes, int] = {}
         """Student token of each byte string (regular tokens over byte-fallback duplicates)."""
         fallback_ids: dict[bytes, int] = {}
@@ -467,8 +469,14 @@ def position(
     written = last + dangling
     lo, hi = pair.extension_range(written) if prefix_ids else (0, 0)
     spelled = [pair.by_bytes.get(bytes([b]), [-1])[0] for b in dangling]
-    if not heal and dangling and -1 not in spelled:  # no paths followed: its byte tokens
-        return Position([*prefix_ids, *spelled], b"", False, False)
+    committed = student_last is not None and student_last in pair.strict
+    if dangling and (committed or not heal) and -1 not in spelled:
+        # the student wrote byte tokens it could have merged, or no paths are followed: the
+        # teacher's byte tokens as they are
+        lo_d, hi_d = pair.extension_range(dangling)
+        extended_alike = hi_d - lo_d == pair.student_extensions(dangling)
+        settled = committed and dangling == student_last and extended_alike
+        return Position([*prefix_ids, *spelled], b"", False, settled)
     if student_last is None or not prefix_ids:  # nothing (or part of a character) written
         return Position(prefix_ids, dangling, False, not dangling, len(dangling))
     if heal and hi > lo and student_last not in pair.strict:
@@ -489,7 +497,16 @@ def row_positions(
     """Each position of a student completion (a final token in ``stops`` is its EOS: the text
     ends before it) as :func:`position` conditions it: the teacher tokenizes the text written
     before each offset (whole characters; the bytes of one not complete yet are ``dangling``).
-    Also returns the teacher's token count of the whole text."""
+    With the student's own tokenizer the teacher reads the student's tokens instead (as
+    ``teacher=hf`` does; its tokenization of a text cut somewhere can differ from the student's
+    of the whole: a whitespace run is split by what follows it, a sampled tokenization need not
+    be canonical). Also returns the teacher's token count of the whole text."""
+    if pair.identical:  # the student's tokens are the teacher's: read them as they are
+        ended = bool(completion_ids) and completion_ids[-1] in stops
+        text_ids = list(completion_ids[:-1] if ended else completion_ids)
+        return [Position(text_ids[:i], b"", False, True) for i in range(len(completion_ids))], len(
+            text_ids
+        )
     text, offsets = student_bytes(pair, student_tokenizer, completion_ids, stops)
     string = text.decode("utf-8")
     char_bytes = np.fromiter((len(c.encode()) for c in string), dtype=np.int64, count=len(string))
@@ -637,8 +654,8 @@ def tree_logprobs(
     model: Any, rows: Sequence[TreeRow], nodes: Sequence[tuple[int, int]], pad_id: int
 ) -> torch.Tensor:
     """Log-probabilities (fp32) of the teacher's next token after each (row, node) of
-    ``nodes``, from one forward of ``rows`` with every node seeing only its ancestors.
-    (len(nodes), V)."""
+    ``nodes``, from one forward of ``rows`` with every node seeing only its ancestors (a 4D
+    mask; rows without a branch go through the model's own causal mask). (len(nodes), V)."""
     from opd_core.api import forward_accepts
 
     device = next(model.parameters()).device
@@ -647,7 +664,14 @@ def tree_logprobs(
     padded = [pads[r] + c for r, c in nodes]
     keep_X = torch.tensor(sorted(set(padded)), dtype=torch.long)
     where = {c: x for x, c in enumerate(keep_X.tolist())}
-    mask = attention_masks(model, visible_BWW, positions_BW, dtype)
+    chains = all(r.parents == list(range(-1, len(r.ids) - 1)) for r in rows)
+    mask: torch.Tensor | dict[str, torch.Tensor]
+    if chains:  # no branch anywhere: the model's own causal mask over left padding
+        mask = torch.zeros(ids_BW.shape, dtype=torch.long)
+        for b, pad in enumerate(pads):
+            mask[b, pad:] = 1
+    else:
+        mask = attention_masks(model, visible_BWW, positions_BW, dtype)
     kwargs: dict[str, Any] = {}
     if forward_accepts(model, "logits_to_keep"):
         kwargs["logits_to_keep"] = keep_X.to(device)

@@ -24,8 +24,8 @@ from transformers import AutoTokenizer
 from opd_arith.problems import make_problems
 from opd_arith.tokenizer import build_tokenizer
 from opd_assets.plugin import resolve_asset
-from opd_core.modeling import render_prompt
 from opd_core import Prompt
+from opd_core.modeling import render_prompt
 from opd_hf.byte_prefix import (
     BatchPlan,
     PairMap,
@@ -146,6 +146,7 @@ def test_targets_follow_the_text_between_real_tokenizers(
         if is_eos:
             assert float(q_S[pair.student_eos]) == pytest.approx(1.0, abs=1e-6)
         else:
+            assert token in going_on  # the student's own next token goes on with the text
             assert float(q_S[going_on].sum()) == pytest.approx(1.0, abs=1e-6), (n, rest[:12])
     assert float(targets.residual_N.max()) < 1e-6
 
