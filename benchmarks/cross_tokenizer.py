@@ -18,8 +18,8 @@ before) over the same-tokenizer teacher's.
 **Real text.** Gemma-3-270M (``asset://gemma3-270m``) as the teacher of SmolLM2-135M-Instruct
 (``asset://smollm2-135m-instruct``): SmolLM2 answers chat prompts (temperature 1, what OPD would
 score), and Gemma's byte-prefix targets on those answers are measured per ``branch_depth``:
-the share of exact positions, the residual, short and dropped mass, the branch tokens and the
-CPU seconds of each stage.
+the share of exact positions, of healed ones, the residual, short and dropped mass, the
+teacher's tree tokens and the seconds of each stage.
 
 The report goes to ``docs/results/cross_tokenizer.{md,json,png}``, the command beside every
 number.
@@ -78,7 +78,8 @@ SIGNALS = {
     "boundary_frac": "teacher/boundary_frac",
     "residual_mass": "teacher/residual_mass",
     "dropped_mass": "teacher/dropped_mass",
-    "branch_tokens": "teacher/branch_tokens",
+    "tree_tokens": "teacher/tree_tokens",
+    "healed_frac": "teacher/healed_frac",
     "score_s": "time/score_s",
     "align_s": "teacher/align_s",
     "target_s": "teacher/target_s",
@@ -125,10 +126,11 @@ def mean_metric(folder: Path, name: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def summarize(key: str, seeds: Sequence[int], steps: int, out: Path) -> dict[str, Any] | None:
-    """The finished seeds of one setup."""
+def summarize(key: str, steps: int, out: Path) -> dict[str, Any] | None:
+    """Every finished seed of one setup."""
     runs = []
-    for seed in seeds:
+    found = (p.name.rpartition("_s")[2] for p in out.glob(f"{key}_{steps}_s*") if p.is_dir())
+    for seed in sorted(int(s) for s in found if s.isdigit()):
         folder = run_dir(out, key, seed, steps)
         if not (folder / "summary.json").exists():
             continue
@@ -211,7 +213,7 @@ def write_report(
             f"## The demo student, {steps} steps",
             "",
             "| setup | seeds | teacher | before | after (mean, min-max) | gain | gain / same-"
-            "tokenizer gain | exact positions | residual mass | branch tokens / position | "
+            "tokenizer gain | exact positions | residual mass | teacher tree tokens / position | "
             "score s/step (align, target) | s/step |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
@@ -229,7 +231,7 @@ def write_report(
                 f"({pct(result['final_accuracy_min'])}-{pct(result['final_accuracy_max'])}) | "
                 f"{result['gain'] * 100:+.1f} | {num(ratio, '.2f')} | "
                 f"{num(mean('exact_frac'))} | {num(mean('residual_mass'), '.2g')} | "
-                f"{num(mean('branch_tokens'), '.2f')} | {num(mean('score_s'), '.2f')} "
+                f"{num(mean('tree_tokens'), '.2f')} | {num(mean('score_s'), '.2f')} "
                 f"({num(mean('align_s'), '.2f')}, {num(mean('target_s'), '.2f')}) | "
                 f"{num(mean('step_s'), '.2f')} |"
             )
@@ -263,17 +265,17 @@ def real_text_lines(real: dict[str, Any]) -> list[str]:
         "Masses are means over positions; seconds are CPU seconds for all answers on the "
         "loaded machine.",
         "",
-        "| branch_depth | exact positions | on a teacher boundary | residual mass | short mass | "
-        "dropped mass | branch tokens / position | teacher tokens / position | align s | "
+        "| branch_depth | exact positions | healed | context exact | residual mass | short mass | "
+        "dropped mass | teacher tree tokens / position | teacher tokens / position | align s | "
         "forward s | target s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in real["depths"]:
         lines.append(
-            f"| {row['branch_depth']} | {row['exact_frac']:.3f} | {row['boundary_frac']:.3f} | "
-            f"{row['residual_mass']:.2g} | {row['short_mass']:.2g} | {row['dropped_mass']:.2g} | "
-            f"{row['branch_tokens']:.2f} | {row['token_ratio']:.2f} | {row['align_s']:.2f} | "
-            f"{row['forward_s']:.2f} | {row['target_s']:.2f} |"
+            f"| {row['branch_depth']} | {row['exact_frac']:.3f} | {row['healed_frac']:.3f} | "
+            f"{row['settled_frac']:.3f} | {row['residual_mass']:.2g} | {row['short_mass']:.2g} | "
+            f"{row['dropped_mass']:.2g} | {row['tree_tokens']:.2f} | {row['token_ratio']:.2f} | "
+            f"{row['align_s']:.2f} | {row['forward_s']:.2f} | {row['target_s']:.2f} |"
         )
     lines += ["", f"Pair tables built in {real['setup_s']:.1f} s (once per run).", ""]
     return lines
@@ -329,9 +331,15 @@ def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> 
     """Gemma-3-270M's byte-prefix targets on SmolLM2-135M-Instruct's answers (CPU)."""
     import torch
 
-    from opd_core import Prompt
-    from opd_core.api import ModelSpec, load_model_outside_a_run
-    from opd_core.config import RunConfig  # noqa: F401  (the run context needs opd_core.config)
+    from opd_core import GenerationParams, Prompt
+    from opd_core.api import (
+        Generated,
+        ModelSpec,
+        encode_prompts,
+        load_model_outside_a_run,
+        pad_right,
+        rollout_batch,
+    )
     from opd_hf.cross_tokenizer import CrossTokenizerTeacher
     from opd_hf.generation import HFGenerator
 
@@ -345,7 +353,19 @@ def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> 
     ]
     torch.manual_seed(seed)
     generator = HFGenerator("student", student.model, student.tokenizer, 8)
-    rollouts = generator.sample_rollouts(prompts, max_new_tokens=max_new_tokens, temperature=1.0)
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=1.0)
+    answers = generator.generate(prompts, params)
+    tokenizer = student.tokenizer
+    prompt_ids_BP, prompt_mask_BP = encode_prompts(tokenizer, prompts)
+    rows_ids = [  # SmolLM2's tokens of its answers, each ended by its EOS
+        [*tokenizer(a, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        for a in answers
+    ]
+    completion_ids_BC, completion_mask_BC = pad_right(rows_ids, tokenizer.pad_token_id)
+    generated = Generated(prompt_ids_BP, prompt_mask_BP, completion_ids_BC, completion_mask_BC)
+    rollouts = rollout_batch(
+        prompts, 1, generated, torch.zeros(generated.input_ids_BT.shape), tokenizer
+    )
     rows = []
     setup_s = 0.0
     for depth in depths:
@@ -366,7 +386,7 @@ def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> 
         "max_new_tokens": max_new_tokens,
         "setup_s": setup_s,
         "depths": rows,
-        "example": rollouts.completions[0],
+        "example": answers[0],
     }
 
 
@@ -407,12 +427,11 @@ def main() -> None:
         run_all(args.setups, args.seeds, args.steps, args.out, args.jobs)
     results = {}
     for key in SETUPS:
-        summary = summarize(key, args.seeds, args.steps, args.out)
+        summary = summarize(key, args.steps, args.out)
         if summary is not None:
             results[key] = summary
     real = json.loads(real_file.read_text()) if real_file.exists() else None
-    seeds = " ".join(str(s) for s in args.seeds)
-    command = f"python benchmarks/cross_tokenizer.py --steps {args.steps} --seeds {seeds}"
+    command = f"python benchmarks/cross_tokenizer.py --steps {args.steps} --jobs 2"
     write_report(results, real, args.steps, args.note, command)
     if results:
         plot(results)

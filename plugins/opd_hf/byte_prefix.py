@@ -513,8 +513,9 @@ def row_positions(
     char_starts = np.concatenate([[0], np.cumsum(char_bytes)])
     chars_N = np.searchsorted(char_starts, np.asarray(offsets, dtype=np.int64), side="right") - 1
     cuts = sorted(set(chars_N.tolist()) | {len(string)})
-    encoded = teacher_tokenizer([string[:c] for c in cuts], add_special_tokens=False)["input_ids"]
-    prefix = dict(zip(cuts, encoded, strict=True))
+    backend = teacher_tokenizer.backend_tokenizer  # one Rust call per row, no Python wrapper
+    encoded = backend.encode_batch([string[:c] for c in cuts], add_special_tokens=False)
+    prefix = dict(zip(cuts, (e.ids for e in encoded), strict=True))
     if sum(len(pair.teacher.pieces[i]) for i in prefix[len(string)]) != len(text):
         raise OPDError(
             "The teacher's tokens of a completion do not spell its bytes (a normalizing "
