@@ -44,9 +44,7 @@ from bench_common.runs import command_line, load_average, run_cli
 from opd_report.curves import first_reaching, load_curve
 
 RESULTS = ResultFiles.of(__file__)
-PLUGIN = "opd_agent.plugin"
 BASE = (
-    f"plugins=[{PLUGIN}]",
     "+task=calculator",
     "+teacher=demo_agent",
     "student=demo_agent",

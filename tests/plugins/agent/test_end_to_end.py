@@ -13,7 +13,6 @@ from conftest import run_opd_core
 from opd_core.api import read_metrics
 
 BASE = [
-    "plugins=[opd_agent.plugin]",
     "+task=calculator",
     "+teacher=demo_agent",
     "student=demo_agent",
