@@ -67,6 +67,10 @@ SETUPS = {
         "cross-tokenizer teacher_bpe, target=byte_prefix, branch_depth=0",
         ("+teacher=cross_tokenizer", BPE, "teacher.branch_depth=0", *EVAL),
     ),
+    "same_tokenizer_opd": Setup(
+        "same-tokenizer teacher (demo teacher), sampled-token objective",
+        ("+experiment=opd", "+teacher=demo", *EVAL),
+    ),
     "byte_prefix_opd": Setup(
         "cross-tokenizer teacher_bpe, target=byte_prefix, sampled-token objective",
         ("+experiment=opd", "+teacher=cross_tokenizer", BPE, *EVAL),
