@@ -38,13 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli_runs import run_cli
+from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.runs import run_cli
 
-from opd_core.metrics import read_metrics
+from opd_core.api import read_metrics
 from opd_report.curves import Curve, load_curve
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "docs" / "results"
+RESULTS = ResultFiles.of(__file__)
 EVAL = ("+task=arithmetic", "task.eval_size=500")
 BPE = "teacher.model.path=demo://arithmetic/teacher_bpe"
 
@@ -69,11 +69,11 @@ SETUPS = {
     ),
     "same_tokenizer_opd": Setup(
         "same-tokenizer teacher (demo teacher), sampled-token objective",
-        ("+experiment=opd", "+teacher=demo", *EVAL),
+        ("objective=opd", "+teacher=demo", *EVAL),
     ),
     "byte_prefix_opd": Setup(
         "cross-tokenizer teacher_bpe, target=byte_prefix, sampled-token objective",
-        ("+experiment=opd", "+teacher=cross_tokenizer", BPE, *EVAL),
+        ("objective=opd", "+teacher=cross_tokenizer", BPE, *EVAL),
     ),
 }
 """Every setup uses the demo schedule; the teacher batch is the cross-tokenizer default (8)."""
@@ -193,7 +193,7 @@ def write_report(
         result["gain_vs_same_tokenizer"] = (
             result["gain"] / same["gain"] if same is not None and same["gain"] > 0 else None
         )
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    RESULTS.folder.mkdir(parents=True, exist_ok=True)
     record = {
         "command": command,
         "steps": steps,
@@ -202,7 +202,7 @@ def write_report(
         "gemma_to_smollm2": real,
         "notes": list(notes),
     }
-    (RESULTS / "cross_tokenizer.json").write_text(json.dumps(record, indent=1) + "\n")
+    RESULTS.json.write_text(json.dumps(record, indent=1) + "\n")
     lines = [
         "# A teacher with another tokenizer: byte-prefix-matched targets (issue 21)",
         "",
@@ -254,8 +254,8 @@ def write_report(
         lines.append("")
     if real is not None:
         lines += real_text_lines(real)
-    lines += [*notes, "", "![learning curves](cross_tokenizer.png)", ""]
-    (RESULTS / "cross_tokenizer.md").write_text("\n".join(lines))
+    lines += [*notes, "", RESULTS.image("learning curves"), ""]
+    RESULTS.md.write_text("\n".join(lines))
     print("\n".join(lines))
 
 
@@ -308,7 +308,7 @@ def plot(results: dict[str, dict[str, Any]]) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(RESULTS / "cross_tokenizer.png", dpi=120)
+    fig.savefig(RESULTS.png(), dpi=120)
 
 
 CHAT_PROMPTS = (
@@ -415,7 +415,7 @@ def main() -> None:
         "--setups", nargs="+", default=["same_tokenizer", "byte_prefix"], choices=list(SETUPS)
     )
     parser.add_argument("--jobs", type=int, default=1, help="demo runs at a time (one thread each)")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "cross_tokenizer")
+    parser.add_argument("--out", type=Path, default=OUTPUTS / "cross_tokenizer")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     parser.add_argument("--real-text", action="store_true", help="measure Gemma -> SmolLM2")
     parser.add_argument("--max-new-tokens", type=int, default=96)
