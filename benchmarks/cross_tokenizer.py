@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from bench_common.paths import OUTPUTS, ResultFiles
@@ -405,6 +406,7 @@ class FakeContext:
         self.student = student
         self.hook = make_plugin_manager().hook
         self.device = torch.device("cpu")
+        self.config = SimpleNamespace(environment=None)  # a single-turn task
 
 
 def main() -> None:

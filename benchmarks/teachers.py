@@ -7,13 +7,14 @@ own initial weights with the solution in context (self-distillation).
 
 Two comparisons, each at the same steps, schedule, objective and student start:
 
-- **cross tokenizer**: ``objective=opd`` (sampled-token reverse KL, the objective a
-  cross-tokenizer teacher supports) with the demo teacher against ``teacher=cross_tokenizer``
-  with ``demo://arithmetic/teacher_bpe`` (the same teacher recipe over a BPE that merges across
-  characters, another vocabulary and EOS), its log-probabilities shared among the student's
-  tokens by characters (the default), given whole to the token completing each teacher token
-  (``teacher.split=last``), or segment by segment next to the student's own log-probabilities
-  (``teacher.split=segment``);
+- **cross tokenizer**: ``objective=opd`` (sampled-token reverse KL, the objective the
+  per-sequence path supports) with the demo teacher against ``teacher=cross_tokenizer
+  teacher.target=sequence`` with ``demo://arithmetic/teacher_bpe`` (the same teacher recipe over
+  a BPE that merges across characters, another vocabulary and EOS), its log-probabilities shared
+  among the student's tokens by characters (``split=chars``), given whole to the token
+  completing each teacher token (``teacher.split=last``), or segment by segment next to the
+  student's own log-probabilities (``teacher.split=segment``); the byte-prefix targets that
+  replaced it as the default are measured by ``benchmarks/cross_tokenizer.py``;
 - **self-distillation**: the student ``demo://arithmetic/student_context`` (the demo student
   whose SFT also saw solutions in a system turn) taught by the demo teacher (the default
   objective) against ``+experiment=self_distill``: its own initial weights, shown the solution.
@@ -77,6 +78,7 @@ SETUPS = {
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
+            "teacher.target=sequence",
             *EVAL,
         ),
     ),
@@ -88,6 +90,7 @@ SETUPS = {
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
+            "teacher.target=sequence",
             "teacher.split=last",
             *EVAL,
         ),
@@ -100,6 +103,7 @@ SETUPS = {
             "+task=arithmetic",
             "+teacher=cross_tokenizer",
             "teacher.model.path=demo://arithmetic/teacher_bpe",
+            "teacher.target=sequence",
             "teacher.split=segment",
             *EVAL,
         ),
