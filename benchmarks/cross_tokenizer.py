@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 import time
@@ -182,24 +183,27 @@ def num(value: float | None, fmt: str = ".3f") -> str:
 
 
 def write_report(
-    results: dict[str, dict[str, Any]],
+    by_steps: dict[int, dict[str, dict[str, Any]]],
     real: dict[str, Any] | None,
-    steps: int,
     notes: Sequence[str],
     command: str,
 ) -> None:
-    """``docs/results/cross_tokenizer.{md,json}``."""
-    same = results.get("same_tokenizer")
-    for result in results.values():
-        result["gain_vs_same_tokenizer"] = (
-            result["gain"] / same["gain"] if same is not None and same["gain"] > 0 else None
-        )
+    """``docs/results/cross_tokenizer.{md,json}``: the demo comparison at each run length (the
+    longest first: its setups are the record's ``setups``), and the real-text measurement."""
+    for results in by_steps.values():
+        same = results.get("same_tokenizer")
+        for result in results.values():
+            result["gain_vs_same_tokenizer"] = (
+                result["gain"] / same["gain"] if same is not None and same["gain"] > 0 else None
+            )
     RESULTS.folder.mkdir(parents=True, exist_ok=True)
+    primary = next(iter(by_steps), None)
     record = {
         "command": command,
-        "steps": steps,
+        "steps": primary,
         "eval_problems": 500,
-        "setups": results,
+        "setups": by_steps.get(primary, {}) if primary is not None else {},
+        "by_steps": {str(steps): results for steps, results in by_steps.items()},
         "gemma_to_smollm2": real,
         "notes": list(notes),
     }
@@ -207,13 +211,15 @@ def write_report(
     lines = [
         "# A teacher with another tokenizer: byte-prefix-matched targets (issue 21)",
         "",
-        f"Produced by `{command}`: real `python -m opd_core` runs on the demo's arithmetic "
-        "task with the demo's schedule and default objective (top-k reverse KL), one thread "
-        "each, greedy accuracy on 500 held-out problems (one problem = 0.2 points). Wall times "
-        "were taken on a shared, loaded 2-core machine: they are not timings.",
+        f"Produced by `{command}` (and the runs it names): real `python -m opd_core` runs on the "
+        "demo's arithmetic task with the demo's schedule (`conf/schedule/demo.yaml`: 128 "
+        "prompts x 1 answer per step, lr 2e-3, 50 warm-up steps, cosine decay over the run) and "
+        "default objective (top-k reverse KL) unless a row says otherwise, one thread each, "
+        "greedy accuracy on 500 held-out problems (one problem = 0.2 points). Seconds were "
+        "taken on a shared 2-core machine whose load varied: they are not timings.",
         "",
     ]
-    if results:
+    for steps, results in by_steps.items():
         lines += [
             f"## The demo student, {steps} steps",
             "",
@@ -286,28 +292,30 @@ def real_text_lines(real: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot(results: dict[str, dict[str, Any]]) -> None:
-    """Held-out accuracy against steps, one line per run, teachers dotted."""
+def plot(by_steps: dict[int, dict[str, dict[str, Any]]]) -> None:
+    """Held-out accuracy against steps, a panel per run length, a line per run, teachers
+    dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key, result in results.items():
-        color = None
-        for i, run in enumerate(result["runs"]):
-            steps = [p["step"] for p in run["curve"]]
-            scores = [p["accuracy"] for p in run["curve"]]
-            line = ax.plot(steps, scores, marker="o", ms=3, label=None if i else key, color=color)
-            color = line[0].get_color()
-            if run["teacher"] is not None and i == 0:
-                ax.axhline(run["teacher"], color=color, ls=":", lw=1)
-    ax.set_xlabel("OPD step")
-    ax.set_ylabel("held-out accuracy (dotted: teacher)")
-    ax.set_title("Demo student: same-tokenizer vs cross-tokenizer teacher", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    fig, axes = plt.subplots(1, len(by_steps), figsize=(6 * len(by_steps), 4.5), squeeze=False)
+    for ax, (steps, results) in zip(axes[0], by_steps.items(), strict=True):
+        for key, result in results.items():
+            color = None
+            for i, run in enumerate(result["runs"]):
+                xs = [p["step"] for p in run["curve"]]
+                ys = [p["accuracy"] for p in run["curve"]]
+                line = ax.plot(xs, ys, marker="o", ms=3, label=None if i else key, color=color)
+                color = line[0].get_color()
+                if run["teacher"] is not None and i == 0:
+                    ax.axhline(run["teacher"], color=color, ls=":", lw=1)
+        ax.set_xlabel("OPD step")
+        ax.set_title(f"Demo student, {steps} steps", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("held-out accuracy (dotted: teacher)")
     fig.tight_layout()
     fig.savefig(RESULTS.png(), dpi=120)
 
@@ -431,16 +439,22 @@ def main() -> None:
         real_file.write_text(json.dumps(real, indent=1))
     elif not args.report_only:
         run_all(args.setups, args.seeds, args.steps, args.out, args.jobs)
-    results = {}
-    for key in SETUPS:
-        summary = summarize(key, args.steps, args.out)
-        if summary is not None:
-            results[key] = summary
+    names = (re.search(r"_(\d+)_s\d+$", p.name) for p in args.out.glob("*_s*") if p.is_dir())
+    lengths = sorted({int(m.group(1)) for m in names if m} | {args.steps}, reverse=True)
+    by_steps = {}
+    for steps in lengths:
+        results = {}
+        for key in SETUPS:
+            summary = summarize(key, steps, args.out)
+            if summary is not None:
+                results[key] = summary
+        if results:
+            by_steps[steps] = results
     real = json.loads(real_file.read_text()) if real_file.exists() else None
-    command = f"python benchmarks/cross_tokenizer.py --steps {args.steps} --jobs 2"
-    write_report(results, real, args.steps, args.note, command)
-    if results:
-        plot(results)
+    command = "python benchmarks/cross_tokenizer.py --steps 600 --jobs 2"
+    write_report(by_steps, real, args.note, command)
+    if by_steps:
+        plot(by_steps)
 
 
 if __name__ == "__main__":

@@ -1,42 +1,44 @@
 """Byte-prefix matching (BPM): a teacher with another tokenizer gives the student a next-token
 target over the student's own vocabulary at every completion position.
 
-At student position ``t`` the student has written the bytes ``b_<t`` of its completion. The
-teacher reads the same text in its own tokens (its canonical tokenization of the whole
-completion) and is asked at that byte offset:
+At student position ``t`` the student has written the bytes ``b_<t`` of its completion.
 
-- **on a teacher token boundary** the teacher's next-token distribution there (its context is
-  its tokenization of exactly ``b_<t``) is mapped onto the student's vocabulary: each teacher
-  token's probability goes to the *longest student token whose bytes are a prefix of the
-  teacher token's bytes*; a teacher EOS goes to the student's EOS; what maps nowhere (a teacher
-  special token, bytes no student token starts) is the *residual*;
-- **inside a teacher token** (the student has written ``p``, the first ``k`` bytes of teacher
-  token ``tau_j``) the teacher's context is its tokens before ``tau_j`` and the target is its
-  distribution over what follows ``p``, conditioned on ``p``: the teacher paths that write ``p``
-  and go on are followed (one token that extends ``p``, whose remaining bytes are mapped as above;
-  a token that is a prefix of ``p`` and what the teacher says after it, which needs the teacher's
-  output after that token: a *branch* token, scored in the same forward with a tree attention
-  mask), and the result is renormalised over the followed paths. Paths of more than
-  ``branch_depth`` teacher tokens inside ``p`` are not followed; their first tokens' probability
-  is reported (``dropped``, an upper bound of what they would add).
+- **Context.** The teacher reads its own tokenization of ``b_<t`` (after the prompt in its chat
+  template), never its tokenization of the whole completion cut at ``t``: that one knows what
+  follows (a BPE writes "3" alone only when no digit follows it).
+- **Healing** (:func:`position`). The last teacher token of ``b_<t`` ends where the text was
+  cut too. Where a teacher token could go on across the offset and the student's last token has
+  no longer student token (its boundary commits to nothing), that token is backed off and the
+  target sums over every teacher path that writes its bytes and goes on: one token extending
+  them, or a token that is a prefix of them and then what the teacher says after it (a *branch*
+  token, scored in the same forward under a tree attention mask), up to ``branch_depth`` tokens.
+- **Map.** Each teacher token's probability goes to the *longest student token whose bytes are
+  a prefix of the teacher token's bytes* (after the bytes already written); a teacher EOS to
+  the student's EOS; a special token both vocabularies have to itself; the rest to a
+  *residual* bucket. Sums per student token, renormalised over the followed paths.
 
-What is approximated, and measured per position (:class:`TargetMetrics`):
+What is approximated, and measured per position (:class:`Targets`):
 
 - ``residual``: teacher mass that maps to no student token (kept as its own bucket: the top-k
   objectives' tail holds it);
-- ``short``: teacher mass on tokens that a longer student-only token extends (the student's
-  longer token would have needed the teacher's next tokens as well; BPM gives it nothing);
-- ``dropped``: inside a teacher token, the followed paths' competitors not followed;
-- always (not measured): the teacher's context is one tokenization of the text (its canonical
-  one), not a sum over every tokenization of it.
+- ``short``: teacher mass on the teacher token that would start a student token the teacher
+  cannot spell (BPM gives that longer student token nothing);
+- ``dropped``: the first tokens of paths longer than ``branch_depth`` (an upper bound of what
+  they would add);
+- the context (``settled``): exact when healed, when no teacher token goes on across the offset,
+  or when the teacher's last token is the student's and both vocabularies extend it alike;
+  elsewhere the teacher's own merge rules stand in for the student's;
+- not measured: the context is the teacher's canonical tokenization of the text, not a sum over
+  every tokenization of it.
 
-A position is *exact* when those three add up to at most :data:`EXACT_TOL`. With the student's
-own tokenizer every position is a boundary and every teacher token maps to itself: the target is
-the teacher's distribution, as ``teacher=hf`` gives it.
+A position is *exact* when its context is settled and at most :data:`EXACT_TOL` of its mass is
+approximated. With the student's own tokenizer the teacher reads the student's tokens and every
+token maps to itself: the target is the teacher's distribution, as ``teacher=hf`` gives it.
 
-The tables (:class:`PairMap`) are built once per tokenizer pair; per batch the alignment of each
-row is Python over its tokens' byte offsets (numpy) and the targets are torch ops over the
-flattened positions (:func:`assemble_targets`).
+The tables (:class:`PairMap`) are built once per tokenizer pair; per batch each row's alignment
+is its teacher's tokenizer over every prefix (one Rust call) and a trie of teacher sequences
+(Python per position), and the targets are torch ops over the flattened contributions
+(:func:`assemble_targets`).
 """
 
 from __future__ import annotations
@@ -205,12 +207,16 @@ class PairMap:
         student_specials = {p: i for i, p in enumerate(student.pieces) if student.special[i] and p}
         teacher_ids = {p: i for i, p in enumerate(teacher.pieces) if p and not teacher.special[i]}
         short = [False] * teacher.size
-        for piece in self.lookup:  # short: extended by a student token no teacher token spells
+        self.student_only: set[bytes] = set()
+        """Every strict prefix of a student token that no teacher token spells."""
+        for piece in self.lookup:  # short: the teacher token that starts such a student token
             if piece not in teacher_ids:
-                for n in range(1, len(piece)):
+                self.student_only.update(piece[:n] for n in range(1, len(piece)))
+                for n in range(len(piece) - 1, 0, -1):  # its longest teacher-token prefix
                     found = teacher_ids.get(piece[:n])
                     if found is not None:
                         short[found] = True
+                        break
         mapped = [self.residual] * teacher.size
         eos = set(teacher_eos)
         for index, piece in enumerate(teacher.pieces):
@@ -227,8 +233,9 @@ class PairMap:
         """(V_teacher,) int64: the student token a teacher token's probability goes to, at a
         position where the teacher token starts (:attr:`residual` for none)."""
         self.short_V = torch.tensor(short, dtype=torch.bool)
-        """(V_teacher,) bool: a student token that no teacher token spells extends this teacher
-        token's bytes (its mass is ``short``)."""
+        """(V_teacher,) bool: this teacher token is the longest one that starts a student token
+        no teacher token spells (its mass is ``short``: the teacher would write that student
+        token with this one and more, and the map gives the longer token nothing)."""
         lengths = [0 if teacher.special[i] else len(p) for i, p in enumerate(teacher.pieces)]
         self.shift_offsets_V = torch.tensor([0, *np.cumsum(lengths).tolist()], dtype=torch.long)
         """(V_teacher + 1,) int64: where each teacher token's rows start in the ``*_flat``
@@ -239,7 +246,7 @@ class PairMap:
         token ``v``'s bytes from byte ``s`` on (:attr:`residual` for none); filled by
         :meth:`fill`."""
         self.short_flat = torch.zeros(total, dtype=torch.bool)
-        """Same layout: a longer student token extends those bytes (conservatively short)."""
+        """Same layout: a student token that no teacher token spells extends those bytes."""
         self.filled_V = torch.zeros(teacher.size, dtype=torch.bool)
         self.by_bytes: dict[bytes, list[int]] = {}
         """Teacher ids of each byte string, the regular token first (byte-fallback ones after)."""
@@ -291,7 +298,7 @@ class PairMap:
             rows = [self.longest_prefix(piece[s:]) for s in range(len(piece))]
             self.shift_flat[start : start + len(piece)] = torch.tensor(rows, dtype=torch.long)
             self.short_flat[start : start + len(piece)] = torch.tensor(
-                [piece[s:] in self.strict for s in range(len(piece))], dtype=torch.bool
+                [piece[s:] in self.student_only for s in range(len(piece))], dtype=torch.bool
             )
         self.filled_V[missing] = True
 
