@@ -119,7 +119,7 @@ CONFIG_CASES = [  # more values of each kind are checked in-process by tests/cor
     ),
     (["+bogus=1"], "Unknown config key 'bogus'; the top-level keys are: advantage"),
     (["train.stepz=2"], "Unknown config key train.stepz; train accepts: steps, passes"),
-    (["+task=nosuchtask"], "Unknown task 'nosuchtask'. Available: arithmetic, chat"),
+    (["+task=nosuchtask"], "Unknown task 'nosuchtask'. Available: arithmetic, calculator, chat"),
     (["loss=nope"], "Unknown loss 'nope'. Available: cross_entropy, "),
     (["evaluator=[nope]"], "Unknown evaluator 'nope'. Available: aime, "),
     (["train.lr=[1"], "Cannot parse an override"),

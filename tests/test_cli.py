@@ -110,7 +110,9 @@ def test_missing_local_teacher_folder(tiny_models: TinyModels, tmp_path: Path) -
 def test_bad_value_and_unknown_option(tmp_path: Path) -> None:
     assert_one_sentence_error(opd("train.lr=-1", f"hydra.run.dir={tmp_path}"), "train.lr=-1")
     result = opd("+task=nosuchtask", f"hydra.run.dir={tmp_path}")
-    assert_one_sentence_error(result, "Unknown task 'nosuchtask'. Available: arithmetic, chat")
+    assert_one_sentence_error(
+        result, "Unknown task 'nosuchtask'. Available: arithmetic, calculator, chat"
+    )
 
 
 def test_malformed_data_file_is_named(tiny_models: TinyModels, tmp_path: Path) -> None:

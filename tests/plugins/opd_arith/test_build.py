@@ -109,7 +109,7 @@ def test_an_interrupted_build_leaves_no_cache_entry(
             raise KeyboardInterrupt
         out_dir.mkdir(parents=True)
 
-    monkeypatch.setattr(build, "_save", fail_on_student)
+    monkeypatch.setattr(build, "save_model", fail_on_student)
     with pytest.raises(KeyboardInterrupt):
         build_demo_models(TINY_SPEC, tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
