@@ -179,7 +179,11 @@ def is_registered(pm: pluggy.PluginManager, module: str) -> bool:
 
 
 def register_plugin(pm: pluggy.PluginManager, plugin: Any, name: str | None = None) -> None:
-    """Register a plugin object or an importable module path such as ``"mypkg.plugin"``."""
+    """Register a plugin object or an importable module path such as ``"mypkg.plugin"``; a
+    module already registered (an installed plugin named again in ``plugins=[...]``) is left
+    as it is."""
+    if isinstance(plugin, str) and is_registered(pm, plugin):
+        return
     if isinstance(plugin, str):
         try:
             plugin = importlib.import_module(plugin)

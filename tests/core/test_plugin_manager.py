@@ -73,6 +73,12 @@ def test_a_misspelled_hook_fails_loudly() -> None:
         make_plugin_manager([Typo()])
 
 
+def test_naming_an_installed_plugin_in_plugins_again_is_harmless() -> None:
+    pm = make_plugin_manager(["opd_arith.plugin"])  # installed as the entry point arithmetic
+    modules = [p for p in pm.get_plugins() if getattr(p, "__name__", "") == "opd_arith.plugin"]
+    assert len(modules) == 1 and pm.get_name(modules[0]) == "arithmetic"
+
+
 def test_two_plugins_cannot_claim_one_name() -> None:
     registry = Registry()
 
