@@ -12,7 +12,8 @@ What is here, by kind:
   :class:`LoadedModel`, :func:`store_config_dir`;
 - tensor helpers for models and rollouts (``*_BT`` shapes as in :mod:`opd_core.types`):
   :func:`next_token_logits`, :func:`gather_logprobs`, :func:`topk_logprobs`, padding and prompt
-  encoding, the rollout layout of a sampling call (:class:`Generated`, :func:`rollout_batch`);
+  encoding, the rollout layout of a sampling call (:class:`Generated`, :func:`rollout_batch`),
+  micro-batches grouped by length (:func:`plan_micro_batches`, :func:`padding_share`);
 - multi-turn episodes (:mod:`opd_core.episodes`): :class:`EpisodeRunner`, the loop a sampler
   drives with its ``generate_turn`` (:class:`TurnRequest` in, :class:`SampledTurn` out),
   :class:`EnvironmentCalls` and :func:`run_text_episodes` for evaluators;
@@ -77,6 +78,7 @@ if TYPE_CHECKING:
         run_text_episodes,
     )
     from opd_core.flops import ModelShape
+    from opd_core.micro_batches import MicroBatch, padding_share, plan_micro_batches
     from opd_core.modeling import (
         TEMPLATE_PROBE,
         LoadedModel,
@@ -119,6 +121,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
         "episode_success",
     ),
     "opd_core.flops": ("ModelShape",),
+    "opd_core.micro_batches": ("MicroBatch", "padding_share", "plan_micro_batches"),
     "opd_core.modeling": (
         "TEMPLATE_PROBE",
         "LoadedModel",
@@ -189,6 +192,7 @@ __all__ = [
     "LoadedModel",
     "LossOutput",
     "Max",
+    "MicroBatch",
     "Min",
     "ModelShape",
     "ModelSpec",
@@ -227,9 +231,11 @@ __all__ = [
     "on_side_stream",
     "pad_left",
     "pad_right",
+    "padding_share",
     "parse_chat_record",
     "parse_eval_roles",
     "pick_device",
+    "plan_micro_batches",
     "position_ids_from_mask",
     "read_chat_jsonl",
     "read_jsonl",

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
 
 if TYPE_CHECKING:  # torch is imported by what builds these, not by importing opd_core
     import torch
 
 ChatMessage = Mapping[str, str]
+Rows: TypeAlias = "slice | torch.Tensor"
+"""Which sequences of a batch: a slice, or their indices (an int64 tensor)."""
+ALL = slice(None)
+"""Every column."""
 """One chat turn: ``{"role": "user" | "assistant" | "system", "content": "..."}``."""
 
 
@@ -166,19 +170,24 @@ class RolloutBatch:
             episodes=None if self.episodes is None else tuple(self.episodes[i] for i in rows),
         )
 
-    def select(self, rows: slice) -> RolloutBatch:
-        """The sub-batch of sequences ``rows`` (used for micro-batching)."""
+    def select(self, rows: Rows, columns: slice = ALL) -> RolloutBatch:
+        """The sub-batch of sequences ``rows`` (a slice or indices), over ``columns`` (whose
+        ``start`` must not pass ``prompt_len``): a micro-batch."""
+        first = columns.start or 0
+        if first > self.prompt_len:
+            raise ValueError(f"columns from {first} would cut completions (prompt_len "
+                             f"{self.prompt_len})")  # fmt: skip
         return RolloutBatch(
-            prompts=self.prompts[rows],
+            prompts=pick(self.prompts, rows),
             group_ids_B=self.group_ids_B[rows],
-            input_ids_BT=self.input_ids_BT[rows],
-            attention_mask_BT=self.attention_mask_BT[rows],
-            completion_mask_BT=self.completion_mask_BT[rows],
-            sampler_logprobs_BT=self.sampler_logprobs_BT[rows],
-            completions=self.completions[rows],
-            prompt_len=self.prompt_len,
+            input_ids_BT=self.input_ids_BT[rows, columns],
+            attention_mask_BT=self.attention_mask_BT[rows, columns],
+            completion_mask_BT=self.completion_mask_BT[rows, columns],
+            sampler_logprobs_BT=self.sampler_logprobs_BT[rows, columns],
+            completions=pick(self.completions, rows),
+            prompt_len=self.prompt_len - first,
             sampler_role=self.sampler_role,
-            episodes=None if self.episodes is None else self.episodes[rows],
+            episodes=None if self.episodes is None else pick(self.episodes, rows),
         )
 
     def sequence_lengths(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -206,13 +215,13 @@ class TeacherScores:
         """Number K of top-k entries per position (0 when none were requested)."""
         return 0 if self.topk_ids_BTK is None else int(self.topk_ids_BTK.shape[-1])
 
-    def select(self, rows: slice) -> TeacherScores:
-        """The scores of sequences ``rows`` (used for micro-batching)."""
+    def select(self, rows: Rows, columns: slice = ALL) -> TeacherScores:
+        """The scores of sequences ``rows`` over ``columns`` (a micro-batch)."""
         return TeacherScores(
-            logprobs_BT=self.logprobs_BT[rows],
-            topk_ids_BTK=None if self.topk_ids_BTK is None else self.topk_ids_BTK[rows],
+            logprobs_BT=self.logprobs_BT[rows, columns],
+            topk_ids_BTK=None if self.topk_ids_BTK is None else self.topk_ids_BTK[rows, columns],
             topk_logprobs_BTK=(
-                None if self.topk_logprobs_BTK is None else self.topk_logprobs_BTK[rows]
+                None if self.topk_logprobs_BTK is None else self.topk_logprobs_BTK[rows, columns]
             ),
         )
 
@@ -247,9 +256,11 @@ class Advantages:
     metrics: Mapping[str, float] = field(default_factory=dict)
     """Scalars the advantage function wants logged (e.g. ``reverse_kl``)."""
 
-    def select(self, rows: slice) -> Advantages:
+    def select(self, rows: Rows, columns: slice = ALL) -> Advantages:
         """The advantages of sequences ``rows``."""
-        return Advantages(self.advantages_BT[rows], self.mask_BT[rows], self.metrics)
+        return Advantages(
+            self.advantages_BT[rows, columns], self.mask_BT[rows, columns], self.metrics
+        )
 
     def to(self, device: torch.device) -> Advantages:
         """The same advantages on ``device``."""
@@ -329,3 +340,10 @@ class EvalResult:
     target: str
     """``student`` or ``teacher``."""
     metrics: Mapping[str, float]
+
+
+def pick(items: tuple[Any, ...], rows: Rows) -> tuple[Any, ...]:
+    """The entries ``rows`` (a slice or index tensor) of a per-sequence tuple."""
+    if isinstance(rows, slice):
+        return items[rows]
+    return tuple(items[i] for i in rows.tolist())

@@ -11,6 +11,7 @@ import torch
 
 from opd_core.distributed import Distributed
 from opd_core.errors import OPDError
+from opd_core.micro_batches import padding_share, plan_micro_batches
 from opd_core.modeling import entropy, gather_logprobs, next_token_logits
 from opd_core.types import Advantages, PolicyOutput, RolloutBatch, TeacherScores
 
@@ -112,20 +113,25 @@ def accumulate_gradients(
     sums: dict[str, float],
 ) -> None:
     """Forward and backward the loss over ``batch`` in micro-batches of ``micro_batch_size``
-    sequences (gradients add up), adding each micro-batch's loss, entropy and loss metrics,
-    weighted by its share of the ``num_loss_tokens`` of all ranks, into ``sums``.
+    sequences grouped by length (:mod:`opd_core.micro_batches`; gradients add up), adding each
+    micro-batch's loss, entropy and loss metrics, weighted by its share of the
+    ``num_loss_tokens`` of all ranks, into ``sums``, and the share of padding computed into
+    ``sums["padding/update"]``.
 
     The loss is scaled by the number of ranks, whose gradients are averaged: the step's gradient
     is the one a single process would get."""
     rollouts, advantages, scores = batch
     device, scale = dist.device, float(dist.world_size)
-    starts = range(0, rollouts.batch_size, micro_batch_size)
-    for start in starts:
-        rows = slice(start, start + micro_batch_size)
-        micro = rollouts.select(rows).to(device)
-        micro_adv = advantages.select(rows).to(device)
-        micro_scores = scores.select(rows).to(device) if scores is not None else None
-        with dist.no_sync(model, last_micro_batch=start == starts[-1]):
+    plan = plan_micro_batches(rollouts.attention_mask_BT, micro_batch_size, rollouts.prompt_len)
+    sums["padding/update"] = sums.get("padding/update", 0.0) + padding_share(
+        rollouts.attention_mask_BT, plan
+    )
+    for index, part in enumerate(plan):
+        rows, columns = part.rows_R, part.columns
+        micro = rollouts.select(rows, columns).to(device)
+        micro_adv = advantages.select(rows, columns).to(device)
+        micro_scores = scores.select(rows, columns).to(device) if scores is not None else None
+        with dist.no_sync(model, last_micro_batch=index == len(plan) - 1):
             policy = policy_output(model, micro)
             out = hook.opd_compute_loss(
                 rollouts=micro,

@@ -132,6 +132,11 @@ def decode_batches(
     return completion_ids_BC, logprobs_BC
 
 
+SHRINK_AT = 0.25
+"""The decode loop drops finished rows from its forward batch once this share of the rows still
+in it have finished (each drop copies the KV cache of the rows that stay)."""
+
+
 def make_cache(model: Any, max_len: int) -> Any:
     """A KV cache preallocated for ``max_len`` positions (``StaticCache``), or a growing
     ``DynamicCache`` for a model that cannot use a static one."""
@@ -152,14 +157,18 @@ def decode(
     stop_ids: Sequence[int],
     pad_id: int,
     generator: torch.Generator | None = None,
+    shrink_at: float = SHRINK_AT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``params.max_new_tokens`` tokens after left-padded prompts.
 
     One prefill forward, then one single-token forward per further token over a preallocated
     KV cache; each step's own logits give the sampled token's log-probability (no second pass).
-    A row that has emitted a stop token continues with ``pad_id`` (log-probability 0); the loop
-    ends when every row has stopped. Returns ``(completion_ids_BC, logprobs_BC)`` with ``C`` the
-    steps taken.
+    A row that has emitted a stop token is written ``pad_id`` (log-probability 0) from then on;
+    the loop ends when every row has stopped. Finished rows leave the forward batch and the KV
+    cache (:func:`shrink_rows`) once ``shrink_at`` of the rows still in it have finished, so the
+    cost follows the rows still running. Tokens are drawn for all ``B`` rows every step, as when
+    no row leaves, so a seed gives the same tokens either way. Returns
+    ``(completion_ids_BC, logprobs_BC)`` with ``C`` the steps taken.
     """
     B, P = prompt_ids_BP.shape
     C = params.max_new_tokens
@@ -177,7 +186,7 @@ def decode(
     cache = {
         "cache" if forward_accepts(model, "cache") else "past_key_values": make_cache(model, P + C)
     }
-    logits_BV = model(
+    logits_RV = model(
         input_ids=prompt_ids_BP,
         attention_mask=prompt_mask_BP,
         position_ids=position_ids_from_mask(prompt_mask_BP),
@@ -186,24 +195,46 @@ def decode(
         use_cache=True,
         **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
     ).logits[:, -1]
+    rows_R = torch.arange(B, device=device)  # the rows of the full batch still in the forward
     steps = 0
     for step in range(C):
-        token_B, logprob_B = pick_tokens(logits_BV.float(), params, generator)
+        token_B, logprob_B = pick_tokens(all_rows(logits_RV, rows_R, B).float(), params, generator)
         ids_BC[:, step] = torch.where(done_B, pad_id, token_B)
         logprobs_BC[:, step] = torch.where(done_B, 0.0, logprob_B)
         done_B |= torch.isin(token_B, stop_S)
         steps = step + 1
         if steps == C or bool(done_B.all()):
             break
-        logits_BV = model(
-            input_ids=ids_BC[:, step : step + 1],
-            attention_mask=mask_BL[:, : P + steps],
-            position_ids=positions_BC[:, step : step + 1],
+        finished_R = done_B[rows_R]
+        if int(finished_R.sum()) >= max(1.0, shrink_at * len(rows_R)):
+            rows_R = shrink_rows(next(iter(cache.values())), rows_R, finished_R)
+        logits_RV = model(
+            input_ids=ids_BC[rows_R, step : step + 1],
+            attention_mask=mask_BL[rows_R, : P + steps],
+            position_ids=positions_BC[rows_R, step : step + 1],
             **cache,
             cache_position=cache_positions_L[P + step : P + steps],
             use_cache=True,
         ).logits[:, -1]
     return ids_BC[:, :steps], logprobs_BC[:, :steps]
+
+
+def all_rows(logits_RV: torch.Tensor, rows_R: torch.Tensor, B: int) -> torch.Tensor:
+    """The logits of the ``R`` rows still decoding placed at their rows of the full batch of
+    ``B`` (zeros on rows that left: their tokens are discarded)."""
+    if len(rows_R) == B:
+        return logits_RV
+    logits_BV = logits_RV.new_zeros((B, logits_RV.shape[-1]))
+    logits_BV[rows_R] = logits_RV
+    return logits_BV
+
+
+def shrink_rows(cache: Any, rows_R: torch.Tensor, finished_R: torch.Tensor) -> torch.Tensor:
+    """Drop the finished rows from the forward batch: keep the others' KV cache entries
+    (``reorder_cache`` selects batch rows); return the rows that stay."""
+    keep_R = (~finished_R).nonzero().squeeze(-1)
+    cache.reorder_cache(keep_R)
+    return rows_R[keep_R]
 
 
 def pick_tokens(

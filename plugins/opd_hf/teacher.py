@@ -20,6 +20,8 @@ from opd_core.api import (
     gather_logprobs,
     load_model,
     next_token_logits,
+    padding_share,
+    plan_micro_batches,
     topk_logprobs,
 )
 from opd_hf.generation import HFGenerator
@@ -47,24 +49,34 @@ class HFTeacher:
     @hookimpl
     @torch.no_grad()
     def opd_score_rollouts(self, rollouts: RolloutBatch, top_k: int) -> TeacherScores:
+        """The teacher's log-probabilities (and top-k) of the sampled tokens, ``batch_size``
+        sequences per forward, grouped by length and trimmed to the columns they use."""
         model = self.loaded.model
         device = next(model.parameters()).device
-        logprobs, topk_ids, topk_lps = [], [], []
-        for start in range(0, rollouts.batch_size, self.batch_size):
-            rows = slice(start, start + self.batch_size)
-            ids_BT = rollouts.input_ids_BT[rows].to(device)
-            attention_BT = rollouts.attention_mask_BT[rows].to(device)
-            logits_BSV = next_token_logits(model, ids_BT, attention_BT, first=rollouts.prompt_len)
-            logprobs.append(gather_logprobs(logits_BSV, ids_BT).cpu())
+        B, T = rollouts.input_ids_BT.shape
+        logprobs_BT = torch.zeros((B, T), dtype=torch.float32)
+        topk_ids_BTK = torch.zeros((B, T, top_k), dtype=torch.long)
+        topk_lps_BTK = torch.zeros((B, T, top_k), dtype=torch.float32)
+        mask_BT = rollouts.attention_mask_BT
+        plan = plan_micro_batches(mask_BT, self.batch_size, rollouts.prompt_len)
+        for part in plan:
+            micro = rollouts.select(part.rows_R, part.columns)
+            ids_RU = micro.input_ids_BT.to(device)
+            logits_RSV = next_token_logits(
+                model, ids_RU, micro.attention_mask_BT.to(device), first=micro.prompt_len
+            )
+            where = (part.rows_R, part.columns)
+            logprobs_BT[where] = gather_logprobs(logits_RSV, ids_RU).float().cpu()
             if top_k > 0:
-                ids_BTK, lps_BTK = topk_logprobs(logits_BSV, top_k)
-                topk_ids.append(ids_BTK.cpu())
-                topk_lps.append(lps_BTK.cpu())
-        mask_BT = rollouts.completion_mask_BT
+                ids_RUK, lps_RUK = topk_logprobs(logits_RSV, top_k)
+                topk_ids_BTK[where] = ids_RUK.cpu()
+                topk_lps_BTK[where] = lps_RUK.float().cpu()
+        completion_BT = rollouts.completion_mask_BT
         return TeacherScores(
-            logprobs_BT=torch.cat(logprobs) * mask_BT,
-            topk_ids_BTK=torch.cat(topk_ids) if topk_ids else None,
-            topk_logprobs_BTK=torch.cat(topk_lps) * mask_BT.unsqueeze(-1) if topk_lps else None,
+            logprobs_BT=logprobs_BT * completion_BT,
+            topk_ids_BTK=topk_ids_BTK if top_k > 0 else None,
+            topk_logprobs_BTK=topk_lps_BTK * completion_BT.unsqueeze(-1) if top_k > 0 else None,
+            metrics={"padding/score": padding_share(mask_BT, plan)},
         )
 
     @hookimpl

@@ -120,6 +120,36 @@ def test_decode_pads_after_the_stop_token_and_ends_when_all_rows_stopped(
         assert torch.all(logprobs_BC[row, end:] == 0) and torch.all(logprobs_BC[row, :end] < 0)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_finished_rows_leave_the_decode_batch_without_changing_any_token(
+    tiny_models: TinyModels, temperature: float
+) -> None:
+    """Rows that stop leave the forward batch and the KV cache; a seed still gives the same
+    tokens and log-probabilities as a loop that keeps every row to the end (``shrink_at=2``)."""
+    student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
+    torch.manual_seed(0)
+    ids_BP = torch.randint(3, 40, (12, 5))
+    mask_BP = torch.ones_like(ids_BP)
+    mask_BP[::3, :2] = 0  # some rows left padded
+    params = GenerationParams(max_new_tokens=16, temperature=temperature)
+
+    def sample(shrink_at: float, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        generator = torch.Generator().manual_seed(7)
+        return decode(student.model, ids_BP, mask_BP, params, stop_ids, pad_id=0,
+                      generator=generator, shrink_at=shrink_at)  # fmt: skip
+
+    free_BC, _ = sample(2.0, [])
+    # stop tokens the rows write at different steps, so rows end at many different steps
+    stop_ids = sorted({int(free_BC[b, 1 + b % 12]) for b in range(0, 12, 3)})
+    kept_BC, kept_lp_BC = sample(2.0, stop_ids)  # never shrinks: every row to the end
+    lengths_B = completion_mask(kept_BC, stop_ids).sum(1)
+    assert len(set(lengths_B.tolist())) >= 3, "the rows should end at different steps"
+    for shrink_at in (0.0, 0.25, 0.5):  # 0: leave as soon as one row finished
+        shrunk_BC, shrunk_lp_BC = sample(shrink_at, stop_ids)
+        assert torch.equal(shrunk_BC, kept_BC)
+        assert torch.allclose(shrunk_lp_BC, kept_lp_BC, atol=1e-5, rtol=0)
+
+
 def test_teacher_equal_to_the_student_gives_zero_kl(tiny_models: TinyModels) -> None:
     student = load_hf_model(ModelSpec(str(tiny_models.teacher)), "student", CPU)
     ctx = FakeCtx(student)
