@@ -13,7 +13,8 @@ What is here, by kind:
 - tensor helpers for models and rollouts (``*_BT`` shapes as in :mod:`opd_core.types`):
   :func:`next_token_logits`, :func:`gather_logprobs`, :func:`topk_logprobs`, padding and prompt
   encoding, the rollout layout of a sampling call (:class:`Generated`, :func:`rollout_batch`),
-  micro-batches grouped by length (:func:`plan_micro_batches`, :func:`padding_share`);
+  micro-batches grouped by length (:func:`plan_micro_batches`, :func:`padding_share`), mixed
+  precision (:func:`autocast`, :func:`probe_bf16`);
 - multi-turn episodes (:mod:`opd_core.episodes`): :class:`EpisodeRunner`, the loop a sampler
   drives with its ``generate_turn`` (:class:`TurnRequest` in, :class:`SampledTurn` out),
   :class:`EnvironmentCalls` and :func:`run_text_episodes` for evaluators;
@@ -97,6 +98,7 @@ if TYPE_CHECKING:
         resolve_dtype,
         topk_logprobs,
     )
+    from opd_core.precision import autocast, probe_bf16
     from opd_core.rollouts import (
         Generated,
         completion_mask,
@@ -122,6 +124,7 @@ _LAZY: dict[str, tuple[str, ...]] = {
     ),
     "opd_core.flops": ("ModelShape",),
     "opd_core.micro_batches": ("MicroBatch", "padding_share", "plan_micro_batches"),
+    "opd_core.precision": ("autocast", "probe_bf16"),
     "opd_core.modeling": (
         "TEMPLATE_PROBE",
         "LoadedModel",
@@ -209,6 +212,7 @@ __all__ = [
     "TeacherScores",
     "TextEpisode",
     "TurnRequest",
+    "autocast",
     "cache_lock",
     "cache_root",
     "capture_rng",
@@ -237,6 +241,7 @@ __all__ = [
     "pick_device",
     "plan_micro_batches",
     "position_ids_from_mask",
+    "probe_bf16",
     "read_chat_jsonl",
     "read_jsonl",
     "read_metrics",

@@ -123,6 +123,10 @@ class TrainConfig:
     counts them; null: the student's maximum length minus ``max_new_tokens``."""
     long_prompts: Literal["skip", "error"] = "skip"
     """What to do with a prompt over ``max_prompt_tokens``: skip it (counted) or stop the run."""
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    """Forward passes in ``bf16`` under autocast (weights, optimizer, log-probabilities and
+    losses stay fp32) or ``fp32``; ``auto``: bf16 where a matmul is measured faster in it
+    (:mod:`opd_core.precision`). ``bf16`` on hardware without it is refused."""
     overlap: bool = False
     """Sample step t+1's rollouts in a background thread while step t updates the weights, from
     the weights before that update (one step stale; ``opd_core.overlap``, docs/objectives.md).

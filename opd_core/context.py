@@ -35,6 +35,9 @@ class RunContext:
     world_size: int = 1
     """Number of training processes; each samples and scores its share of a step's prompts.
     Rank 0 alone writes outputs: a plugin that writes files checks ``rank == 0``."""
+    precision: str = "fp32"
+    """``train.precision`` as resolved on ``device``: ``fp32`` or ``bf16``; a component that
+    runs the models enters ``opd_core.api.autocast(ctx.precision, device)`` around forwards."""
 
 
 @runtime_checkable

@@ -71,6 +71,7 @@ from opd_core.plugin_manager import (
     disable_plugins,
     register_plugin,
 )
+from opd_core.precision import probe_bf16, resolve_precision
 from opd_core.progress import Progress
 from opd_core.reduction import Max
 from opd_core.registry import COMPONENT_KINDS, Registry
@@ -153,6 +154,9 @@ class Trainer:
         self.output_dir = self.dist.broadcast(self.output_dir)
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
         self.device = self.dist.device
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        if cfg.train.precision != "fp32":
+            log.info("precision: %s (%s)", self.precision, probe_bf16(self.device.type).describe())
 
     def _build_components(self) -> None:
         """Apply ``disable_plugins`` and ``plugins``, then build every configured component."""
@@ -195,6 +199,7 @@ class Trainer:
             cfg.seed,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
+            precision=self.precision,
         )
         with main_process_first(self.dist):
             for name, component in self.components.items():
@@ -464,8 +469,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             batch = (rollouts, advantages, scores)
             accumulate_gradients(
-                model, self.hook, self.dist, batch, cfg.micro_batch_size, num_loss_tokens, sums
-            )
+                model, self.hook, self.dist, batch, cfg.micro_batch_size, num_loss_tokens, sums,
+                self.precision,
+            )  # fmt: skip
             grad_norm = clip_gradients(model, cfg.max_grad_norm)
             inputs = (rollouts, advantages, scores, rewards_B)
             self.boundary.check_update(step, sums.get("loss", 0.0), grad_norm, inputs)

@@ -301,6 +301,9 @@ class GenerationParams:
     """0 means greedy decoding."""
     top_p: float = 1.0
     """Nucleus sampling: sample from the smallest set of tokens holding this probability."""
+    precision: str = "fp32"
+    """``bf16``: the sampler's forward passes run under bf16 autocast (``train.precision``);
+    log-probabilities are taken in fp32 either way."""
 
 
 @runtime_checkable

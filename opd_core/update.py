@@ -13,6 +13,7 @@ from opd_core.distributed import Distributed
 from opd_core.errors import OPDError
 from opd_core.micro_batches import padding_share, plan_micro_batches
 from opd_core.modeling import entropy, gather_logprobs, next_token_logits
+from opd_core.precision import autocast
 from opd_core.types import Advantages, PolicyOutput, RolloutBatch, TeacherScores
 
 
@@ -111,12 +112,16 @@ def accumulate_gradients(
     micro_batch_size: int,
     num_loss_tokens: int,
     sums: dict[str, float],
+    precision: str = "fp32",
 ) -> None:
     """Forward and backward the loss over ``batch`` in micro-batches of ``micro_batch_size``
     sequences grouped by length (:mod:`opd_core.micro_batches`; gradients add up), adding each
     micro-batch's loss, entropy and loss metrics, weighted by its share of the
     ``num_loss_tokens`` of all ranks, into ``sums``, and the share of padding computed into
     ``sums["padding/update"]``.
+
+    With ``precision="bf16"`` the student's forward runs under bf16 autocast; its logits are
+    fp32 (:func:`policy_output`), and so are the loss and the backward's weight gradients.
 
     The loss is scaled by the number of ranks, whose gradients are averaged: the step's gradient
     is the one a single process would get."""
@@ -132,7 +137,8 @@ def accumulate_gradients(
         micro_adv = advantages.select(rows, columns).to(device)
         micro_scores = scores.select(rows, columns).to(device) if scores is not None else None
         with dist.no_sync(model, last_micro_batch=index == len(plan) - 1):
-            policy = policy_output(model, micro)
+            with autocast(precision, device):
+                policy = policy_output(model, micro)
             out = hook.opd_compute_loss(
                 rollouts=micro,
                 policy=policy,

@@ -15,6 +15,7 @@ from opd_core.api import (
     Prompt,
     SampledTurn,
     TurnRequest,
+    autocast,
     completion_mask,
     completion_pad_id,
     decode_completions,
@@ -150,6 +151,24 @@ def make_cache(model: Any, max_len: int) -> Any:
 
 @torch.no_grad()
 def decode(
+    model: Any,
+    prompt_ids_BP: torch.Tensor,
+    prompt_mask_BP: torch.Tensor,
+    params: GenerationParams,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    generator: torch.Generator | None = None,
+    shrink_at: float = SHRINK_AT,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`decode_rows` with its forward passes in ``params.precision`` (bf16 autocast or
+    fp32); log-probabilities are taken from fp32 logits either way."""
+    with autocast(params.precision, prompt_ids_BP.device):
+        return decode_rows(
+            model, prompt_ids_BP, prompt_mask_BP, params, stop_ids, pad_id, generator, shrink_at
+        )
+
+
+def decode_rows(
     model: Any,
     prompt_ids_BP: torch.Tensor,
     prompt_mask_BP: torch.Tensor,

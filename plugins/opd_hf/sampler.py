@@ -49,6 +49,7 @@ class HFSampler:
             max_new_tokens=ctx.config.train.max_new_tokens,
             temperature=ctx.config.train.temperature,
             top_p=self.top_p,
+            precision=ctx.precision,
         )
         self.episodes = EpisodeRunner.for_run(ctx, self.params.max_new_tokens)
 

@@ -15,6 +15,7 @@ from opd_core.api import (
     ModelShape,
     ModelSpec,
     RunContext,
+    autocast,
     check_same_rendering,
     check_same_vocabulary,
     gather_logprobs,
@@ -37,10 +38,13 @@ class HFTeacher:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.spec = ModelSpec(**model)
         self.batch_size = batch_size
+        self.precision = "fp32"
+        """``train.precision`` as resolved for the run (set in ``setup``)."""
         self.check_template = check_template
 
     def setup(self, ctx: RunContext) -> None:
         self.loaded = load_model(ctx.hook, self.spec, "teacher", ctx.device)
+        self.precision = ctx.precision
         self.loaded.model.eval().requires_grad_(False)
         check_same_vocabulary(ctx.student.tokenizer, self.loaded.tokenizer)
         if self.check_template:
@@ -62,9 +66,10 @@ class HFTeacher:
         for part in plan:
             micro = rollouts.select(part.rows_R, part.columns)
             ids_RU = micro.input_ids_BT.to(device)
-            logits_RSV = next_token_logits(
-                model, ids_RU, micro.attention_mask_BT.to(device), first=micro.prompt_len
-            )
+            with autocast(self.precision, device):
+                logits_RSV = next_token_logits(
+                    model, ids_RU, micro.attention_mask_BT.to(device), first=micro.prompt_len
+                )
             where = (part.rows_R, part.columns)
             logprobs_BT[where] = gather_logprobs(logits_RSV, ids_RU).float().cpu()
             if top_k > 0:

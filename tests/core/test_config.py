@@ -133,6 +133,7 @@ def test_task_without_teacher_is_an_error(compose_config: Compose) -> None:
         ("train.betas=[a,b]", r"expected a list of finite numbers"),
         ("train.pool_size=abc", r"Invalid train.pool_size='abc': expected an integer or null"),
         ("train.long_prompts=cut", r"Invalid train.long_prompts=.cut.: expected one of skip"),
+        ("train.precision=half", r"Invalid train.precision=.half.: expected one of fp32, bf16"),
         ("seed=abc", r"Invalid seed='abc': expected an integer\."),
         ("seed=-1", r"Invalid seed=-1"),
         ("resume=maybe", r"Invalid resume='maybe': expected true or false\."),

@@ -38,6 +38,7 @@ class FakeCtx:
 
         self.student = student
         self.device = CPU
+        self.precision = "fp32"
         self.hook = None
         self.config = RunConfig(
             student=StudentConfig(model=student.spec),

@@ -1,0 +1,117 @@
+"""Mixed precision: forward passes in bf16 where the hardware computes it natively, measured.
+
+``train.precision=bf16`` runs the models' forward passes under ``torch.autocast`` in bfloat16
+(sampling, teacher scoring, the update's forward and its backward), while the weights, the
+optimizer state, the logits handed to the objectives, log-probabilities and losses stay fp32.
+``auto`` chooses bf16 only where it is measured faster; ``fp32`` (the default) never uses it.
+
+Whether bf16 is fast depends on the chip, not on torch: a GPU with bf16 units, or a CPU with
+AVX512-BF16 / AMX, runs a bf16 matmul 2-3x faster than fp32; a CPU without them emulates it,
+hundreds of times slower (``../shared/MACHINE.md`` has both). So support is *measured*
+(:func:`probe_bf16`): the same matmul timed in both precisions, once per process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from opd_core.errors import OPDError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+"""The values of ``train.precision``."""
+FASTER_AT = 1.2
+"""``auto`` picks bf16 when its measured matmul rate is at least this multiple of fp32's."""
+
+
+@dataclass(frozen=True)
+class Bf16Probe:
+    """What the hardware of one device type does with bf16."""
+
+    device: str
+    reported: bool
+    """The hardware reports bf16 support (CUDA's check; on a CPU, oneDNN's)."""
+    fp32_gflops: float
+    bf16_gflops: float
+
+    @property
+    def speedup(self) -> float:
+        """bf16's matmul rate over fp32's."""
+        return self.bf16_gflops / self.fp32_gflops if self.fp32_gflops > 0 else 0.0
+
+    @property
+    def faster(self) -> bool:
+        return self.reported and self.speedup >= FASTER_AT
+
+    def describe(self) -> str:
+        return (
+            f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
+            f"hardware; a matmul ran at {self.bf16_gflops:.0f} GFLOP/s in bf16 against "
+            f"{self.fp32_gflops:.0f} in fp32 ({self.speedup:.2f}x)"
+        )
+
+
+@functools.cache
+def probe_bf16(device_type: str, size: int = 1024, repeats: int = 3) -> Bf16Probe:
+    """Time a ``size`` x ``size`` matmul in fp32 and in bf16 on ``device_type`` (best of
+    ``repeats`` after a warm-up): about 0.1 s on a CPU, once per process."""
+    device = torch.device(device_type)
+    if device.type == "cuda":
+        reported = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    else:
+        try:
+            reported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            reported = False
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(size, size, device=device).to(dtype)
+        b = torch.randn(size, size, device=device).to(dtype)
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first is a warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+            if best > 1.0:  # emulated bf16: one slow run says enough
+                break
+        rates[dtype] = 2 * size**3 / best / 1e9
+    return Bf16Probe(device.type, reported, rates[torch.float32], rates[torch.bfloat16])
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``train.precision`` as run on ``device``: ``fp32`` or ``bf16``; ``bf16`` asked of
+    hardware that does not compute it natively is refused, naming what was measured."""
+    if name not in PRECISIONS:
+        raise OPDError(f"Unknown train.precision={name!r}. Use one of: {', '.join(PRECISIONS)}.")
+    if name == "fp32":
+        return "fp32"
+    probe = probe_bf16(device.type)
+    if name == "auto":
+        return "bf16" if probe.faster else "fp32"
+    if not probe.reported:
+        raise OPDError(
+            f"train.precision=bf16, but this hardware does not compute bf16 natively "
+            f"({probe.describe()}); mixed precision would be slower, not faster. Use "
+            "train.precision=fp32, or train.precision=auto to use bf16 only where it is faster."
+        )
+    return "bf16"
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device) -> Iterator[None]:
+    """Run the enclosed forward passes in bf16 when ``precision`` is ``bf16`` (weights stay
+    in their own dtype; cast the outputs to fp32 before taking log-probabilities)."""
+    if precision != "bf16":
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+        yield
