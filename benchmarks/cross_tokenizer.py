@@ -41,7 +41,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench_common.paths import OUTPUTS, ResultFiles
-from bench_common.runs import run_cli
+from bench_common.runs import command_line, run_cli
 
 from opd_core.api import read_metrics
 from opd_report.curves import Curve, load_curve
@@ -231,6 +231,7 @@ def num(value: float | None, fmt: str = ".3f") -> str:
 def write_report(
     by_steps: dict[int, dict[str, dict[str, Any]]],
     real: dict[str, Any] | None,
+    real_opd: dict[str, Any] | None,
     notes: Sequence[str],
     command: str,
 ) -> None:
@@ -251,6 +252,7 @@ def write_report(
         "setups": by_steps.get(primary, {}) if primary is not None else {},
         "by_steps": {str(steps): results for steps, results in by_steps.items()},
         "gemma_to_smollm2": real,
+        "gemma_to_smollm2_opd": real_opd,
         "notes": list(notes),
     }
     RESULTS.json.write_text(json.dumps(record, indent=1) + "\n")
@@ -307,6 +309,8 @@ def write_report(
         lines.append("")
     if real is not None:
         lines += real_text_lines(real)
+    if real_opd is not None:
+        lines += real_opd_lines(real_opd)
     lines += [*notes, "", RESULTS.image("learning curves"), ""]
     RESULTS.md.write_text("\n".join(lines))
     print("\n".join(lines))
@@ -336,6 +340,53 @@ def real_text_lines(real: dict[str, Any]) -> list[str]:
         )
     lines += ["", f"Pair tables built in {real['setup_s']:.1f} s (once per run).", ""]
     return lines
+
+
+def real_opd_lines(result: dict[str, Any]) -> list[str]:
+    """The real pair's short OPD run: reverse KL to the teacher on held-out chat prompts and
+    IF-eval, before and after."""
+    before, after = result["reverse_kl_before"], result["reverse_kl_after"]
+    n = result["eval_prompts"]
+
+    def ifeval(value: float | None) -> str:
+        if value is None:
+            return "n/a"
+        se = (value * (1 - value) / n) ** 0.5
+        return f"{value:.1%} ± {se:.1%}"
+
+    curve = result["train_reverse_kl"]
+    first = statistics.fmean(v for _, v in curve[:5]) if curve else None
+    last = statistics.fmean(v for _, v in curve[-5:]) if curve else None
+    return [
+        "## Gemma-3-270M teaching SmolLM2-135M-Instruct: a short OPD run",
+        "",
+        f"`{result['benchmark_command']}` runs `{result['command']}` "
+        f"({result['steps']} steps of 8 IFEval prompts, answers of up to 96 tokens, the default "
+        "top-k reverse KL on byte-prefix targets), then samples "
+        f"{result['held_out_answers']} answers (temperature 1, seeded, up to 96 tokens) to the "
+        f"{len(CHAT_PROMPTS)} held-out chat prompts above from the student before and after, and "
+        "scores them with Gemma: the reverse KL is the mean over answers of the per-token "
+        "`log p_student - log p_teacher` (a sampled estimate; ± its standard error over answers). "
+        f"IF-eval: prompt-level strict accuracy on {n} held-out IFEval prompts (greedy, up to 160 "
+        "tokens; ± binomial standard error).",
+        "",
+        "| | before | after |",
+        "|---|---|---|",
+        f"| reverse KL to Gemma, held-out chat prompts (nats/token) | "
+        f"{before['per_answer_mean']:.3f} ± {before['per_answer_se']:.3f} | "
+        f"{after['per_answer_mean']:.3f} ± {after['per_answer_se']:.3f} |",
+        f"| training reverse KL (first / last 5 steps) | {num(first)} | {num(last)} |",
+        f"| IF-eval strict (student) | {ifeval(result['ifeval_before'])} | "
+        f"{ifeval(result['ifeval_after'])} |",
+        f"| IF-eval strict (Gemma-3-270M, the teacher) | {ifeval(result['ifeval_teacher'])} | |",
+        "",
+        f"Target quality during the run (means over steps): exact positions "
+        f"{num(result['metrics_mean'].get('exact_frac'))}, residual mass "
+        f"{num(result['metrics_mean'].get('residual_mass'), '.2g')}, teacher tree tokens per "
+        f"position {num(result['metrics_mean'].get('tree_tokens'), '.2f')}; wall time "
+        f"{num(result['wall_s'], '.0f')} s (2 threads).",
+        "",
+    ]
 
 
 def plot(by_steps: dict[int, dict[str, dict[str, Any]]]) -> None:
@@ -439,13 +490,112 @@ def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> 
         rows.append({"branch_depth": depth, **metrics, "cpu_s": time.process_time() - started})
         print(f"[real text] depth {depth}: {rows[-1]}", flush=True)
     return {
-        "command": "python benchmarks/cross_tokenizer.py --real-text",
         "answers": len(prompts),
         "positions": int(rollouts.completion_mask_BT.sum()),
         "max_new_tokens": max_new_tokens,
         "setup_s": setup_s,
         "depths": rows,
         "example": answers[0],
+    }
+
+
+REAL_OPD = (
+    "student=smollm2_135m_instruct",
+    "+teacher=cross_tokenizer",
+    "teacher.model.path=asset://gemma3-270m",
+    "+task=ifeval",
+    "train.prompts_per_step=8",
+    "train.samples_per_prompt=1",
+    "train.micro_batch_size=8",
+    "train.lr=5e-5",
+    "train.warmup_steps=3",
+    "train.max_new_tokens=96",
+    "eval.every=0",
+    "eval.max_new_tokens=160",
+)
+"""The short OPD run of the real pair: Gemma-3-270M teaching SmolLM2-135M-Instruct on IFEval
+prompts (top-k reverse KL on byte-prefix targets), IF-eval scored on held-out prompts before
+and after (the teacher too)."""
+
+
+def run_real_opd(out: Path, steps: int, eval_prompts: int, samples: int) -> dict[str, Any]:
+    """The real pair's OPD run, and the reverse KL to the teacher on held-out chat prompts
+    (:data:`CHAT_PROMPTS`, not IFEval's) before and after it."""
+    folder = out / f"real_opd_{steps}"
+    overrides = [
+        *REAL_OPD,
+        f"task.eval_size={eval_prompts}",
+        f"train.steps={steps}",
+        f"checkpoint.every={steps}",
+    ]
+    if not (folder / "summary.json").exists():
+        run_cli([*overrides, "resume=true"], folder, "gemma -> smollm2 OPD", threads=2, check=True)
+    summary = json.loads((folder / "summary.json").read_text())
+    trained = Path(summary["checkpoint"]) / "model"
+    kl_before = held_out_reverse_kl("asset://smollm2-135m-instruct", samples)
+    kl_after = held_out_reverse_kl(str(trained), samples)
+    return {
+        "command": " ".join(["python -m opd_core", *overrides]),
+        "steps": steps,
+        "eval_prompts": eval_prompts,
+        "ifeval_before": summary["student_before"].get("accuracy"),
+        "ifeval_after": summary["student_after"].get("accuracy"),
+        "ifeval_teacher": summary.get("teacher", {}).get("accuracy"),
+        "reverse_kl_before": kl_before,
+        "reverse_kl_after": kl_after,
+        "held_out_answers": len(CHAT_PROMPTS) * samples,
+        "train_reverse_kl": [
+            (int(r["step"]), float(r["teacher_reverse_kl"]))
+            for r in read_metrics(folder / "metrics.jsonl")
+            if "teacher_reverse_kl" in r
+        ],
+        "metrics_mean": {
+            name: mean_metric(folder, metric)
+            for name, metric in SIGNALS.items()
+            if name not in ("reverse_kl",)
+        },
+        "wall_s": summary.get("wall_time_s"),
+    }
+
+
+def held_out_reverse_kl(
+    student_path: str, samples: int, max_new_tokens: int = 96
+) -> dict[str, Any]:
+    """The sampled-token reverse KL of ``student_path`` to Gemma-3-270M on :data:`CHAT_PROMPTS`
+    (``samples`` answers each, temperature 1, seeded): the mean over completion tokens of
+    ``log p_student - log p_teacher``, with its standard error over answers."""
+    import torch
+
+    from opd_core import GenerationParams, Prompt
+    from opd_core.api import ModelSpec, load_model_outside_a_run, sampled_rollout_batch
+    from opd_hf.cross_tokenizer import CrossTokenizerTeacher
+    from opd_hf.generation import generate
+
+    cpu = torch.device("cpu")
+    student = load_model_outside_a_run(ModelSpec(student_path, dtype="float32"), "student", cpu)
+    prompts = [
+        Prompt(id=f"q{i}", messages=({"role": "user", "content": text},))
+        for i, text in enumerate(CHAT_PROMPTS)
+    ]
+    params = GenerationParams(max_new_tokens=max_new_tokens, temperature=1.0)
+    expanded = [p for p in prompts for _ in range(samples)]
+    generated = generate(
+        student.model, student.tokenizer, expanded, params, batch_size=16,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    rollouts = sampled_rollout_batch(expanded, 1, generated, student.tokenizer)
+    teacher = CrossTokenizerTeacher(model={"path": "asset://gemma3-270m", "dtype": "float32"})
+    teacher.setup(FakeContext(student))  # type: ignore[arg-type]
+    scores = teacher.opd_score_rollouts(rollouts=rollouts, top_k=0)
+    mask_BT = rollouts.completion_mask_BT.float()
+    per_token_BT = (rollouts.sampler_logprobs_BT - scores.logprobs_BT) * mask_BT
+    per_answer_B = per_token_BT.sum(1) / mask_BT.sum(1).clamp(min=1)
+    return {
+        "student": student_path,
+        "per_token": float(per_token_BT.sum() / mask_BT.sum()),
+        "per_answer_mean": float(per_answer_B.mean()),
+        "per_answer_se": float(per_answer_B.std() / len(per_answer_B) ** 0.5),
+        "tokens": int(mask_BT.sum()),
     }
 
 
@@ -477,14 +627,27 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--depths", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
-    args = parser.parse_args()
-    real_file = args.out / "real_text.json"
+    parser.add_argument("--real-opd", action="store_true", help="a short Gemma -> SmolLM2 OPD run")
+    parser.add_argument("--real-opd-steps", type=int, default=30)
+    parser.add_argument("--real-eval-prompts", type=int, default=48, help="held-out IFEval prompts")
+    parser.add_argument("--real-samples", type=int, default=4, help="answers per held-out prompt")
+    argv = sys.argv[1:]
+    args = parser.parse_args(argv)
+    command = command_line(__file__, *argv)
+    real_file, opd_file = args.out / "real_text.json", args.out / "real_opd.json"
+    demo_command_file = args.out / "demo_command.txt"
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.real_text:
         real = measure_real_text(args.max_new_tokens, args.depths, seed=0)
-        real_file.parent.mkdir(parents=True, exist_ok=True)
-        real_file.write_text(json.dumps(real, indent=1))
+        real_file.write_text(json.dumps({**real, "command": command}, indent=1))
+    elif args.real_opd:
+        result = run_real_opd(
+            args.out, args.real_opd_steps, args.real_eval_prompts, args.real_samples
+        )
+        opd_file.write_text(json.dumps({**result, "benchmark_command": command}, indent=1))
     elif not args.report_only:
         run_all(args.setups, args.seeds, args.steps, args.out, args.jobs)
+        demo_command_file.write_text(command + "\n")
     names = (re.search(r"_(\d+)_s\d+$", p.name) for p in args.out.glob("*_s*") if p.is_dir())
     lengths = sorted({int(m.group(1)) for m in names if m} | {args.steps}, reverse=True)
     by_steps = {}
@@ -497,8 +660,11 @@ def main() -> None:
         if results:
             by_steps[steps] = results
     real = json.loads(real_file.read_text()) if real_file.exists() else None
-    command = "python benchmarks/cross_tokenizer.py --steps 600 --jobs 2"
-    write_report(by_steps, real, args.note, command)
+    real_opd = json.loads(opd_file.read_text()) if opd_file.exists() else None
+    demo_command = (
+        demo_command_file.read_text().strip() if demo_command_file.exists() else "(no demo runs)"
+    )
+    write_report(by_steps, real, real_opd, args.note, demo_command)
     if by_steps:
         plot(by_steps)
 
