@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from opd_agent.environment import CalculatorEnvironment
 from opd_agent.problems import ToolTaskSpec, to_prompt
-from opd_arith.problems import grade
-from opd_core import OPDError, Prompt, hookimpl
+from opd_arith.plugin import ProblemSetTask
+from opd_core import OPDError, hookimpl
 from opd_core.api import cache_root, store_config_dir
 
 if TYPE_CHECKING:
@@ -42,33 +41,12 @@ class Calculator(CalculatorEnvironment):
         return build_agent_models(AgentSpec(), cache_dir()).trajectories
 
 
-class CalculatorTask:
+class CalculatorTask(ProblemSetTask):
     """Expressions like ``(37*58)+64`` over two-digit numbers, solved with a calculator."""
 
     def __init__(self, train_size: int = 4000, eval_size: int = 500, seed: int = 0) -> None:
         """The difficulty is the demo models' (``ToolTaskSpec``); ``seed`` picks the problems."""
-        if train_size <= 0 or eval_size < 0:
-            raise ValueError(
-                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
-            )
-        self.spec = ToolTaskSpec()
-        self.sizes = {"train": train_size, "eval": eval_size}
-        self.seed = seed
-        self._prompts: dict[str, list[Prompt]] = {}
-
-    @hookimpl
-    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
-        if split not in self._prompts:
-            problems = self.spec.problems(self.sizes[split], self.seed, split)
-            self._prompts[split] = [to_prompt(p, split, i) for i, p in enumerate(problems)]
-        return self._prompts[split]
-
-    @hookimpl
-    def opd_grade_completions(
-        self, prompts: Sequence[Prompt], completions: Sequence[str]
-    ) -> list[float]:
-        """The final answer (the last ``#<n>``) of each completion against the prompt's."""
-        return [grade(c, p.answer or "") for p, c in zip(prompts, completions, strict=True)]
+        super().__init__(ToolTaskSpec(), to_prompt, train_size, eval_size, seed)
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,44 @@ def cache_dir() -> Path:
     return cache_root() / "demo_arithmetic"
 
 
-class ArithmeticTask:
+class ProblemSetTask:
+    """A task over generated problems, graded by the final ``#<answer>`` of a completion: the
+    ``train`` and ``eval`` splits hold ``spec.problems(size, seed, split)`` as prompts."""
+
+    def __init__(
+        self,
+        spec: Any,
+        make_prompt: Callable[[Any, str, int], Prompt],
+        train_size: int,
+        eval_size: int,
+        seed: int,
+    ) -> None:
+        if train_size <= 0 or eval_size < 0:
+            raise ValueError(
+                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
+            )
+        self.spec = spec
+        self.make_prompt = make_prompt
+        self.sizes = {"train": train_size, "eval": eval_size}
+        self.seed = seed
+        self._prompts: dict[str, list[Prompt]] = {}
+
+    @hookimpl
+    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
+        if split not in self._prompts:
+            problems = self.spec.problems(self.sizes[split], self.seed, split)
+            self._prompts[split] = [self.make_prompt(p, split, i) for i, p in enumerate(problems)]
+        return self._prompts[split]
+
+    @hookimpl
+    def opd_grade_completions(
+        self, prompts: Sequence[Prompt], completions: Sequence[str]
+    ) -> list[float]:
+        """The final answer (the last ``#<n>``) of each completion against the prompt's."""
+        return [grade(c, p.answer or "") for p, c in zip(prompts, completions, strict=True)]
+
+
+class ArithmeticTask(ProblemSetTask):
     """Expressions like ``5+(2*3)`` answered with short worked steps and ``#<answer>``."""
 
     def __init__(
@@ -42,33 +79,14 @@ class ArithmeticTask:
         """Problem difficulty left at ``None`` is the demo models' (what the teacher learned)."""
         from opd_arith.build import DemoSpec  # imports transformers: only when the task is built
 
-        if train_size <= 0 or eval_size < 0:
-            raise ValueError(
-                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
-            )
         demo = DemoSpec().task
-        self.spec = replace(
+        spec = replace(
             demo,
             num_ops=demo.num_ops if num_ops is None else num_ops,
             max_operand=demo.max_operand if max_operand is None else max_operand,
             ops=demo.ops if ops is None else ops,
         )
-        self.sizes = {"train": train_size, "eval": eval_size}
-        self.seed = seed
-        self._prompts: dict[str, list[Prompt]] = {}
-
-    @hookimpl
-    def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
-        if split not in self._prompts:
-            problems = self.spec.problems(self.sizes[split], self.seed, split)
-            self._prompts[split] = [to_prompt(p, split, i) for i, p in enumerate(problems)]
-        return self._prompts[split]
-
-    @hookimpl
-    def opd_grade_completions(
-        self, prompts: Sequence[Prompt], completions: Sequence[str]
-    ) -> list[float]:
-        return [grade(c, p.answer or "") for p, c in zip(prompts, completions, strict=True)]
+        super().__init__(spec, to_prompt, train_size, eval_size, seed)
 
 
 @hookimpl
