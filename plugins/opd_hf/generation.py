@@ -160,24 +160,6 @@ def decode(
     generator: torch.Generator | None = None,
     shrink_at: float = SHRINK_AT,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`decode_rows` with its forward passes in ``params.precision`` (bf16 autocast or
-    fp32); log-probabilities are taken from fp32 logits either way."""
-    with autocast(params.precision, prompt_ids_BP.device):
-        return decode_rows(
-            model, prompt_ids_BP, prompt_mask_BP, params, stop_ids, pad_id, generator, shrink_at
-        )
-
-
-def decode_rows(
-    model: Any,
-    prompt_ids_BP: torch.Tensor,
-    prompt_mask_BP: torch.Tensor,
-    params: GenerationParams,
-    stop_ids: Sequence[int],
-    pad_id: int,
-    generator: torch.Generator | None = None,
-    shrink_at: float = SHRINK_AT,
-) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample up to ``params.max_new_tokens`` tokens after left-padded prompts.
 
     One prefill forward, then one single-token forward per further token over a preallocated
@@ -186,7 +168,8 @@ def decode_rows(
     the loop ends when every row has stopped. Finished rows leave the forward batch and the KV
     cache (:func:`shrink_rows`) once ``shrink_at`` of the rows still in it have finished, so the
     cost follows the rows still running. Tokens are drawn for all ``B`` rows every step, as when
-    no row leaves, so a seed gives the same tokens either way. Returns
+    no row leaves, so a seed gives the same tokens either way. The forwards run in
+    ``params.precision`` (bf16 autocast or fp32); log-probabilities come from fp32 logits. Returns
     ``(completion_ids_BC, logprobs_BC)`` with ``C`` the steps taken.
     """
     B, P = prompt_ids_BP.shape
@@ -205,15 +188,19 @@ def decode_rows(
     cache = {
         "cache" if forward_accepts(model, "cache") else "past_key_values": make_cache(model, P + C)
     }
-    logits_RV = model(
+
+    def last_logits(**inputs: Any) -> torch.Tensor:
+        """The logits at the last position, the forward run in ``params.precision``."""
+        with autocast(params.precision, device):
+            return model(**inputs, **cache, use_cache=True).logits[:, -1]
+
+    logits_RV = last_logits(
         input_ids=prompt_ids_BP,
         attention_mask=prompt_mask_BP,
         position_ids=position_ids_from_mask(prompt_mask_BP),
-        **cache,
         cache_position=cache_positions_L[:P],
-        use_cache=True,
         **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
-    ).logits[:, -1]
+    )
     rows_R = torch.arange(B, device=device)  # the rows of the full batch still in the forward
     steps = 0
     for step in range(C):
@@ -227,14 +214,12 @@ def decode_rows(
         finished_R = done_B[rows_R]
         if int(finished_R.sum()) >= max(1.0, shrink_at * len(rows_R)):
             rows_R = shrink_rows(next(iter(cache.values())), rows_R, finished_R)
-        logits_RV = model(
+        logits_RV = last_logits(
             input_ids=ids_BC[rows_R, step : step + 1],
             attention_mask=mask_BL[rows_R, : P + steps],
             position_ids=positions_BC[rows_R, step : step + 1],
-            **cache,
             cache_position=cache_positions_L[P + step : P + steps],
-            use_cache=True,
-        ).logits[:, -1]
+        )
     return ids_BC[:, :steps], logprobs_BC[:, :steps]
 
 
