@@ -16,39 +16,36 @@ import pytest
 import torch
 
 import episode_envs
-from conftest import ROOT, TinyModels, schedule_for_tests, tiny_run_overrides
+from conftest import ROOT, TinyModels, tiny_run_overrides
 from episode_envs import check_token_identity
-from opd_core import Prompt, RolloutBatch
-from opd_core.config import EpisodeConfig, RunConfig, StudentConfig
-from opd_core.context import RunContext
+from opd_core import RolloutBatch
+from opd_core.config import EpisodeConfig
 from opd_core.episodes import SampledTurn, TurnRequest
 from opd_core.metrics import read_metrics
-from opd_core.modeling import LoadedModel, ModelSpec, gather_logprobs, next_token_logits
+from opd_core.modeling import LoadedModel, gather_logprobs, next_token_logits
 from opd_core.plugin_manager import make_plugin_manager
-from opd_hf.loading import load_hf_model
-from vllm_helpers import CPU, ENGINE, require_vllm, vllm_models
+from vllm_helpers import (
+    ENGINE,
+    PROMPTS,
+    models_fixture,
+    require_vllm,
+    run_context,
+    student_fixture,
+    vllm_models,
+)
 
 require_vllm()
 
 from opd_vllm.sampler import VLLMSampler  # noqa: E402
 
-PROMPTS = [
-    Prompt(id=str(i), messages=({"role": "user", "content": q},))
-    for i, q in enumerate(["1+2", "(3*4)-5", "9"])
-]
 TEMPERATURE = 0.7
 TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return vllm_models(tmp_path_factory)
+models = models_fixture
 
 
-@pytest.fixture(scope="module")
-def student(models: TinyModels) -> LoadedModel:
-    """The trained tiny model as the student: it answers and stops at EOS."""
-    return load_hf_model(ModelSpec(str(models.teacher)), "student", CPU)
+student = student_fixture
 
 
 class Recording:
@@ -69,21 +66,11 @@ class Recording:
 def sampler(
     student: LoadedModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VLLMSampler]:
-    config = RunConfig(
-        student=StudentConfig(model=student.spec),
-        task={},
-        teacher={},
-        sampler={},
-        prompts={},
-        advantage={},
-        loss={},
-        evaluators={},
-        **schedule_for_tests(24, temperature=TEMPERATURE),
-        environment={"name": "followups"},
-        episode=EpisodeConfig(max_turns=3),
-    )
     hook = make_plugin_manager([episode_envs.Followups(turns=3)]).hook
-    ctx = RunContext(config, hook, CPU, tmp_path_factory.mktemp("run"), student, seed=0)
+    ctx = run_context(
+        student, tmp_path_factory.mktemp("run"), TEMPERATURE, 24, hook,
+        environment={"name": "followups"}, episode=EpisodeConfig(max_turns=3),
+    )  # fmt: skip
     sampler = VLLMSampler(dtype="float32", engine=ENGINE)
     sampler.setup(ctx)
     yield sampler

@@ -13,17 +13,14 @@ from conftest import TinyModels
 from opd_core import OPDError
 from opd_core.modeling import ModelSpec
 from opd_hf.loading import load_hf_model
-from vllm_helpers import CPU, ENGINE, require_vllm, run_context, vllm_models
+from vllm_helpers import CPU, ENGINE, models_fixture, require_vllm, run_context
 
 require_vllm()
 
 from opd_vllm.engine import EngineOptions, import_vllm, start_engine  # noqa: E402
 from opd_vllm.teacher import VLLMTeacher  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return vllm_models(tmp_path_factory)
+models = models_fixture
 
 
 def test_missing_vllm_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:

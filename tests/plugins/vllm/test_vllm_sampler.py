@@ -11,34 +11,33 @@ import pytest
 import torch
 
 from conftest import TinyModels
-from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
+from opd_core import GenerationParams, OPDError, RolloutBatch
 from opd_core.modeling import LoadedModel, ModelSpec, gather_logprobs, next_token_logits
 from opd_hf.generation import HFGenerator
 from opd_hf.loading import load_hf_model
-from vllm_helpers import CPU, ENGINE, require_vllm, run_context, vllm_models
+from vllm_helpers import (
+    CPU,
+    ENGINE,
+    PROMPTS,
+    models_fixture,
+    require_vllm,
+    run_context,
+    student_fixture,
+)
 
 require_vllm()
 
 from opd_vllm.sampler import VLLMSampler  # noqa: E402
 
-PROMPTS = [
-    Prompt(id=str(i), messages=({"role": "user", "content": q},))
-    for i, q in enumerate(["1+2", "(3*4)-5", "9"])
-]
 TEMPERATURE = 0.7
 MAX_NEW_TOKENS = 24
 TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return vllm_models(tmp_path_factory)
+models = models_fixture
 
 
-@pytest.fixture(scope="module")
-def student(models: TinyModels) -> LoadedModel:
-    """The trained tiny model as the student: it answers and stops at EOS."""
-    return load_hf_model(ModelSpec(str(models.teacher)), "student", CPU)
+student = student_fixture
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,14 @@ import pytest
 import torch
 
 from conftest import TinyModels
-from opd_core import Prompt
 from opd_core.modeling import ModelSpec
 from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
 from opd_remote.teacher import RemoteTeacher
-from vllm_helpers import CPU, require_vllm, run_context, vllm_models
+from vllm_helpers import CPU, PROMPTS, require_vllm, run_context, vllm_models
 
 require_vllm()
-
-PROMPTS = [
-    Prompt(id=str(i), messages=({"role": "user", "content": q},))
-    for i, q in enumerate(["1+2", "(3*4)-5", "9"])
-]
 
 
 def free_port() -> int:

@@ -10,29 +10,31 @@ import pytest
 import torch
 
 from conftest import TinyModels
-from opd_core import GenerationParams, OPDError, Prompt, RolloutBatch
+from opd_core import GenerationParams, OPDError, RolloutBatch
 from opd_core.flops import ModelShape
 from opd_core.modeling import LoadedModel, ModelSpec
 from opd_hf.generation import HFGenerator
 from opd_hf.loading import load_hf_model
 from opd_hf.sampler import HFSampler
 from opd_hf.teacher import HFTeacher
-from vllm_helpers import CPU, ENGINE, require_vllm, run_context, vllm_models
+from vllm_helpers import (
+    CPU,
+    ENGINE,
+    chat_prompts,
+    models_fixture,
+    require_vllm,
+    run_context,
+)
 
 require_vllm()
 
 from opd_vllm.teacher import VLLMTeacher  # noqa: E402
 
-PROMPTS = [
-    Prompt(id=str(i), messages=({"role": "user", "content": q},))
-    for i, q in enumerate(["1+2", "(3*4)-5", "9", "7*(8-6)+1"])
-]
+PROMPTS = chat_prompts("1+2", "(3*4)-5", "9", "7*(8-6)+1")
 TOLERANCE = 1e-3
 
 
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
-    return vllm_models(tmp_path_factory)
+models = models_fixture
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import dataclasses
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,10 +24,12 @@ from conftest import (
     build_tiny_models,
     schedule_for_tests,
 )
+from opd_core import Prompt
 from opd_core.config import RunConfig, StudentConfig
 from opd_core.context import RunContext
-from opd_core.modeling import LoadedModel
+from opd_core.modeling import LoadedModel, ModelSpec
 from opd_core.plugin_manager import make_plugin_manager
+from opd_hf.loading import load_hf_model
 
 CPU = torch.device("cpu")
 # vLLM's CPU attention needs head_dim >= 32; otherwise the shapes of tests/conftest.py's models.
@@ -63,10 +66,41 @@ def vllm_models(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
     return _models["models"]
 
 
+def chat_prompts(*questions: str) -> list[Prompt]:
+    """One-turn chat prompts asking ``questions`` (ids ``0``, ``1``, ...)."""
+    return [
+        Prompt(id=str(i), messages=({"role": "user", "content": q},))
+        for i, q in enumerate(questions)
+    ]
+
+
+PROMPTS = chat_prompts("1+2", "(3*4)-5", "9")
+"""The prompts most vLLM tests sample from."""
+
+
+@pytest.fixture(scope="module")
+def models_fixture(tmp_path_factory: pytest.TempPathFactory) -> TinyModels:
+    """:func:`vllm_models`; a test module binds it as ``models = models_fixture``."""
+    return vllm_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def student_fixture(models: TinyModels) -> LoadedModel:
+    """The trained tiny model as the student: it answers and stops at EOS. A test module binds
+    it as ``student = student_fixture``."""
+    return load_hf_model(ModelSpec(str(models.teacher)), "student", CPU)
+
+
 def run_context(
-    student: LoadedModel, out: Path, temperature: float = 1.0, max_new_tokens: int = 12
+    student: LoadedModel,
+    out: Path,
+    temperature: float = 1.0,
+    max_new_tokens: int = 12,
+    hook: Any = None,
+    **sections: Any,
 ) -> RunContext:
-    """A run context around ``student`` with the given sampling settings."""
+    """A run context around ``student`` with the given sampling settings, plugin hook (default:
+    the built-in plugins') and further config ``sections`` (``environment``, ``episode``)."""
     config = RunConfig(
         student=StudentConfig(model=student.spec),
         task={},
@@ -77,5 +111,7 @@ def run_context(
         loss={},
         evaluators={},
         **schedule_for_tests(max_new_tokens, temperature=temperature),
+        **sections,
     )
-    return RunContext(config, make_plugin_manager().hook, CPU, out, student, seed=0)
+    hook = make_plugin_manager().hook if hook is None else hook
+    return RunContext(config, hook, CPU, out, student, seed=0)
