@@ -9,7 +9,8 @@ ROLES = (("student_before", "before"), ("student_after", "after"), ("teacher", "
 
 
 def summary_table(summary: Mapping[str, Any]) -> str:
-    """``summary.json`` as aligned text: one row per eval metric, then time, FLOPs, checkpoint."""
+    """``summary.json`` as aligned text: one row per eval metric, then time, FLOPs, checkpoint,
+    and the best checkpoint and an early stop where the run had them."""
     scores = {key: dict(summary.get(key) or {}) for key, _ in ROLES}
     metrics = sorted({m for values in scores.values() for m in values})
     header = ["metric", *(label for _, label in ROLES), "after-before", "after-teacher"]
@@ -44,6 +45,15 @@ def summary_table(summary: Mapping[str, Any]) -> str:
         f"teacher {_flops(flops.get('flops/teacher'))}",
         f"checkpoint  {summary.get('checkpoint', '(none)')}",
     ]
+    best = summary.get("best_checkpoint")
+    if best:
+        lines.append(
+            f"best        {best['checkpoint']} ({best['metric']} {_number(best['value'])} at "
+            f"step {best['step']})"
+        )
+    stopped = summary.get("stopped_early")
+    if stopped:
+        lines.append(f"stopped     early after step {stopped['step']}: {stopped['reason']}")
     return "\n".join(lines)
 
 

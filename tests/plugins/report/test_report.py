@@ -50,6 +50,28 @@ def test_the_table_shows_scores_deltas_time_flops_and_checkpoint() -> None:
     assert lines[6].endswith("outputs/x/checkpoints/step_000600")
 
 
+def test_the_table_names_the_best_checkpoint_and_an_early_stop() -> None:
+    assert "best" not in summary_table(SUMMARY) and "stopped" not in summary_table(SUMMARY)
+    summary = {
+        **SUMMARY,
+        "best_checkpoint": {
+            "step": 300,
+            "metric": "accuracy",
+            "value": 0.7125,
+            "mode": "max",
+            "checkpoint": "outputs/x/checkpoints/step_000300",
+        },
+        "stopped_early": {"step": 450, "reason": "accuracy stayed below its best for 3 evals"},
+    }
+    lines = summary_table(summary).splitlines()
+    assert lines[7].split() == [
+        "best", "outputs/x/checkpoints/step_000300", "(accuracy", "0.7125", "at", "step", "300)"
+    ]  # fmt: skip
+    assert lines[8] == (
+        "stopped     early after step 450: accuracy stayed below its best for 3 evals"
+    )
+
+
 def test_a_run_without_evaluators_says_so() -> None:
     assert "no evaluation" in summary_table({"steps": 2, "wall_time_s": 1.0})
 
