@@ -181,7 +181,11 @@ def validity(series: dict[str, list[tuple[int, float]]], first: int, last: int) 
 
 
 def summarize(
-    key: str, runs: dict[int, Path], records: dict[int, dict[str, Any]], teacher: float
+    key: str,
+    runs: dict[int, Path],
+    records: dict[int, dict[str, Any]],
+    teacher: float,
+    episodes: int,
 ) -> dict[str, Any]:
     """One method's row: final success over seeds, costs to targets, behaviour over training."""
     curves = [load_curve(runs[s], "success") for s in sorted(runs)]
@@ -221,10 +225,62 @@ def summarize(
         }
         for a, b in windows
     }
+    failures = [failure_turns(runs[s], episodes) for s in sorted(runs)]
+    row["first_wrong_turn"] = {
+        name: statistics.mean(f[name] for f in failures) for name in failures[0]
+    }
     row["curves"] = [[(p.step, p.score, p.total_flops, p.train_seconds) for p in c.points]
                      for c in curves]  # fmt: skip
     row["series"] = series
     return row
+
+
+TURNS = ("call 1", "call 2", "call 3", "answer")
+"""The turns of a reference episode (three operations, then the answer)."""
+
+
+def failure_turns(run: Path, episodes: int) -> dict[str, float]:
+    """Where the run's final student fails: over ``episodes`` held-out episodes (greedy, with
+    the calculator, as the evaluator runs them), the share whose first turn that differs from
+    the reference episode is each of :data:`TURNS` (``solved``: none differs and it is right;
+    ``other``: it differs after the reference ends or is right another way). Cached in
+    ``<run>/failure_turns.json``."""
+    cached = run / "failure_turns.json"
+    if cached.exists():
+        return dict(json.loads(cached.read_text()))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from opd_agent.build import AgentSpec, play
+
+    model_dir = Path(json.loads((run / "summary.json").read_text())["checkpoint"]) / "model"
+    model = AutoModelForCausalLM.from_pretrained(model_dir).float()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    spec = AgentSpec()
+    problems = spec.eval_problems(episodes)
+    counts = dict.fromkeys([*TURNS, "solved", "other"], 0)
+    played = play(model, tokenizer, problems, spec, "eval")
+    for problem, episode in zip(problems, played, strict=True):
+        written = [m["content"] for m in episode.messages if m["role"] == "assistant"]
+        reference = [m["content"] for m in problem.trajectory() if m["role"] == "assistant"]
+        first = first_difference(written, reference)
+        if episode.summary.reward >= 1.0:
+            counts["solved"] += 1
+        elif first is not None and first < len(TURNS):
+            counts[TURNS[first]] += 1
+        else:
+            counts["other"] += 1
+    shares = {name: count / len(problems) for name, count in counts.items()}
+    cached.write_text(json.dumps(shares) + "\n")
+    return shares
+
+
+def first_difference(written: list[str], reference: list[str]) -> int | None:
+    """The index of the first turn where ``written`` and ``reference`` differ (a turn one of
+    them lacks counts as different); None when they are equal."""
+    for i, (a, b) in enumerate(zip(written, reference, strict=False)):
+        if a != b:
+            return i
+    return None if len(written) == len(reference) else min(len(written), len(reference))
 
 
 def mean_of(values: list[float | None]) -> float | None:
@@ -296,6 +352,23 @@ def report(
                 f"| {fmt(values.get('teacher_reverse_kl'), 3)}"
                 for key, row in rows.items()
                 for window, values in row["training"].items()
+            ),
+        ),
+        "",
+        "## Where the final students fail",
+        "",
+        f"The final checkpoint of every run replays the {episodes} held-out episodes (greedy, "
+        "with the calculator); each episode is counted at the first assistant turn that differs "
+        "from the reference episode's (`failure_turns` in this script). Shares of the episodes, "
+        "mean over seeds:",
+        "",
+        *markdown_table(
+            "method | solved | " + " | ".join(f"first wrong: {t}" for t in TURNS) + " | other",
+            (
+                f"{key} | {percent(row['first_wrong_turn']['solved'])} | "
+                + " | ".join(percent(row["first_wrong_turn"][t]) for t in TURNS)
+                + f" | {percent(row['first_wrong_turn']['other'])}"
+                for key, row in rows.items()
             ),
         ),
         "",
@@ -430,7 +503,7 @@ def main(argv: list[str] | None = None) -> None:
             setattr(args, name, value)
     args.out = args.out or OUTPUTS / ("agent-quick" if args.quick else "agent")
     files = RESULTS.under(OUTPUTS / "agent-quick") if args.quick else RESULTS
-    command = command_line(__file__, *given)
+    command = command_line(__file__, *(a for a in given if a != "--report-only"))
     if args.fresh and args.out.exists():
         shutil.rmtree(args.out)
     first = ("opd", "opd_replay")  # the comparison the drift fix needs, then the baselines
@@ -470,7 +543,11 @@ def main(argv: list[str] | None = None) -> None:
         }
         if runs:
             rows[key] = summarize(
-                key, runs, {s: records.get((key, s), {}) for s in runs}, baseline["teacher"]
+                key,
+                runs,
+                {s: records.get((key, s), {}) for s in runs},
+                baseline["teacher"],
+                args.eval_episodes,
             )
     report(rows, baseline, command, args, files)
 
