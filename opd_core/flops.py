@@ -163,16 +163,25 @@ class FlopsLedger:
             setattr(self, key, float(value))
 
 
+SCORING_FLOPS = "teacher/scoring_flops"
+"""A teacher that knows what its scoring cost (one over its own tokens, a tree of paths: the
+cross-tokenizer teacher) reports it under this key of ``TeacherScores.metrics``; the ledger
+books that instead of a forward over the student's tokens."""
+
+
 def rollout_flops(
     rollouts: RolloutBatch,
     student: ModelShape,
     teacher: ModelShape | None,
     scored: bool,
     update_epochs: int = 1,
+    teacher_scoring: float | None = None,
 ) -> FlopsLedger:
     """What one step spent: sampling ``rollouts`` (charged to whichever model wrote them;
-    nothing when they are fixed data), the teacher scoring them (if ``scored``) and
-    ``update_epochs`` passes of training. Teacher FLOPs stay 0 when its shape is unknown."""
+    nothing when they are fixed data), the teacher scoring them (if ``scored``: the
+    ``teacher_scoring`` FLOPs it reported, else a forward over the rollouts' tokens) and
+    ``update_epochs`` passes of training. Teacher FLOPs stay 0 when its shape is unknown and it
+    reported none."""
     prompt_B, sampled_B = rollouts.sequence_lengths()
     total_B = rollouts.attention_mask_BT.sum(1)
     # the completion region: what the LM head runs on when training and scoring (one answer,
@@ -183,6 +192,8 @@ def rollout_flops(
         flops.student_sampling = student.generation_flops(prompt_B, region_B, sampled_B)
     elif rollouts.sampler_role == "teacher" and teacher is not None:
         flops.teacher_sampling = teacher.generation_flops(prompt_B, region_B, sampled_B)
-    if scored and teacher is not None:
+    if scored and teacher_scoring is not None:
+        flops.teacher_scoring = float(teacher_scoring)
+    elif scored and teacher is not None:
         flops.teacher_scoring = teacher.forward_flops(total_B, region_B)
     return flops

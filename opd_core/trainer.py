@@ -48,7 +48,7 @@ from opd_core.context import RunContext
 from opd_core.devices import pick_device
 from opd_core.distributed import Distributed, main_process_first
 from opd_core.errors import OPDError
-from opd_core.flops import FlopsLedger, ModelShape, rollout_flops
+from opd_core.flops import SCORING_FLOPS, FlopsLedger, ModelShape, rollout_flops
 from opd_core.guard import FiniteGuard
 from opd_core.interrupts import Interrupts
 from opd_core.limits import (
@@ -486,12 +486,14 @@ class Trainer:
         self, step: int, rollouts: RolloutBatch, scores: TeacherScores | None
     ) -> dict[str, float]:
         """Book the step's FLOPs; the passes over the pool and the FLOPs, as metrics."""
+        reported = None if scores is None else scores.metrics.get(SCORING_FLOPS)
         step_flops = rollout_flops(
             rollouts,
             self.student_shape,
             self.teacher_shape,
             scored=scores is not None,
             update_epochs=self.config.train.update_epochs,
+            teacher_scoring=None if reported is None else float(reported),
         )
         self.flops.add(step_flops)
         passes = step * self.config.train.prompts_per_step / len(self.train_pool)

@@ -155,3 +155,7 @@ def test_rollout_flops_charge_sampling_to_the_model_that_wrote_the_answers() -> 
     headed = replace(teacher, matmul_params=104, head_params=4)
     scored = rollout_flops(rollouts, student, headed, scored=True)
     assert scored.teacher_scoring == 2 * 100 * 8 + 2 * 4 * 3
+    # a teacher that reports what its scoring cost (its own tokens, a tree of paths) is booked
+    reported = rollout_flops(rollouts, student, headed, scored=True, teacher_scoring=1234.0)
+    assert reported.teacher_scoring == 1234.0 and reported.student == 2 * 10 * 6 + 6 * 10 * 8
+    assert rollout_flops(rollouts, student, None, scored=True, teacher_scoring=5.0).teacher == 5.0

@@ -65,7 +65,9 @@ def test_bf16_sampling_and_update_forwards_stay_close_to_fp32_with_fp32_outputs(
             policy = policy_output(model, batch)
         assert policy.logprobs_BT.dtype == torch.float32
         (policy.logprobs_BT * batch.completion_mask_BT).sum().backward()
-        grads[name] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        grads[name] = torch.cat(
+            [p.grad.flatten() for p in model.parameters() if p.grad is not None]
+        )
         assert all(p.dtype == torch.float32 for p in model.parameters())
         if name == "fp32":
             reference_BT = policy.logprobs_BT.detach()

@@ -270,3 +270,6 @@ def test_a_run_with_a_teacher_of_another_tokenizer(
         assert 0.0 <= record["teacher/healed_frac"] <= 1.0
         assert 0.0 <= record["teacher/exact_frac"] <= 1.0
         assert record["teacher/scoring_flops"] > 0.0 and record["teacher/tree_tokens"] >= 1.0
+        # the ledger books the teacher's own count (its tree over its tokens), not a forward
+        # over the student's tokens
+        assert record["flops_step/teacher_scoring"] == record["teacher/scoring_flops"]
