@@ -26,3 +26,4 @@ class StudentInitialTeacher(HFTeacher):
     def setup(self, ctx: RunContext) -> None:
         model = copy.deepcopy(ctx.student.model).eval().requires_grad_(False)
         self.loaded = LoadedModel(model, ctx.student.tokenizer, ctx.student.spec)
+        self.precision = ctx.precision

@@ -36,6 +36,7 @@ def sampler_for(tiny_models: TinyModels, max_new_tokens: int = 64) -> tuple[Data
     ctx = SimpleNamespace(
         student=LoadedModel(model, tokenizer, ModelSpec(str(tiny_models.student))),
         config=SimpleNamespace(train=train),
+        precision="fp32",
     )
     sampler.setup(ctx)  # type: ignore[arg-type]
     return sampler, model

@@ -104,7 +104,9 @@ def rollouts_from_text(tokenizer: Any) -> RolloutBatch:
 def test_remote_scores_equal_the_in_process_teachers(server: str, tiny_models: TinyModels) -> None:
     hook = make_plugin_manager().hook
     student = load_model(hook, ModelSpec(str(tiny_models.student)), "student", torch.device("cpu"))
-    ctx: Any = SimpleNamespace(hook=hook, device=torch.device("cpu"), student=student)
+    ctx: Any = SimpleNamespace(
+        hook=hook, device=torch.device("cpu"), student=student, precision="fp32"
+    )
     local = HFTeacher(model={"path": str(tiny_models.teacher)})
     local.setup(ctx)
     remote = RemoteTeacher(url=server, api_key=TOKEN, batch_size=2)
@@ -133,7 +135,9 @@ def test_remote_scores_multi_turn_episodes_like_the_in_process_teacher(
 
     hook = make_plugin_manager().hook
     student = load_model(hook, ModelSpec(str(tiny_models.student)), "student", torch.device("cpu"))
-    ctx: Any = SimpleNamespace(hook=hook, device=torch.device("cpu"), student=student)
+    ctx: Any = SimpleNamespace(
+        hook=hook, device=torch.device("cpu"), student=student, precision="fp32"
+    )
     local = HFTeacher(model={"path": str(tiny_models.teacher)})
     local.setup(ctx)
     remote = RemoteTeacher(url=server, api_key=TOKEN, batch_size=2)
