@@ -49,6 +49,7 @@ class FakeCtx:
         self.hook = self.pm.hook
         self.student = student
         self.device = CPU
+        self.precision = "fp32"
 
 
 def load(path: Path) -> LoadedModel:
