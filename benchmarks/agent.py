@@ -81,7 +81,7 @@ METHODS: dict[str, Method] = {
         ),
     ),
 }
-"""GRPO's learning rate is the demo's best GRPO rate (docs/results/compare_objectives.md), not
+"""GRPO's learning rate is the best GRPO rate of the demo's objective comparison, not
 tuned here: at the schedule's 2e-3 (seed 0) every episode failed by step 13 (invalid calls
 rose from 0.02 to 0.6 per episode), the group-relative advantage was then 0 and it never
 recovered (0.0% held-out success from step 50 to 900)."""
