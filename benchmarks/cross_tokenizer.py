@@ -368,8 +368,12 @@ def real_opd_lines(result: dict[str, Any]) -> list[str]:
         f"{len(CHAT_PROMPTS)} held-out chat prompts above from the student before and after, and "
         "scores them with Gemma: the reverse KL is the mean over answers of the per-token "
         "`log p_student - log p_teacher` (a sampled estimate; ± its standard error over answers). "
-        f"IF-eval: prompt-level strict accuracy on {n} held-out IFEval prompts (greedy, up to 160 "
-        "tokens; ± binomial standard error).",
+        + (
+            f"IF-eval: prompt-level strict accuracy on {n} held-out IFEval prompts (greedy, up to "
+            "160 tokens; ± binomial standard error)."
+            if n
+            else "IF-eval was not run (`--real-eval-prompts 0`)."
+        ),
         "",
         "| | before | after |",
         "|---|---|---|",
@@ -377,9 +381,16 @@ def real_opd_lines(result: dict[str, Any]) -> list[str]:
         f"{before['per_answer_mean']:.3f} ± {before['per_answer_se']:.3f} | "
         f"{after['per_answer_mean']:.3f} ± {after['per_answer_se']:.3f} |",
         f"| training reverse KL (first / last 5 steps) | {num(first)} | {num(last)} |",
-        f"| IF-eval strict (student) | {ifeval(result['ifeval_before'])} | "
-        f"{ifeval(result['ifeval_after'])} |",
-        f"| IF-eval strict (Gemma-3-270M, the teacher) | {ifeval(result['ifeval_teacher'])} | |",
+        *(
+            [
+                f"| IF-eval strict (student) | {ifeval(result['ifeval_before'])} | "
+                f"{ifeval(result['ifeval_after'])} |",
+                f"| IF-eval strict (Gemma-3-270M, the teacher) | "
+                f"{ifeval(result['ifeval_teacher'])} | |",
+            ]
+            if n
+            else []
+        ),
         "",
         f"Target quality during the run (means over steps): exact positions "
         f"{num(result['metrics_mean'].get('exact_frac'))}, residual mass "
@@ -503,12 +514,8 @@ def run_real_opd(out: Path, steps: int, eval_prompts: int, samples: int) -> dict
     """The real pair's OPD run, and the reverse KL to the teacher on held-out chat prompts
     (:data:`CHAT_PROMPTS`, not IFEval's) before and after it."""
     folder = out / f"real_opd_{steps}"
-    overrides = [
-        *REAL_OPD,
-        f"task.eval_size={eval_prompts}",
-        f"train.steps={steps}",
-        f"checkpoint.every={steps}",
-    ]
+    evaluation = [f"task.eval_size={eval_prompts}"] if eval_prompts else ["evaluator=[]"]
+    overrides = [*REAL_OPD, *evaluation, f"train.steps={steps}", f"checkpoint.every={steps}"]
     if not (folder / "summary.json").exists():
         run_cli([*overrides, "resume=true"], folder, "gemma -> smollm2 OPD", threads=2, check=True)
     summary = json.loads((folder / "summary.json").read_text())
@@ -519,9 +526,9 @@ def run_real_opd(out: Path, steps: int, eval_prompts: int, samples: int) -> dict
         "command": " ".join(["python -m opd_core", *overrides]),
         "steps": steps,
         "eval_prompts": eval_prompts,
-        "ifeval_before": summary["student_before"].get("accuracy"),
-        "ifeval_after": summary["student_after"].get("accuracy"),
-        "ifeval_teacher": summary.get("teacher", {}).get("accuracy"),
+        "ifeval_before": (summary.get("student_before") or {}).get("accuracy"),
+        "ifeval_after": (summary.get("student_after") or {}).get("accuracy"),
+        "ifeval_teacher": (summary.get("teacher") or {}).get("accuracy"),
         "reverse_kl_before": kl_before,
         "reverse_kl_after": kl_after,
         "held_out_answers": len(CHAT_PROMPTS) * samples,
@@ -610,7 +617,9 @@ def main() -> None:
     parser.add_argument("--note", action="append", default=[], help="a line for the report")
     parser.add_argument("--real-opd", action="store_true", help="a short Gemma -> SmolLM2 OPD run")
     parser.add_argument("--real-opd-steps", type=int, default=30)
-    parser.add_argument("--real-eval-prompts", type=int, default=48, help="held-out IFEval prompts")
+    parser.add_argument(
+        "--real-eval-prompts", type=int, default=48, help="held-out IFEval prompts (0: none)"
+    )
     parser.add_argument("--real-samples", type=int, default=4, help="answers per held-out prompt")
     argv = sys.argv[1:]
     args = parser.parse_args(argv)
