@@ -452,11 +452,13 @@ def verdict(rows: dict[str, dict[str, Any]], teacher: float) -> list[str]:
         )
         if diff < 0 and first_b - first_a > 0.5 * -diff:
             out.append(
-                "- So most of what replay loses is lost at the first call. A replayed episode "
-                "opens after the teacher's first calls, so its first call is not the student's "
-                "to train: with half the episodes replayed the first call gets fewer updates, "
-                "and it is the turn this student gets wrong. The drift prefix replay targets "
-                "(later turns going wrong after a wrong early one) is not what limits this task."
+                "- So most of what replay loses is lost at the first call, and the later turns, "
+                "where drift would show, fail about as often with and without it: late-turn "
+                "drift is not what limits this task. That is consistent with how replay works (a "
+                "replayed episode opens after the teacher's first calls, so with half the "
+                "episodes replayed the student's first call gets fewer updates), a hypothesis "
+                "the numbers above do not test: a replay that always leaves the first call to "
+                "the student would."
             )
         out.append(
             f"- Steps to 90% of the teacher: vanilla {cost_text(a['steps_to_90'], 'steps')}, "
