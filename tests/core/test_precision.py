@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_micro_batches import COMPLETION_LENS, PROMPT_LENS, varied_batch
 from transformers import AutoModelForCausalLM
 
 from conftest import TinyModels
@@ -13,7 +14,6 @@ from opd_core import precision as precision_module
 from opd_core.precision import Bf16Probe, autocast, probe_bf16, resolve_precision
 from opd_core.update import policy_output
 from opd_hf.generation import decode
-from test_micro_batches import COMPLETION_LENS, PROMPT_LENS, varied_batch
 
 CPU = torch.device("cpu")
 
@@ -42,7 +42,7 @@ def test_bf16_on_hardware_without_it_is_refused_with_what_was_measured(
     with pytest.raises(OPDError, match=r"not compute bf16 natively.*0 GFLOP/s in bf16 against "
                        r"140 in fp32.*train.precision=fp32"):  # fmt: skip
         resolve_precision("bf16", CPU)
-    with pytest.raises(OPDError, match="Unknown train.precision='half'. Use one of: fp32, bf16"):
+    with pytest.raises(OPDError, match=r"Unknown train.precision='half'\. Use one of: fp32, bf16"):
         resolve_precision("half", CPU)
 
 
