@@ -383,6 +383,8 @@ def report(
         "",
         "## Verdict",
         "",
+        *(f"- {note}" for note in args.note),
+        "",
         *verdict(rows, teacher),
         "",
         files.image("held-out success, tool-call validity and turns per episode"),
@@ -396,7 +398,10 @@ def report(
         "tool_free_success": tool_free,
         "baseline_command": baseline_overrides(args),
         "eval_episodes": episodes,
-        "methods": {key: {**row, "eval_episodes": episodes} for key, row in rows.items()},
+        "methods": {  # the per-step training series feed the figure and the table above only
+            key: {**{k: v for k, v in row.items() if k != "series"}, "eval_episodes": episodes}
+            for key, row in rows.items()
+        },
     }
     write_report(files, lines, record)
     plot(rows, teacher, files.png())
@@ -533,6 +538,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help="run folders (default outputs/)")
     parser.add_argument("--fresh", action="store_true", help="delete and rerun finished runs")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    parser.add_argument("--note", action="append", default=[], help="a line for the verdict")
     given = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(given)
     for name, value in (QUICK if args.quick else FULL).items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -91,7 +92,7 @@ def spawn_worker(
 def command_line(script: str | Path, *flags: str) -> str:
     """The command that reproduces a result, as its report records it:
     ``python benchmarks/<script>.py <flags>``."""
-    return " ".join(["python", f"benchmarks/{Path(script).name}", *flags])
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *flags])
 
 
 def load_average() -> float:
