@@ -1,8 +1,10 @@
 """Mixed precision: forward passes in bf16 where the hardware computes it natively, measured.
 
 ``train.precision=bf16`` runs the models' forward passes under ``torch.autocast`` in bfloat16
-(sampling, teacher scoring, the update's forward and its backward), while the weights, the
-optimizer state, the logits handed to the objectives, log-probabilities and losses stay fp32.
+(sampling, teacher scoring, the update's forward; the backward follows the forward's dtypes),
+while the weights, the optimizer state, the logits handed to the objectives, log-probabilities
+and losses stay fp32. Honoured by the HF sampler and teacher; other samplers and teachers
+(vLLM, remote, cross-tokenizer) run in their own precision.
 ``auto`` chooses bf16 only where it is measured faster; ``fp32`` (the default) never uses it.
 
 Whether bf16 is fast depends on the chip, not on torch: a GPU with bf16 units, or a CPU with
