@@ -102,7 +102,11 @@ def smollm2_models(folder: Path, prompts: Sequence[str], rows: int) -> dict[str,
 
 
 def _sizes(folder: Path) -> dict[str, Any]:
-    """Parameter counts and vocabulary of the pair saved under ``folder``."""
+    """Parameter counts and vocabulary of the pair saved under ``folder`` (counted once, kept
+    in ``folder/info.json``)."""
+    info_path = folder / "info.json"
+    if info_path.exists():
+        return dict(json.loads(info_path.read_text()))
     from transformers import AutoModelForCausalLM
 
     info: dict[str, Any] = {}
@@ -110,4 +114,5 @@ def _sizes(folder: Path) -> dict[str, Any]:
         model = AutoModelForCausalLM.from_pretrained(folder / role)
         info["vocab"] = model.config.vocab_size
         info[f"{role}_params"] = sum(p.numel() for p in model.parameters())
+    info_path.write_text(json.dumps(info))
     return info
