@@ -472,9 +472,9 @@ def markdown(record: dict[str, Any]) -> list[str]:
             [real_row(p) for p in record["real"]],
         ),
         "",
-        "bf16 / fp32 for opd-core at the SmolLM2 point: "
+        "opd-core at the SmolLM2 point, "
         + (
-            f"{record['bf16_speedup']:.2f}x faster"
+            f"fp32 s/step over bf16 s/step {record['bf16_speedup']:.2f} (>1: bf16 is faster)"
             if record["bf16_speedup"] is not None
             else "not measured"
         )
