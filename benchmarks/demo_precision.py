@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per run")
     parser.add_argument("--quick", action="store_true", help="20 steps, first seed only")
     parser.add_argument("--work", type=Path, default=OUTPUTS / "demo_precision")
+    parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     args = parser.parse_args()
     seeds = args.seeds[:1] if args.quick else args.seeds
     extra = list(QUICK_OVERRIDES) if args.quick else []
@@ -211,11 +212,16 @@ def main() -> None:
     for index, seed in enumerate(seeds):
         order = PRECISIONS if index % 2 == 0 else PRECISIONS[::-1]
         for precision in order:
-            out = fresh_dir(args.work / f"{precision}_seed{seed}")
-            overrides = [f"seed={seed}", f"train.precision={precision}", *extra]
-            _, wall = run_cli(
-                overrides, out, f"{precision} seed {seed}", threads=args.threads, check=True
-            )
+            out = args.work / f"{precision}_seed{seed}"
+            if args.report_only:
+                wall = json.loads((out / "wall_s.json").read_text())
+            else:
+                overrides = [f"seed={seed}", f"train.precision={precision}", *extra]
+                _, wall = run_cli(
+                    overrides, fresh_dir(out), f"{precision} seed {seed}",
+                    threads=args.threads, check=True,
+                )  # fmt: skip
+                (out / "wall_s.json").write_text(json.dumps(wall))
             runs[precision][seed] = run_record(out, wall)
     flags = [f"--threads={args.threads}", "--seeds", *map(str, args.seeds)]
     if args.quick:

@@ -190,36 +190,39 @@ def decode(
     }
 
     def last_logits(**inputs: Any) -> torch.Tensor:
-        """The logits at the last position, the forward run in ``params.precision``."""
-        with autocast(params.precision, device):
-            return model(**inputs, **cache, use_cache=True).logits[:, -1]
+        """The logits at the last position."""
+        return model(**inputs, **cache, use_cache=True).logits[:, -1]
 
-    logits_RV = last_logits(
-        input_ids=prompt_ids_BP,
-        attention_mask=prompt_mask_BP,
-        position_ids=position_ids_from_mask(prompt_mask_BP),
-        cache_position=cache_positions_L[:P],
-        **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
-    )
-    rows_R = torch.arange(B, device=device)  # the rows of the full batch still in the forward
-    steps = 0
-    for step in range(C):
-        token_B, logprob_B = pick_tokens(all_rows(logits_RV, rows_R, B).float(), params, generator)
-        ids_BC[:, step] = torch.where(done_B, pad_id, token_B)
-        logprobs_BC[:, step] = torch.where(done_B, 0.0, logprob_B)
-        done_B |= torch.isin(token_B, stop_S)
-        steps = step + 1
-        if steps == C or bool(done_B.all()):
-            break
-        finished_R = done_B[rows_R]
-        if int(finished_R.sum()) >= max(1.0, shrink_at * len(rows_R)):
-            rows_R = shrink_rows(next(iter(cache.values())), rows_R, finished_R)
+    # one autocast region for the whole loop: autocast keeps the bf16 copy of each trainable
+    # weight for the region's life, so the weights are cast once, not once per token
+    with autocast(params.precision, device):
         logits_RV = last_logits(
-            input_ids=ids_BC[rows_R, step : step + 1],
-            attention_mask=mask_BL[rows_R, : P + steps],
-            position_ids=positions_BC[rows_R, step : step + 1],
-            cache_position=cache_positions_L[P + step : P + steps],
+            input_ids=prompt_ids_BP,
+            attention_mask=prompt_mask_BP,
+            position_ids=position_ids_from_mask(prompt_mask_BP),
+            cache_position=cache_positions_L[:P],
+            **({"logits_to_keep": 1} if forward_accepts(model, "logits_to_keep") else {}),
         )
+        rows_R = torch.arange(B, device=device)  # the rows of the full batch still in the forward
+        steps = 0
+        for step in range(C):
+            logits_BV = all_rows(logits_RV, rows_R, B).float()
+            token_B, logprob_B = pick_tokens(logits_BV, params, generator)
+            ids_BC[:, step] = torch.where(done_B, pad_id, token_B)
+            logprobs_BC[:, step] = torch.where(done_B, 0.0, logprob_B)
+            done_B |= torch.isin(token_B, stop_S)
+            steps = step + 1
+            if steps == C or bool(done_B.all()):
+                break
+            finished_R = done_B[rows_R]
+            if int(finished_R.sum()) >= max(1.0, shrink_at * len(rows_R)):
+                rows_R = shrink_rows(next(iter(cache.values())), rows_R, finished_R)
+            logits_RV = last_logits(
+                input_ids=ids_BC[rows_R, step : step + 1],
+                attention_mask=mask_BL[rows_R, : P + steps],
+                position_ids=positions_BC[rows_R, step : step + 1],
+                cache_position=cache_positions_L[P + step : P + steps],
+            )
     return ids_BC[:, :steps], logprobs_BC[:, :steps]
 
 
