@@ -2,6 +2,7 @@
 
     python benchmarks/vs_trl.py            # about 12 min on 2 quiet CPU cores
     python benchmarks/vs_trl.py --quick    # tiny models, a few seconds a side (checks the script)
+    python benchmarks/vs_trl.py --profile "40M/150M, 512 tokens"   # where opd-core's step goes
 
 Needs TRL (``pip install trl``); it installs nothing. Each side trains the same random-init Qwen3
 student against the same random-init Qwen3 teacher (one tokenizer) on the arithmetic task's
@@ -24,9 +25,9 @@ A scaling table adds a larger model pair and longer completions (one repeat, few
 Real-length points end at the natural EOS: the demo's trained pair on its arithmetic prompts,
 and SmolLM2-135M-Instruct with a copy of itself as the teacher on chat prompts of up to 256
 tokens, in fp32 and in bf16 (opd-core ``train.precision=bf16``, TRL ``bf16=True``).
-Results: ``docs/results/vs_trl.{md,json}`` (``--quick`` writes under ``outputs/vs_trl/``
-instead). Time it on a quiet machine (``uptime`` first): a
-figure measured under load is not a figure.
+Results: ``docs/results/vs_trl.{md,json}`` and, from ``--profile``, ``vs_trl_profile.{md,json}``
+beside them (``--quick`` writes under ``outputs/vs_trl/`` instead). Time it on a quiet machine
+(``uptime`` first): a figure measured under load is not a figure.
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ from bench_common.timing import (
 RESULTS = ResultFiles.of(__file__)
 SIDES = ("opd-core", "trl-distillation", "trl-gkd")
 TRL_SIDES = SIDES[1:]
+PROFILE_TOP = 25
+"""Operators listed in the profile report."""
 TARGETS = {
     "speedup_vs_faster_trl": 1.3,
     "floor_ratio": 1.5,
@@ -278,17 +281,83 @@ def matmul_peak(threads: int, seconds: float = 3.0) -> float:
 # ------------------------------------------------------------------------ orchestration
 
 
-def measure(point: Point, work: Path, threads: int) -> dict[str, Any]:
-    """Every side of ``point``, interleaved over its repeats (order rotated each repeat)."""
+def point_models(point: Point, work: Path) -> tuple[Path, dict[str, Any]]:
+    """The folder of ``point``'s student and teacher (built or copied on first use), and their
+    sizes."""
     models = work / "models" / slug(point.name.split(",")[0])
     models.mkdir(parents=True, exist_ok=True)
     if point.source == "demo":
-        info = demo_models(models)
-    elif point.source == "smollm2":
-        info = smollm2_models(models, CHAT_PROMPTS, point.prompts * (point.warmup + point.steps))
-    else:
-        assert point.student is not None and point.teacher is not None
-        info = build_models(models, point.student, point.teacher)
+        return models, demo_models(models)
+    if point.source == "smollm2":
+        rows = point.prompts * (point.warmup + point.steps)
+        return models, smollm2_models(models, CHAT_PROMPTS, rows)
+    assert point.student is not None and point.teacher is not None
+    return models, build_models(models, point.student, point.teacher)
+
+
+def profile_worker(point: Point, models: Path, out: Path, threads: int) -> dict[str, Any]:
+    """opd-core's side of ``point`` under ``torch.profiler`` (CPU ops), the warm-up steps left
+    out; the operators by self CPU time and the step's stage seconds."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from opd_core import hookimpl
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    clock = StepClock()
+    plan_ = schedule(wait=point.warmup, warmup=0, active=point.steps, repeat=1)
+    with profile(activities=[ProfilerActivity.CPU], schedule=plan_) as profiler:
+
+        class Step:
+            @hookimpl
+            def opd_step_end(self, ctx: object, step: int, metrics: dict[str, float]) -> None:
+                profiler.step()
+
+        run_opd(opd_overrides(point, models), out, clock, extra_plugins=[Step()])
+    events = profiler.key_averages()
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:PROFILE_TOP]
+    return {
+        **clock.summary(slice(point.warmup, None)),
+        "profiled_self_cpu_s": total,
+        "operators": [
+            {"name": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+            for e in top
+        ],
+    }
+
+
+def profile_report(point: Point, answer: dict[str, Any], command: str, threads: int) -> list[str]:
+    """The profile's Markdown: the stages, then the operators that took the most time."""
+    total = answer["profiled_self_cpu_s"]
+    stages = ", ".join(f"{n} {t:.2f}" for n, t in sorted(answer["stages_s"].items()))
+    return [
+        f"# Where opd-core's step goes at the point '{point.name}'",
+        "",
+        produced_by(command, f"{threads} threads", "torch.profiler, CPU activities")
+        + f". {point.prompts} prompts x {point.new_tokens} tokens, `objective=opd`, the same "
+        f"overrides as `benchmarks/vs_trl.py`'s opd-core side; {point.warmup} warm-up step(s) "
+        f"left out, {point.steps} profiled (the profiler's own overhead included).",
+        "",
+        f"Stages (s, median of the profiled steps): {stages}. Self CPU time of all operators: "
+        f"{total:.2f} s.",
+        "",
+        *markdown_table(
+            "operator | self CPU s | share | calls",
+            [
+                f"`{o['name']}` | {o['self_cpu_s']:.3f} | {o['self_cpu_s'] / total:.1%} | "
+                f"{o['calls']}"
+                for o in answer["operators"]
+            ],
+        ),
+        "",
+    ]
+
+
+def measure(point: Point, work: Path, threads: int) -> dict[str, Any]:
+    """Every side of ``point``, interleaved over its repeats (order rotated each repeat)."""
+    models, info = point_models(point, work)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     for repeat, side in rotations(SIDES, point.repeats):
         label = f"{point.name} | {side} | repeat {repeat + 1}/{point.repeats}"
@@ -499,6 +568,25 @@ def markdown(record: dict[str, Any]) -> list[str]:
     ]
 
 
+def profile_point(args: argparse.Namespace, points: list[Point]) -> None:
+    """``--profile``: one worker process profiles opd-core at the named point."""
+    by_name = {p.name: p for p in points}
+    if args.profile not in by_name:
+        raise SystemExit(f"--profile: no point named {args.profile!r}; one of: {list(by_name)}")
+    point = by_name[args.profile]
+    models, _ = point_models(point, args.work)
+    out = fresh_dir(args.work / "runs" / f"profile_{slug(point.name)}")
+    flags = ["--side", "profile", "--point", json.dumps(dataclasses.asdict(point))]
+    flags += ["--models", str(models), "--out", str(out / "run"), "--threads", str(args.threads)]
+    answer = spawn_worker(__file__, flags, args.threads, "profile", out / "worker.log")
+    given = ["--profile", args.profile] + (["--quick"] if args.quick else [])
+    command = command_line(__file__, *given)
+    files = RESULTS.part("profile")
+    if args.quick:
+        files = files.under(args.work / "results")
+    write_report(files, profile_report(point, answer, command, args.threads), answer)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny models: check the script")
@@ -510,12 +598,21 @@ def main() -> None:
     parser.add_argument("--models", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--answer", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile",
+        metavar="POINT",
+        help="instead of the comparison, profile opd-core's side of the point of this name "
+        "(e.g. '40M/150M, 512 tokens') into the results folder's vs_trl_profile.md",
+    )
     args = parser.parse_args()
     if importlib.util.find_spec("trl") is None:
         raise SystemExit("benchmarks/vs_trl.py compares against TRL: run `pip install trl` first.")
     if args.worker:
         if args.side == "peak":
             answer: dict[str, Any] = {"flops": matmul_peak(args.threads)}
+        elif args.side == "profile":
+            point = Point.from_json(args.point)
+            answer = profile_worker(point, args.models, args.out, args.threads)
         else:
             point = Point.from_json(args.point)
             answer = worker(args.side, point, args.models, args.out, args.threads)
@@ -525,6 +622,9 @@ def main() -> None:
     started = time.perf_counter()
     args.work.mkdir(parents=True, exist_ok=True)
     main_point, scaling, real = plan(args.quick)
+    if args.profile:
+        profile_point(args, [main_point, *scaling, *real])
+        return
     peak_args = ["--side", "peak", "--threads", str(args.threads)]
     peak = spawn_worker(__file__, peak_args, args.threads, "matmul peak", args.work / "peak.log")
     record: dict[str, Any] = {

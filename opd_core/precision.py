@@ -10,7 +10,8 @@ and losses stay fp32. Honoured by the HF sampler and teacher; other samplers and
 Whether bf16 is fast depends on the chip, not on torch: a GPU with bf16 units, or a CPU with
 AVX512-BF16 / AMX, runs a bf16 matmul 2-3x faster than fp32; a CPU without them emulates it,
 hundreds of times slower (``../shared/MACHINE.md`` has both). So support is *measured*
-(:func:`probe_bf16`): the same matmul timed in both precisions, once per process.
+(:func:`probe_bf16`): a linear layer of the student's width timed in both precisions, once per
+process and width.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from opd_core.errors import OPDError
 PRECISIONS = ("fp32", "bf16", "auto")
 """The values of ``train.precision``."""
 FASTER_AT = 1.2
-"""``auto`` picks bf16 when its measured matmul rate is at least this multiple of fp32's."""
+"""``auto`` picks bf16 when its measured rate is at least this multiple of fp32's."""
+PROBE_WIDTH = 1024
+"""The probe's hidden size when no model's is known."""
+PROBE_ROWS = 512
+"""Tokens per probe call: a scoring or update micro-batch's worth."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Bf16Probe:
     """The hardware reports bf16 support (CUDA's check; on a CPU, oneDNN's)."""
     fp32_gflops: float
     bf16_gflops: float
+    width: int = PROBE_WIDTH
+    """The hidden size the probe's linear layer had."""
 
     @property
     def speedup(self) -> float:
@@ -53,15 +60,22 @@ class Bf16Probe:
     def describe(self) -> str:
         return (
             f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
-            f"hardware; a matmul ran at {self.bf16_gflops:.0f} GFLOP/s in bf16 against "
+            f"hardware; a linear layer of width {self.width} ran at {self.bf16_gflops:.0f} "
+            f"GFLOP/s in bf16 against "
             f"{self.fp32_gflops:.0f} in fp32 ({self.speedup:.2f}x)"
         )
 
 
 @functools.cache
-def probe_bf16(device_type: str, size: int = 1024, repeats: int = 3) -> Bf16Probe:
-    """Time a ``size`` x ``size`` matmul in fp32 and in bf16 on ``device_type`` (best of
-    ``repeats`` after a warm-up): about 0.1 s on a CPU, once per process."""
+def probe_bf16(
+    device_type: str, width: int = PROBE_WIDTH, rows: int = PROBE_ROWS, repeats: int = 3
+) -> Bf16Probe:
+    """Time a linear layer as a model of hidden size ``width`` runs it (``rows`` tokens of
+    ``width`` features into ``4 * width``) in fp32 and under bf16 autocast, which casts the
+    input on every call and keeps its bf16 copy of the trainable weight (best of ``repeats``
+    after a warm-up): well under a second on a CPU, once per process and width. At a small
+    width the casts and call overheads can cost more than bf16 saves, which a large square
+    matmul would not show."""
     device = torch.device(device_type)
     if device.type == "cuda":
         reported = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
@@ -70,33 +84,42 @@ def probe_bf16(device_type: str, size: int = 1024, repeats: int = 3) -> Bf16Prob
             reported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         except (AttributeError, RuntimeError):
             reported = False
+    x_RW = torch.randn(rows, width, device=device)
+    weight_FW = torch.randn(4 * width, width, device=device, requires_grad=True)
     rates = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(size, size, device=device).to(dtype)
-        b = torch.randn(size, size, device=device).to(dtype)
+    for precision in ("fp32", "bf16"):
         best = float("inf")
-        for _ in range(repeats + 1):  # the first is a warm-up
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            a @ b
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-            if best > 1.0:  # emulated bf16: one slow run says enough
-                break
-        rates[dtype] = 2 * size**3 / best / 1e9
-    return Bf16Probe(device.type, reported, rates[torch.float32], rates[torch.bfloat16])
+        with torch.no_grad(), autocast(precision, device):
+            for _ in range(repeats + 1):  # the first is a warm-up
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                torch.nn.functional.linear(x_RW, weight_FW)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = min(best, time.perf_counter() - start)
+                if best > 1.0:  # emulated bf16: one slow run says enough
+                    break
+        rates[precision] = 2 * rows * width * 4 * width / best / 1e9
+    return Bf16Probe(device.type, reported, rates["fp32"], rates["bf16"], width)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``train.precision`` as run on ``device``: ``fp32`` or ``bf16``; ``bf16`` asked of
-    hardware that does not compute it natively is refused, naming what was measured."""
+def model_width(model: torch.nn.Module) -> int:
+    """The hidden size of a ``transformers`` model (its config's ``hidden_size``), or the
+    probe's default width for a model without one."""
+    config = getattr(model, "config", None)
+    return int(getattr(config, "hidden_size", None) or PROBE_WIDTH)
+
+
+def resolve_precision(name: str, device: torch.device, width: int = PROBE_WIDTH) -> str:
+    """``train.precision`` as run on ``device`` for a model of hidden size ``width``: ``fp32``
+    or ``bf16``; ``bf16`` asked of hardware that does not compute it natively is refused,
+    naming what was measured. ``auto`` measures at ``width``: bf16 where it is faster there."""
     if name not in PRECISIONS:
         raise OPDError(f"Unknown train.precision={name!r}. Use one of: {', '.join(PRECISIONS)}.")
     if name == "fp32":
         return "fp32"
-    probe = probe_bf16(device.type)
+    probe = probe_bf16(device.type, width) if name == "auto" else probe_bf16(device.type)
     if name == "auto":
         return "bf16" if probe.faster else "fp32"
     if not probe.reported:

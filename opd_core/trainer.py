@@ -71,7 +71,7 @@ from opd_core.plugin_manager import (
     disable_plugins,
     register_plugin,
 )
-from opd_core.precision import probe_bf16, resolve_precision
+from opd_core.precision import model_width, probe_bf16, resolve_precision
 from opd_core.progress import Progress
 from opd_core.reduction import Max
 from opd_core.registry import COMPONENT_KINDS, Registry
@@ -154,9 +154,8 @@ class Trainer:
         self.output_dir = self.dist.broadcast(self.output_dir)
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
         self.device = self.dist.device
+        # a bad value, or bf16 on hardware without it, is refused before any weights load
         self.precision = resolve_precision(cfg.train.precision, self.device)
-        if cfg.train.precision != "fp32":
-            log.info("precision: %s (%s)", self.precision, probe_bf16(self.device.type).describe())
 
     def _build_components(self) -> None:
         """Apply ``disable_plugins`` and ``plugins``, then build every configured component."""
@@ -186,6 +185,11 @@ class Trainer:
         )
         student.model = prepare_student(student.model, cfg)
         self.student = student
+        if cfg.train.precision != "fp32":  # auto: measured at the student's width
+            width = model_width(student.model)
+            self.precision = resolve_precision(cfg.train.precision, self.device, width)
+            probe = probe_bf16(self.device.type, width)
+            log.info("precision: %s (%s)", self.precision, probe.describe())
 
     def _set_up_components(self) -> None:
         """Register each component as a plugin and call its ``setup(ctx)``; check who answers."""

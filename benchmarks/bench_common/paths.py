@@ -31,6 +31,10 @@ class ResultFiles:
         """The result files of the script at ``script`` (pass ``__file__``)."""
         return cls(Path(script).stem)
 
+    def part(self, part: str) -> ResultFiles:
+        """The files of one of several reports of the script (``<name>_<part>.md``, ...)."""
+        return dataclasses.replace(self, name=f"{self.name}_{part}")
+
     def under(self, folder: Path) -> ResultFiles:
         """The same files in ``folder`` (a ``--quick`` check writes outside ``docs/``)."""
         return dataclasses.replace(self, folder=folder)

@@ -134,8 +134,11 @@ def opd_overrides(point: Point, models: Path, steps: int | None = None) -> list[
     ]
 
 
-def run_opd(overrides: Sequence[str], out: Path, clock: StepClock) -> None:
-    """opd-core's trainer on ``overrides`` in this process, every step timed by ``clock``."""
+def run_opd(
+    overrides: Sequence[str], out: Path, clock: StepClock, extra_plugins: Sequence[object] = ()
+) -> None:
+    """opd-core's trainer on ``overrides`` in this process, every step timed by ``clock``
+    (``extra_plugins``: more hook implementations for the run)."""
     from opd_core import hookimpl
 
     class Clock:
@@ -152,7 +155,7 @@ def run_opd(overrides: Sequence[str], out: Path, clock: StepClock) -> None:
             )
 
     clock.start()
-    run_in_process(overrides, out, [Clock()])
+    run_in_process(overrides, out, [Clock(), *extra_plugins])
 
 
 def rotations(sides: Sequence[T], repeats: int) -> Iterator[tuple[int, T]]:

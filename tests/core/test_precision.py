@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from conftest import TinyModels
 from opd_core import GenerationParams, OPDError
 from opd_core import precision as precision_module
-from opd_core.precision import Bf16Probe, autocast, probe_bf16, resolve_precision
+from opd_core.precision import Bf16Probe, autocast, model_width, probe_bf16, resolve_precision
 from opd_core.update import policy_output
 from opd_hf.generation import decode
 
@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 def fake_probe(monkeypatch: pytest.MonkeyPatch, reported: bool, bf16: float, fp32: float) -> None:
     probe = Bf16Probe("cpu", reported, fp32_gflops=fp32, bf16_gflops=bf16)
-    monkeypatch.setattr(precision_module, "probe_bf16", lambda device_type: probe)
+    monkeypatch.setattr(precision_module, "probe_bf16", lambda device_type, width=1024: probe)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +35,23 @@ def test_auto_picks_bf16_only_where_it_is_measured_faster(
     assert resolve_precision("fp32", CPU) == "fp32"
 
 
+def test_auto_decides_at_the_models_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    def probe(device_type: str, width: int = 1024) -> Bf16Probe:
+        # bf16 pays only on wide layers (the casts cost more than it saves on narrow ones)
+        return Bf16Probe("cpu", True, fp32_gflops=100.0, bf16_gflops=3.0 * width / 10, width=width)
+
+    monkeypatch.setattr(precision_module, "probe_bf16", probe)
+    assert resolve_precision("auto", CPU, width=96) == "fp32"
+    assert resolve_precision("auto", CPU, width=576) == "bf16"
+    assert "width 96" in probe("cpu", 96).describe()
+
+
+def test_the_width_is_the_models_hidden_size(tiny_models: TinyModels) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    assert model_width(model) == model.config.hidden_size
+    assert model_width(torch.nn.Linear(3, 4)) == precision_module.PROBE_WIDTH
+
+
 def test_bf16_on_hardware_without_it_is_refused_with_what_was_measured(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -46,10 +63,12 @@ def test_bf16_on_hardware_without_it_is_refused_with_what_was_measured(
         resolve_precision("half", CPU)
 
 
-def test_the_probe_measures_both_precisions_once_per_process() -> None:
+def test_the_probe_measures_both_precisions_once_per_process_and_width() -> None:
     probe = probe_bf16("cpu")
     assert probe.fp32_gflops > 0 and probe.bf16_gflops > 0
     assert probe_bf16("cpu") is probe
+    narrow = probe_bf16("cpu", 64)
+    assert narrow is not probe and narrow.width == 64 and narrow.fp32_gflops > 0
     assert f"{probe.speedup:.2f}x" in probe.describe()
 
 
