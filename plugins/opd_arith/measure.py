@@ -2,6 +2,7 @@
 
     python -m opd_arith.measure                      # default DemoSpec, fresh temporary cache
     python -m opd_arith.measure --teacher-steps 600 --student-steps 200 --num-eval 400
+    python -m opd_arith.measure --num-eval 500 --bpe-teacher-steps 500 750 1000   # + teacher_bpe
 
 Used to tune :class:`opd_arith.build.DemoSpec`: the teacher should be strong, the student
 clearly weaker but able to learn.
@@ -20,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from opd_arith.build import DemoSpec, build_demo_models, evaluate_accuracy
+from opd_arith.other_tokenizer import build_bpe_teacher
 
 
 def _spec_from_args(args: argparse.Namespace) -> DemoSpec:
@@ -69,6 +71,13 @@ def measure(spec: DemoSpec, cache_dir: Path, num_eval: int) -> dict[str, float]:
     }
 
 
+def measure_bpe_teacher(spec: DemoSpec, cache_dir: Path, num_eval: int, steps: int) -> float:
+    """Build (or reuse) the other-tokenizer teacher trained ``steps`` SFT steps into
+    ``cache_dir`` and return its held-out accuracy."""
+    folder = build_bpe_teacher(spec, cache_dir, steps=steps)
+    return _accuracy(folder, spec, num_eval)[0]
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line, build, measure and print the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,11 +93,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--student-target-accuracy", type=float, default=None)
+    parser.add_argument(
+        "--bpe-teacher-steps",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also build the other-tokenizer teacher (demo://arithmetic/teacher_bpe's recipe) "
+        "with each of these SFT step counts and report its accuracy",
+    )
     args = parser.parse_args(argv)
     spec = _spec_from_args(args)
     print(f"[measure] torch threads: {torch.get_num_threads()}; spec digest {spec.digest()}")
     with tempfile.TemporaryDirectory(prefix="opd_arith_measure_") as tmp:
-        results = measure(spec, args.cache_dir or Path(tmp), args.num_eval)
+        cache = args.cache_dir or Path(tmp)
+        results = measure(spec, cache, args.num_eval)
+        for steps in args.bpe_teacher_steps:
+            accuracy = measure_bpe_teacher(spec, cache, args.num_eval, steps)
+            results[f"teacher_bpe_{steps}_accuracy"] = accuracy
     for name, value in results.items():
         shown = f"{value:.1%}" if name.endswith("accuracy") else f"{value:,.1f}"
         print(f"[measure] {name:18s} {shown}")

@@ -106,9 +106,9 @@ def opd_load_model(spec: ModelSpec, role: str, device: torch.device) -> LoadedMo
     from opd_hf.loading import load_hf_model
 
     if which == "teacher_bpe":
-        from opd_arith.other_tokenizer import build_bpe_teacher
+        from opd_arith.other_tokenizer import BPE_TEACHER_STEPS, build_bpe_teacher
 
-        folder = build_bpe_teacher(DemoSpec(), cache_dir())
+        folder = build_bpe_teacher(DemoSpec(), cache_dir(), steps=BPE_TEACHER_STEPS)
         return load_hf_model(replace(spec, path=str(folder)), role, device)
     if which == "student_context":
         folder = build_demo_models(

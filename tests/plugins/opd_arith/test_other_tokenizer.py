@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import TINY_TEACHER
-from opd_arith import build, plugin
+from opd_arith import build, other_tokenizer, plugin
 from opd_arith.build import DemoSpec
 from opd_arith.other_tokenizer import EOS_BPE, build_bpe_teacher, build_merging_tokenizer
 from opd_arith.tokenizer import build_tokenizer
@@ -28,7 +28,7 @@ def test_the_tokenizer_merges_across_characters() -> None:
 def test_the_teacher_is_built_once_and_loads(tmp_path: Path) -> None:
     spec = DemoSpec(num_train=200, teacher=TINY_TEACHER, teacher_steps=2, batch_size=8)
     folder = build_bpe_teacher(spec, tmp_path, vocab_size=300, progress=False)
-    assert folder == tmp_path / f"{spec.digest()}-bpe300"
+    assert folder == tmp_path / f"{spec.digest()}-bpe300-steps2"  # the spec's teacher_steps
     stamp = (folder / "config.json").stat().st_mtime_ns
     assert build_bpe_teacher(spec, tmp_path, vocab_size=300, progress=False) == folder
     assert (folder / "config.json").stat().st_mtime_ns == stamp  # reused, not rebuilt
@@ -43,8 +43,9 @@ def test_the_demo_loader_serves_it(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     spec = DemoSpec(num_train=200, teacher=TINY_TEACHER, teacher_steps=2, batch_size=8)
     monkeypatch.setenv("OPD_CORE_CACHE", str(tmp_path))
     monkeypatch.setattr(build, "DemoSpec", lambda: spec)  # the loader imports it lazily
+    monkeypatch.setattr(other_tokenizer, "BPE_TEACHER_STEPS", 3)
     loaded = plugin.opd_load_model(
         spec=ModelSpec("demo://arithmetic/teacher_bpe"), role="teacher", device=torch.device("cpu")
     )
     assert loaded is not None and loaded.tokenizer.eos_token == EOS_BPE
-    assert (tmp_path / "demo_arithmetic" / f"{spec.digest()}-bpe512").is_dir()
+    assert (tmp_path / "demo_arithmetic" / f"{spec.digest()}-bpe512-steps3").is_dir()
