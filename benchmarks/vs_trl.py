@@ -25,9 +25,9 @@ A scaling table adds a larger model pair and longer completions (one repeat, few
 Real-length points end at the natural EOS: the demo's trained pair on its arithmetic prompts,
 and SmolLM2-135M-Instruct with a copy of itself as the teacher on chat prompts of up to 256
 tokens, in fp32 and in bf16 (opd-core ``train.precision=bf16``, TRL ``bf16=True``).
-Results: ``docs/results/vs_trl.{md,json}`` and, from ``--profile``, ``vs_trl_profile.{md,json}``
-beside them (``--quick`` writes under ``outputs/vs_trl/`` instead). Time it on a quiet machine
-(``uptime`` first): a figure measured under load is not a figure.
+Results: ``docs/results/vs_trl.{md,json}`` and, from ``--profile``, ``vs_trl_profile_<point>.md``
+and ``.json`` beside them (``--quick`` writes under ``outputs/vs_trl/`` instead). Time it on a
+quiet machine (``uptime`` first): a figure measured under load is not a figure.
 """
 
 from __future__ import annotations
@@ -581,7 +581,7 @@ def profile_point(args: argparse.Namespace, points: list[Point]) -> None:
     answer = spawn_worker(__file__, flags, args.threads, "profile", out / "worker.log")
     given = ["--profile", args.profile] + (["--quick"] if args.quick else [])
     command = command_line(__file__, *given)
-    files = RESULTS.part("profile")
+    files = RESULTS.part(f"profile_{slug(point.name).lower().strip('_')}")
     if args.quick:
         files = files.under(args.work / "results")
     write_report(files, profile_report(point, answer, command, args.threads), answer)
@@ -602,7 +602,7 @@ def main() -> None:
         "--profile",
         metavar="POINT",
         help="instead of the comparison, profile opd-core's side of the point of this name "
-        "(e.g. '40M/150M, 512 tokens') into the results folder's vs_trl_profile.md",
+        "(e.g. '40M/150M, 512 tokens') into the results folder's vs_trl_profile_<point>.md",
     )
     args = parser.parse_args()
     if importlib.util.find_spec("trl") is None:
