@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="a few steps per stage")
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--sft-steps", type=int, default=None)
-    parser.add_argument("--sft-lr", type=float, default=3e-3)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--old-fraction", type=float, default=0.1)
     parser.add_argument("--opd-steps", type=int, default=None)
     parser.add_argument("--opd-lr", type=float, default=5e-4)

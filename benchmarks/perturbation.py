@@ -18,8 +18,9 @@ greedily, 1,000 held-out two-operation problems from two prefixes of the referen
 
 After the perturbed prefix a continuation either **recovers** (the final answer is the correct
 one), **carries** the error (the final answer follows from the wrong value: consistent with its
-own context), or does something else. Results: ``docs/results/perturbation.{md,json,png}``
-(``--quick``: under ``outputs/perturbation-quick/``). A finished run folder is reused.
+own context, as the teacher almost always is), or falls apart (any other answer). Results:
+``docs/results/perturbation.{md,json,png}`` (``--quick``: under ``outputs/perturbation-quick/``).
+A finished run folder is reused.
 """
 
 from __future__ import annotations
@@ -226,6 +227,26 @@ def cell(values: Sequence[float]) -> str:
     return f"{mean:.1f} ({100 * min(values):.1f}-{100 * max(values):.1f})"
 
 
+def verdict(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What the table says about the exposure-bias prediction, computed from it."""
+    mean = {
+        label: {k: 100 * statistics.fmean(r[k] for r in runs) for k in ("carried", "other")}
+        for label, runs in rows.items()
+    }
+    opd, sft = mean[METHODS["opd"][0]], mean[METHODS["sft"][0]]
+    teacher = mean["teacher"]
+    return [
+        f"The teacher carries the wrong value on in {teacher['carried']:.1f}% of the problems: "
+        "after a mistake it goes on consistently with what is written, as a model that reads "
+        "its context does. Exposure bias predicts that a student trained only on prefixes the "
+        "teacher wrote (SFT) falls apart after a mistake (*other*) more often than one trained "
+        "on its own prefixes with the teacher's targets after them (OPD). Measured: OPD's "
+        f"students go on consistently in {opd['carried']:.1f}% of the problems and fall apart "
+        f"in {opd['other']:.1f}%; SFT's {sft['carried']:.1f}% and {sft['other']:.1f}% (means "
+        "over seeds; the spread is in the table)."
+    ]
+
+
 def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, command: str) -> None:
     files = RESULTS.under(args.out) if args.quick else RESULTS
     keys = ("clean_accuracy", *OUTCOMES)
@@ -258,10 +279,7 @@ def report(rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, comm
             table,
         ),
         "",
-        "Carrying the written value on is what a model that reads its own context does; "
-        "recovering means computing the answer past the wrong step. The seed's argument (OPD "
-        "students learn to go on well from their own mistakes) predicts OPD's students to "
-        "recover more often, or to stay accurate after an error, where SFT's do not.",
+        *verdict(rows),
         "",
         "Commands: " + "; ".join(f"`{c}`" for c in commands),
         "",
