@@ -154,8 +154,10 @@ class Trainer:
         self.output_dir = self.dist.broadcast(self.output_dir)
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
         self.device = self.dist.device
-        # a bad value, or bf16 on hardware without it, is refused before any weights load
-        self.precision = resolve_precision(cfg.train.precision, self.device)
+        # a bad value, or bf16 on hardware without it, is refused before any weights load;
+        # auto is decided once the student's width is known (_load_student)
+        auto = cfg.train.precision == "auto"
+        self.precision = "fp32" if auto else resolve_precision(cfg.train.precision, self.device)
 
     def _build_components(self) -> None:
         """Apply ``disable_plugins`` and ``plugins``, then build every configured component."""
