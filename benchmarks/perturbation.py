@@ -73,12 +73,12 @@ class Perturbed:
 
 def apply_step(expression: str) -> int:
     """The value of ``a<op>b`` (two integers, one of ``+-*``)."""
-    from opd_arith.problems import _OPS
+    from opd_arith.problems import apply_op
 
     match = re.fullmatch(r"(\d+)([+\-*])(\d+)", expression)
     if match is None:
         raise ValueError(f"not one operation on two integers: {expression!r}")
-    return int(_OPS[match.group(2)](int(match.group(1)), int(match.group(3))))
+    return apply_op(match.group(2), int(match.group(1)), int(match.group(3)))
 
 
 def perturbed_problems(n: int) -> list[Perturbed]:

@@ -30,6 +30,11 @@ _ANSWER_RE = re.compile(re.escape(ANSWER_MARKER) + r"\s*(-?\d+)")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
+def apply_op(op: str, left: int, right: int) -> int:
+    """``left <op> right`` for one of the task's operations (``+``, ``-``, ``*``)."""
+    return int(_OPS[op](left, right))
+
+
 @dataclass(frozen=True)
 class ArithmeticProblem:
     """One problem: the question, its exact answer and a reference chain-of-thought solution."""

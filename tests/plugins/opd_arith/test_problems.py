@@ -6,6 +6,7 @@ import pytest
 
 from opd_arith.problems import (
     ArithmeticProblem,
+    apply_op,
     extract_answer,
     grade,
     make_problems,
@@ -99,3 +100,9 @@ def test_the_reference_solution_is_the_teachers_context() -> None:
     prompt = to_prompt(problem, "train", 0)
     assert prompt.teacher_context == problem.solution == prompt.reference
     assert problem.solution not in prompt.messages[0]["content"]  # the student does not see it
+
+
+def test_apply_op_computes_each_operation_and_refuses_others() -> None:
+    assert [apply_op(op, 3, 7) for op in "+-*"] == [10, -4, 21]
+    with pytest.raises(KeyError):
+        apply_op("/", 3, 7)
