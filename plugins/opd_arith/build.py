@@ -15,10 +15,12 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,6 +332,19 @@ def build_demo_models(spec: DemoSpec, cache_dir: Path | str, progress: bool = Tr
     return demo_paths(root)
 
 
+@contextmanager
+def caller_rng_kept() -> Iterator[None]:
+    """Run a build without touching the caller's random state (Python's and torch's CPU/CUDA
+    generators): a run seeded before its models load samples the same whether the cache was
+    warm or the models were built first."""
+    python_state = random.getstate()
+    try:
+        with torch.random.fork_rng():
+            yield
+    finally:
+        random.setstate(python_state)
+
+
 def build_cached(
     cache_dir: Path, digest: str, build: Callable[[Path], None], what: str, progress: bool
 ) -> Path:
@@ -348,7 +363,8 @@ def build_cached(
         start = time.perf_counter()
         tmp_root = Path(tempfile.mkdtemp(prefix=f".{digest}-", dir=cache_dir))
         try:
-            build(tmp_root)
+            with caller_rng_kept():
+                build(tmp_root)
             try:
                 os.replace(tmp_root, root)
             except OSError:

@@ -30,8 +30,8 @@ BASE = [
 def test_multi_turn_opd_moves_the_student_toward_the_teacher(tmp_path: Path) -> None:
     out = tmp_path / "run"
     run_opd_core(
-        [*BASE, "train.steps=16", "task.eval_size=200", "eval.every=0", "eval.teacher=false",
-         f"hydra.run.dir={out}"]
+        [*BASE, "train.steps=48", "train.lr=1e-3", "task.eval_size=200", "eval.every=0",
+         "eval.teacher=false", f"hydra.run.dir={out}"]
     )  # fmt: skip
     metrics = read_metrics(out / "metrics.jsonl")
     kl = [m["teacher_reverse_kl"] for m in metrics]
@@ -40,11 +40,10 @@ def test_multi_turn_opd_moves_the_student_toward_the_teacher(tmp_path: Path) -> 
     summary = json.loads((out / "summary.json").read_text())
     before = summary["student_before"]["success"]
     after = summary["student_after"]["success"]
-    assert after > before or statistics.mean(kl[-4:]) < 0.8 * statistics.mean(kl[:4]), (
-        before,
-        after,
-        kl,
-    )
+    # 16 steps at the schedule's lr 2e-3 without warm-up lowered success (36.5% -> 26.5%) while
+    # the KL fell; at lr 1e-3, 48 steps, seeds 0-3 gained 8-14.5 points with the KL at 0.5-0.66x.
+    assert after >= before + 0.04, (before, after, kl)
+    assert statistics.mean(kl[-4:]) < 0.8 * statistics.mean(kl[:4]), kl
 
 
 @pytest.mark.slow

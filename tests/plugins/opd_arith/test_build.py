@@ -115,6 +115,20 @@ def test_an_interrupted_build_leaves_no_cache_entry(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_build_leaves_the_callers_random_state_as_it_found_it(tmp_path: Path) -> None:
+    """A run seeds, then loads its models: building them on a cold cache must not change what
+    the run samples next (the agent test drew other episodes after a build than from cache)."""
+    import random
+
+    random.seed(7)
+    torch.manual_seed(7)
+    expected = (random.random(), torch.rand(3))
+    random.seed(7)
+    torch.manual_seed(7)
+    build_demo_models(TINY_SPEC, tmp_path, progress=False)  # a cold cache: SFT draws batches
+    assert (random.random(), torch.rand(3)) == (expected[0], pytest.approx(expected[1]))
+
+
 def test_sft_stops_at_the_first_check_that_says_so() -> None:
     tokenizer = _tokenizer()
     model = make_model(TINY_STUDENT, tokenizer, seed=0)
