@@ -1,9 +1,12 @@
-"""What runs spent to reach a score, over seeds: the median over those that got there."""
+"""What runs spent to reach a score, over seeds: the median over those that got there, or the
+seed-mean curve interpolated at the target, with bootstrap intervals for ratios of costs."""
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from opd_report.curves import Curve, CurvePoint, first_reaching
 
@@ -33,3 +36,63 @@ def cost(point: CurvePoint, measure: str) -> float:
     if measure == "seconds":
         return point.train_seconds
     raise ValueError(f"unknown measure {measure!r}; use one of {', '.join(MEASURES)}")
+
+
+def mean_curve_cost(curves: Sequence[Curve], target: float, measure: str) -> float | None:
+    """Steps, FLOPs or seconds to ``target`` on the seed-mean curve (scores and costs averaged
+    over ``curves`` at each evaluation), linearly interpolated between the last evaluation below
+    the target and the first at or above it; None if the mean curve never gets there."""
+    length = min(len(c.points) for c in curves)
+    scores = [statistics.fmean(c.points[i].score for c in curves) for i in range(length)]
+    costs = [statistics.fmean(cost(c.points[i], measure) for c in curves) for i in range(length)]
+    for i, score in enumerate(scores):
+        if score >= target:
+            if i == 0:
+                return costs[0]
+            share = (target - scores[i - 1]) / (score - scores[i - 1])
+            return costs[i - 1] + share * (costs[i] - costs[i - 1])
+    return None
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """``slower``'s cost to a target over ``faster``'s, on seed-mean curves, with a bootstrap
+    95% interval over seeds (each side's seeds resampled with replacement)."""
+
+    target: float
+    slower_cost: float | None
+    faster_cost: float | None
+    ratio: float | None
+    """None when either mean curve misses the target."""
+    ci95: tuple[float, float] | None
+    """None when fewer than 95% of the resamples reach the target on both sides."""
+    reached_share: float
+    """The share of resamples in which both sides reached the target."""
+
+
+def ratio_to_target(
+    slower: Sequence[Curve],
+    faster: Sequence[Curve],
+    target: float,
+    measure: str = "flops",
+    draws: int = 2000,
+    seed: int = 0,
+) -> RatioEstimate:
+    """How many times ``faster``'s cost ``slower`` needs to reach ``target`` (see
+    :class:`RatioEstimate`)."""
+    a, b = mean_curve_cost(slower, target, measure), mean_curve_cost(faster, target, measure)
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(draws):
+        ra = mean_curve_cost(rng.choices(slower, k=len(slower)), target, measure)
+        rb = mean_curve_cost(rng.choices(faster, k=len(faster)), target, measure)
+        if ra is not None and rb:
+            ratios.append(ra / rb)
+    share = len(ratios) / draws
+    ratios.sort()
+    ci = None
+    if share >= 0.95:
+        low, high = round(0.025 * (len(ratios) - 1)), round(0.975 * (len(ratios) - 1))
+        ci = (ratios[low], ratios[high])
+    ratio = a / b if a is not None and b else None
+    return RatioEstimate(target, a, b, ratio, ci, share)
