@@ -125,7 +125,7 @@ class TrainConfig:
     """What to do with a prompt over ``max_prompt_tokens``: skip it (counted) or stop the run."""
     precision: Literal["fp32", "bf16", "auto"] = "fp32"
     """Forward passes in ``bf16`` under autocast (weights, optimizer, log-probabilities and
-    losses stay fp32) or ``fp32``; ``auto``: bf16 where a matmul is measured faster in it
+    losses stay fp32) or ``fp32``; ``auto``: bf16 where the student is measured faster in it
     (:mod:`opd_core.precision`). ``bf16`` on hardware without it is refused."""
     overlap: bool = False
     """Sample step t+1's rollouts in a background thread while step t updates the weights, from

@@ -9,9 +9,11 @@ and losses stay fp32. Honoured by the HF sampler and teacher; other samplers and
 
 Whether bf16 is fast depends on the chip, not on torch: a GPU with bf16 units, or a CPU with
 AVX512-BF16 / AMX, runs a bf16 matmul 2-3x faster than fp32; a CPU without them emulates it,
-hundreds of times slower (``../shared/MACHINE.md`` has both). So support is *measured*
-(:func:`probe_bf16`): a linear layer of the student's width timed in both precisions, once per
-process and width.
+hundreds of times slower (``../shared/MACHINE.md`` has both). So support is *measured*:
+:func:`probe_bf16` times a linear layer in both precisions (what ``bf16`` is refused with), and
+``auto`` times the student itself (:func:`probe_student`: its decode steps, a scoring forward and
+an update), because on small models the casts and per-operation overheads, not the matmuls,
+decide.
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ class Bf16Probe:
         )
 
 
+def bf16_reported(device: torch.device) -> bool:
+    """Whether the hardware says it computes bf16 (CUDA's check; on a CPU, oneDNN's)."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 @functools.cache
 def probe_bf16(
     device_type: str, width: int = PROBE_WIDTH, rows: int = PROBE_ROWS, repeats: int = 3
@@ -75,15 +87,10 @@ def probe_bf16(
     input on every call and keeps its bf16 copy of the trainable weight (best of ``repeats``
     after a warm-up): well under a second on a CPU, once per process and width. One layer does
     not capture a whole model's per-operation overheads: at the demo's width (96) it measured
-    bf16 1.5x faster while the demo's steps ran 0.79x (docs/performance.md)."""
+    bf16 1.5x faster while the demo's steps ran 0.79x (docs/performance.md); ``auto`` measures
+    the student itself (:func:`probe_student`)."""
     device = torch.device(device_type)
-    if device.type == "cuda":
-        reported = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    else:
-        try:
-            reported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            reported = False
+    reported = bf16_reported(device)
     x_RW = torch.randn(rows, width, device=device)
     weight_FW = torch.randn(4 * width, width, device=device, requires_grad=True)
     rates = {}
@@ -104,22 +111,97 @@ def probe_bf16(
     return Bf16Probe(device.type, reported, rates["fp32"], rates["bf16"], width)
 
 
-def model_width(model: torch.nn.Module) -> int:
-    """The hidden size of a ``transformers`` model (its config's ``hidden_size``), or the
-    probe's default width for a model without one."""
-    config = getattr(model, "config", None)
-    return int(getattr(config, "hidden_size", None) or PROBE_WIDTH)
+@dataclass(frozen=True)
+class StudentProbe:
+    """One training step's kinds of work on the student itself, timed in both precisions."""
+
+    device: str
+    reported: bool
+    """The hardware reports bf16 support (as in :class:`Bf16Probe`)."""
+    fp32_s: float
+    bf16_s: float
+    rows: int
+    tokens: int
+
+    @property
+    def speedup(self) -> float:
+        """fp32 seconds over bf16 seconds (>1: bf16 is faster)."""
+        return self.fp32_s / self.bf16_s if 0 < self.bf16_s < float("inf") else 0.0
+
+    @property
+    def faster(self) -> bool:
+        return self.reported and self.speedup >= FASTER_AT
+
+    def describe(self) -> str:
+        return (
+            f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
+            f"hardware; the student's decode steps, scoring forward and update ({self.rows} rows "
+            f"x {self.tokens} tokens) took {1e3 * self.bf16_s:.0f} ms in bf16 against "
+            f"{1e3 * self.fp32_s:.0f} ms in fp32 ({self.speedup:.2f}x)"
+        )
 
 
-def resolve_precision(name: str, device: torch.device, width: int = PROBE_WIDTH) -> str:
-    """``train.precision`` as run on ``device`` for a model of hidden size ``width``: ``fp32``
-    or ``bf16``; ``bf16`` asked of hardware that does not compute it natively is refused,
-    naming what was measured. ``auto`` measures at ``width``: bf16 where it is faster there."""
+def probe_student(
+    model: torch.nn.Module,
+    device: torch.device,
+    rows: int = 8,
+    tokens: int = 32,
+    decode_steps: int = 8,
+    repeats: int = 1,
+) -> StudentProbe:
+    """Time the work a step does with the student, in fp32 and under bf16 autocast: ``decode_steps``
+    single-token forwards of ``rows`` rows (sampling), a no-grad forward of ``rows x tokens``
+    (scoring) and a forward and backward of the same (the update); best of ``repeats`` after a
+    warm-up. Unlike one layer (:func:`probe_bf16`) this includes the model's per-operation casts
+    and call overheads, which decide the matter on small models. Leaves no gradients and draws
+    no numbers from the global generator. Once per run: 0.2 s for the demo's student, 17 s for
+    SmolLM2-135M (one thread on a loaded 2-core CPU)."""
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", None) or 2)
+    generator = torch.Generator(device).manual_seed(0)
+    ids_RT = torch.randint(0, vocab, (rows, tokens), generator=generator, device=device)
+    kept_grads = [(p, p.grad) for p in model.parameters()]
+    reported = bf16_reported(device)
+    seconds = {"bf16": float("inf")}  # not timed where emulated: hundreds of times slower
+    for precision in ("fp32", "bf16") if reported else ("fp32",):
+        best = float("inf")
+        for _ in range(repeats + 1):  # the first is a warm-up
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            with autocast(precision, device):
+                with torch.no_grad():
+                    for t in range(decode_steps):
+                        model(input_ids=ids_RT[:, t : t + 1])
+                    model(input_ids=ids_RT)
+                logits_RTV = model(input_ids=ids_RT).logits
+            logits_RTV.float().logsumexp(-1).mean().backward()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - start)
+        seconds[precision] = best
+    for parameter, grad in kept_grads:
+        parameter.grad = grad
+    return StudentProbe(device.type, reported, seconds["fp32"], seconds["bf16"], rows, tokens)
+
+
+def auto_precision(model: torch.nn.Module, device: torch.device) -> tuple[str, StudentProbe]:
+    """``train.precision=auto`` for this student on ``device``: ``bf16`` where the student's
+    own work is measured at least :data:`FASTER_AT` times faster in it (:func:`probe_student`),
+    else ``fp32``; with the probe, for the run's log."""
+    probe = probe_student(model, device)
+    return ("bf16" if probe.faster else "fp32"), probe
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``train.precision`` as run on ``device``: ``fp32`` or ``bf16``; ``bf16`` asked of
+    hardware that does not compute it natively is refused, naming what was measured. ``auto``
+    without a student to measure: bf16 where a linear layer is faster in it (a run decides
+    ``auto`` on its student with :func:`auto_precision`)."""
     if name not in PRECISIONS:
         raise OPDError(f"Unknown train.precision={name!r}. Use one of: {', '.join(PRECISIONS)}.")
     if name == "fp32":
         return "fp32"
-    probe = probe_bf16(device.type, width) if name == "auto" else probe_bf16(device.type)
+    probe = probe_bf16(device.type)
     if name == "auto":
         return "bf16" if probe.faster else "fp32"
     if not probe.reported:

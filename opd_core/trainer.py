@@ -71,7 +71,7 @@ from opd_core.plugin_manager import (
     disable_plugins,
     register_plugin,
 )
-from opd_core.precision import model_width, probe_bf16, resolve_precision
+from opd_core.precision import auto_precision, probe_bf16, resolve_precision
 from opd_core.progress import Progress
 from opd_core.reduction import Max
 from opd_core.registry import COMPONENT_KINDS, Registry
@@ -155,7 +155,7 @@ class Trainer:
         self.dist.check_divisible(cfg.train.prompts_per_step, "train.prompts_per_step")
         self.device = self.dist.device
         # a bad value, or bf16 on hardware without it, is refused before any weights load;
-        # auto is decided once the student's width is known (_load_student)
+        # auto is decided on the student once it is loaded (_load_student)
         auto = cfg.train.precision == "auto"
         self.precision = "fp32" if auto else resolve_precision(cfg.train.precision, self.device)
 
@@ -187,11 +187,12 @@ class Trainer:
         )
         student.model = prepare_student(student.model, cfg)
         self.student = student
-        if cfg.train.precision != "fp32":  # auto: measured at the student's width
-            width = model_width(student.model)
-            self.precision = resolve_precision(cfg.train.precision, self.device, width)
-            probe = probe_bf16(self.device.type, width)
+        if cfg.train.precision == "auto":  # measured on the student itself
+            log.info("precision: auto: timing the student in fp32 and bf16")
+            self.precision, probe = auto_precision(student.model, self.device)
             log.info("precision: %s (%s)", self.precision, probe.describe())
+        elif cfg.train.precision == "bf16":
+            log.info("precision: bf16 (%s)", probe_bf16(self.device.type).describe())
 
     def _set_up_components(self) -> None:
         """Register each component as a plugin and call its ``setup(ctx)``; check who answers."""

@@ -3,15 +3,29 @@ fp32 with fp32 weights, log-probabilities and gradients."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
+from omegaconf import DictConfig
 from test_micro_batches import COMPLETION_LENS, PROMPT_LENS, varied_batch
 from transformers import AutoModelForCausalLM
 
-from conftest import TinyModels
+from conftest import TinyModels, tiny_run_overrides
 from opd_core import GenerationParams, OPDError
 from opd_core import precision as precision_module
-from opd_core.precision import Bf16Probe, autocast, model_width, probe_bf16, resolve_precision
+from opd_core.app import run
+from opd_core.precision import (
+    Bf16Probe,
+    StudentProbe,
+    auto_precision,
+    autocast,
+    probe_bf16,
+    probe_student,
+    resolve_precision,
+)
 from opd_core.update import policy_output
 from opd_hf.generation import decode
 
@@ -35,21 +49,34 @@ def test_auto_picks_bf16_only_where_it_is_measured_faster(
     assert resolve_precision("fp32", CPU) == "fp32"
 
 
-def test_auto_decides_at_the_models_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    def probe(device_type: str, width: int = 1024) -> Bf16Probe:
-        # bf16 pays only on wide layers (the casts cost more than it saves on narrow ones)
-        return Bf16Probe("cpu", True, fp32_gflops=100.0, bf16_gflops=3.0 * width / 10, width=width)
+@pytest.mark.parametrize(("fp32_s", "bf16_s", "auto"), [(1.0, 0.5, "bf16"), (1.0, 1.1, "fp32")])
+def test_auto_decides_on_the_students_own_timing(
+    monkeypatch: pytest.MonkeyPatch, fp32_s: float, bf16_s: float, auto: str
+) -> None:
+    # at the demo's width one linear layer said bf16 1.5x while the demo ran 0.79x: the
+    # decision is the student's work timed both ways, whatever a layer says
+    fake_probe(monkeypatch, reported=True, bf16=389.0, fp32=140.0)
+    probe = StudentProbe("cpu", True, fp32_s=fp32_s, bf16_s=bf16_s, rows=16, tokens=64)
+    monkeypatch.setattr(precision_module, "probe_student", lambda model, device: probe)
+    assert auto_precision(torch.nn.Linear(2, 2), CPU) == (auto, probe)
+    assert f"{fp32_s / bf16_s:.2f}x" in probe.describe()
 
-    monkeypatch.setattr(precision_module, "probe_bf16", probe)
-    assert resolve_precision("auto", CPU, width=96) == "fp32"
-    assert resolve_precision("auto", CPU, width=576) == "bf16"
-    assert "width 96" in probe("cpu", 96).describe()
 
-
-def test_the_width_is_the_models_hidden_size(tiny_models: TinyModels) -> None:
+def test_the_student_probe_times_both_precisions_and_leaves_no_trace(
+    tiny_models: TinyModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_models.student)
-    assert model_width(model) == model.config.hidden_size
-    assert model_width(torch.nn.Linear(3, 4)) == precision_module.PROBE_WIDTH
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    probe = probe_student(model, CPU, rows=2, tokens=8, decode_steps=2, repeats=1)
+    assert torch.equal(torch.rand(3), expected)  # the global generator is untouched
+    assert all(p.grad is None for p in model.parameters())
+    assert probe.fp32_s > 0 and (probe.bf16_s > 0 if probe.reported else True)
+    monkeypatch.setattr(precision_module, "bf16_reported", lambda device: False)
+    emulated = probe_student(model, CPU, rows=2, tokens=8, decode_steps=2, repeats=1)
+    assert emulated.bf16_s == float("inf") and not emulated.faster  # bf16 not even timed
+    assert "not reported" in emulated.describe()
 
 
 def test_bf16_on_hardware_without_it_is_refused_with_what_was_measured(
@@ -103,3 +130,30 @@ def test_bf16_sampling_and_update_forwards_stay_close_to_fp32_with_fp32_outputs(
     }
     assert out["bf16"][1].dtype == torch.float32
     assert (out["bf16"][0] == out["fp32"][0]).float().mean() > 0.8
+
+
+@pytest.mark.parametrize(("fp32_s", "bf16_s", "decided"), [(1.0, 0.5, "bf16"), (1.0, 2.0, "fp32")])
+def test_a_run_with_auto_times_its_student_and_runs_in_what_was_faster(
+    tiny_models: TinyModels,
+    compose_config: Callable[[list[str]], DictConfig],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fp32_s: float,
+    bf16_s: float,
+    decided: str,
+) -> None:
+    timed = []
+
+    def probe(model: torch.nn.Module, device: torch.device) -> StudentProbe:
+        timed.append(model.config.hidden_size)  # type: ignore[union-attr]
+        return StudentProbe("cpu", True, fp32_s=fp32_s, bf16_s=bf16_s, rows=8, tokens=32)
+
+    monkeypatch.setattr(precision_module, "probe_student", probe)
+    out = tmp_path / "run"
+    overrides = tiny_run_overrides(tiny_models, out, steps=1)
+    with caplog.at_level(logging.INFO, logger="opd_core"):
+        run(compose_config([*overrides, "train.precision=auto", "eval.teacher=false"]), out)
+    student = AutoModelForCausalLM.from_pretrained(tiny_models.student)
+    assert timed == [student.config.hidden_size]  # the run's own student, once
+    assert f"precision: {decided} (cpu: bf16 reported" in caplog.text
