@@ -38,22 +38,28 @@ class ProblemSetTask:
         train_size: int,
         eval_size: int,
         seed: int,
+        train_offset: int = 0,
     ) -> None:
-        if train_size <= 0 or eval_size < 0:
+        if train_size <= 0 or eval_size < 0 or train_offset < 0:
             raise ValueError(
-                f"need train_size > 0 and eval_size >= 0, got {train_size}, {eval_size}"
+                f"need train_size > 0, eval_size >= 0 and train_offset >= 0, got {train_size}, "
+                f"{eval_size}, {train_offset}"
             )
         self.spec = spec
         self.make_prompt = make_prompt
         self.sizes = {"train": train_size, "eval": eval_size}
+        self.offsets = {"train": train_offset, "eval": 0}
         self.seed = seed
         self._prompts: dict[str, list[Prompt]] = {}
 
     @hookimpl
     def opd_task_prompts(self, split: str) -> Sequence[Prompt]:
         if split not in self._prompts:
-            problems = self.spec.problems(self.sizes[split], self.seed, split)
-            self._prompts[split] = [self.make_prompt(p, split, i) for i, p in enumerate(problems)]
+            skip = self.offsets[split]
+            problems = self.spec.problems(skip + self.sizes[split], self.seed, split)[skip:]
+            self._prompts[split] = [
+                self.make_prompt(p, split, skip + i) for i, p in enumerate(problems)
+            ]
         return self._prompts[split]
 
     @hookimpl
@@ -75,8 +81,11 @@ class ArithmeticTask(ProblemSetTask):
         num_ops: int | None = None,
         max_operand: int | None = None,
         ops: str | None = None,
+        train_offset: int = 0,
     ) -> None:
-        """Problem difficulty left at ``None`` is the demo models' (what the teacher learned)."""
+        """Problem difficulty left at ``None`` is the demo models' (what the teacher learned).
+        ``train_offset``: the training prompts are the seed's problems after the first
+        ``train_offset`` (e.g. after those a student was fine-tuned on: disjoint from them)."""
         from opd_arith.build import DemoSpec  # imports transformers: only when the task is built
 
         demo = DemoSpec().task
@@ -86,7 +95,7 @@ class ArithmeticTask(ProblemSetTask):
             max_operand=demo.max_operand if max_operand is None else max_operand,
             ops=demo.ops if ops is None else ops,
         )
-        super().__init__(spec, to_prompt, train_size, eval_size, seed)
+        super().__init__(spec, to_prompt, train_size, eval_size, seed, train_offset)
 
 
 @hookimpl

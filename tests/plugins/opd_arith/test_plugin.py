@@ -31,6 +31,22 @@ def test_task_prompts_and_grades() -> None:
     assert task.opd_grade_completions(prompts=prompts[:2], completions=solutions) == [1.0, 1.0]
 
 
+def test_an_offset_takes_the_training_prompts_after_the_first_ones() -> None:
+    head = plugin.ArithmeticTask(train_size=30, eval_size=4).opd_task_prompts(split="train")
+    tail = plugin.ArithmeticTask(train_size=10, eval_size=4, train_offset=30)
+    prompts = tail.opd_task_prompts(split="train")
+    whole = plugin.ArithmeticTask(train_size=40, eval_size=4).opd_task_prompts(split="train")
+    assert [p.id for p in prompts] == [p.id for p in whole[30:]]
+    assert [p.messages for p in prompts] == [p.messages for p in whole[30:]]
+    assert not {p.messages[0]["content"] for p in prompts} & {
+        p.messages[0]["content"] for p in head
+    }
+    no_offset = plugin.ArithmeticTask(train_size=10, eval_size=4)
+    assert tail.opd_task_prompts(split="eval") == no_offset.opd_task_prompts(split="eval")
+    with pytest.raises(ValueError, match="train_offset >= 0"):
+        plugin.ArithmeticTask(train_offset=-1)
+
+
 def test_demo_models_build_once_and_load_through_the_hook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
