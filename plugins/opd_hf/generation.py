@@ -263,6 +263,13 @@ def pick_tokens(
     max_R1 = scaled_RV.amax(-1, keepdim=True)
     weights_RV = (scaled_RV - max_R1).exp_()  # the softmax, unnormalised
     log_total_R = weights_RV.sum(-1).log()
+    if not bool(torch.isfinite(log_total_R).all()):
+        # as torch.multinomial refuses them: a NaN row would otherwise draw a token silently
+        bad = int((~torch.isfinite(log_total_R)).sum())
+        raise RuntimeError(
+            f"probability tensor contains inf, nan or no positive entry: the logits of {bad} of "
+            f"{len(log_total_R)} rows are not finite"
+        )
     if params.temperature <= 0:
         token_R = scaled_RV.argmax(-1)
     else:

@@ -62,3 +62,11 @@ def test_greedy_takes_the_argmax_and_needs_no_random_numbers() -> None:
 def test_sampling_without_random_numbers_is_refused() -> None:
     with pytest.raises(ValueError, match="uniform number per row"):
         pick_tokens(torch.zeros(2, 5), GenerationParams(4, temperature=1.0))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_non_finite_logits_are_refused_not_drawn_from(temperature: float) -> None:
+    logits_RV = torch.zeros(3, 5)
+    logits_RV[1, 2] = float("nan")
+    with pytest.raises(RuntimeError, match="probability tensor contains.*1 of 3 rows"):
+        pick_tokens(logits_RV, GenerationParams(4, temperature), torch.rand(3))
