@@ -68,5 +68,5 @@ def test_sampling_without_random_numbers_is_refused() -> None:
 def test_non_finite_logits_are_refused_not_drawn_from(temperature: float) -> None:
     logits_RV = torch.zeros(3, 5)
     logits_RV[1, 2] = float("nan")
-    with pytest.raises(RuntimeError, match="probability tensor contains.*1 of 3 rows"):
+    with pytest.raises(RuntimeError, match=r"probability tensor contains.*1 of 3 rows"):
         pick_tokens(logits_RV, GenerationParams(4, temperature), torch.rand(3))
