@@ -68,7 +68,7 @@ FULL = {
     "patience": 5,
     "max_epochs": 40,
     "max_steps": 8000,
-    "teacher_steps": 500,
+    "teacher_steps": 700,  # 500 (the demo's) gave 89.0% at three operations; 700 not yet measured
     "gains": [0.02, 0.04, 0.06, 0.08],
 }
 QUICK = {
@@ -441,7 +441,9 @@ def report(
         "",
         produced_by(command, f"arguments {json.dumps(arguments)}")
         + f". Three operations per problem; teacher (the demo's recipe, {args.teacher_steps} "
-        f"SFT steps): {teacher_accuracy:.1%} greedy on the {EVAL_PROBLEMS:,} held-out problems. "
+        f"SFT steps): {teacher_accuracy:.1%} greedy on the {EVAL_PROBLEMS:,} held-out problems"
+        + (" (**below the 90% the experiment asks for**)" if teacher_accuracy < 0.9 else "")
+        + ". "
         f"Students: the demo's shape, fine-tuned with batch {BATCH} at lr {LR:g} to their "
         f"validation plateau ({VALIDATION} validation problems every {args.check_every} steps, "
         f"patience {args.patience} checks); accuracy: greedy on the {EVAL_PROBLEMS:,} held-out "
