@@ -39,12 +39,37 @@ PROBE_ROWS = 512
 
 
 @dataclass(frozen=True)
-class Bf16Probe:
-    """What the hardware of one device type does with bf16."""
+class _Probe:
+    """A bf16 measurement on one device type: what the hardware reports and how much faster."""
 
     device: str
     reported: bool
     """The hardware reports bf16 support (CUDA's check; on a CPU, oneDNN's)."""
+
+    @property
+    def speedup(self) -> float:
+        """How many times faster bf16 ran than fp32 (0: not measured)."""
+        raise NotImplementedError
+
+    @property
+    def faster(self) -> bool:
+        return self.reported and self.speedup >= FASTER_AT
+
+    def measured(self) -> str:
+        """What was timed, in words, with both results."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return (
+            f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
+            f"hardware; {self.measured()} ({self.speedup:.2f}x)"
+        )
+
+
+@dataclass(frozen=True)
+class Bf16Probe(_Probe):
+    """One linear layer timed in both precisions."""
+
     fp32_gflops: float
     bf16_gflops: float
     width: int = PROBE_WIDTH
@@ -55,16 +80,10 @@ class Bf16Probe:
         """bf16's matmul rate over fp32's."""
         return self.bf16_gflops / self.fp32_gflops if self.fp32_gflops > 0 else 0.0
 
-    @property
-    def faster(self) -> bool:
-        return self.reported and self.speedup >= FASTER_AT
-
-    def describe(self) -> str:
+    def measured(self) -> str:
         return (
-            f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
-            f"hardware; a linear layer of width {self.width} ran at {self.bf16_gflops:.0f} "
-            f"GFLOP/s in bf16 against "
-            f"{self.fp32_gflops:.0f} in fp32 ({self.speedup:.2f}x)"
+            f"a linear layer of width {self.width} ran at {self.bf16_gflops:.0f} GFLOP/s in bf16 "
+            f"against {self.fp32_gflops:.0f} in fp32"
         )
 
 
@@ -112,12 +131,9 @@ def probe_bf16(
 
 
 @dataclass(frozen=True)
-class StudentProbe:
+class StudentProbe(_Probe):
     """One training step's kinds of work on the student itself, timed in both precisions."""
 
-    device: str
-    reported: bool
-    """The hardware reports bf16 support (as in :class:`Bf16Probe`)."""
     fp32_s: float
     bf16_s: float
     rows: int
@@ -128,16 +144,11 @@ class StudentProbe:
         """fp32 seconds over bf16 seconds (>1: bf16 is faster)."""
         return self.fp32_s / self.bf16_s if 0 < self.bf16_s < float("inf") else 0.0
 
-    @property
-    def faster(self) -> bool:
-        return self.reported and self.speedup >= FASTER_AT
-
-    def describe(self) -> str:
+    def measured(self) -> str:
         return (
-            f"{self.device}: bf16 {'reported' if self.reported else 'not reported'} by the "
-            f"hardware; the student's decode steps, scoring forward and update ({self.rows} rows "
-            f"x {self.tokens} tokens) took {1e3 * self.bf16_s:.0f} ms in bf16 against "
-            f"{1e3 * self.fp32_s:.0f} ms in fp32 ({self.speedup:.2f}x)"
+            f"the student's decode steps, scoring forward and update ({self.rows} rows x "
+            f"{self.tokens} tokens) took {1e3 * self.bf16_s:.0f} ms in bf16 against "
+            f"{1e3 * self.fp32_s:.0f} ms in fp32"
         )
 
 
