@@ -121,9 +121,9 @@ def test_decode_pads_after_the_stop_token_and_ends_when_all_rows_stopped(
         assert torch.all(logprobs_BC[row, end:] == 0) and torch.all(logprobs_BC[row, :end] < 0)
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.0, 1.0), (1.0, 1.0), (0.8, 0.9)])
 def test_finished_rows_leave_the_decode_batch_without_changing_any_token(
-    tiny_models: TinyModels, temperature: float
+    tiny_models: TinyModels, temperature: float, top_p: float
 ) -> None:
     """Rows that stop leave the forward batch and the KV cache; a seed still gives the same
     tokens and log-probabilities as a loop that keeps every row to the end (``shrink_at=2``)."""
@@ -132,7 +132,7 @@ def test_finished_rows_leave_the_decode_batch_without_changing_any_token(
     ids_BP = torch.randint(3, 40, (12, 5))
     mask_BP = torch.ones_like(ids_BP)
     mask_BP[::3, :2] = 0  # some rows left padded
-    params = GenerationParams(max_new_tokens=16, temperature=temperature)
+    params = GenerationParams(max_new_tokens=16, temperature=temperature, top_p=top_p)
 
     def sample(shrink_at: float, stop_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(7)
