@@ -37,10 +37,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_common.costs import RatioEstimate, ratio_to_target
+from bench_common.costs import interval95, ratio_to_target
 from bench_common.paths import OUTPUTS, ResultFiles
 from bench_common.plots import Series, figure, plot_curves
-from bench_common.report import cost_text, markdown_table, percent, produced_by, write_report
+from bench_common.report import (
+    cost_text,
+    markdown_table,
+    percent,
+    produced_by,
+    sft_over_opd_cell,
+    sft_over_opd_record,
+    write_report,
+)
 from bench_common.runs import command_line, run_cli
 
 from opd_core.api import cache_root
@@ -119,27 +127,18 @@ def final_difference_ci(
     """A bootstrap 95% interval (seeds resampled on each side) of mean final ``a`` - ``b``."""
     rng = random.Random(seed)
     fa, fb = [c.final.score for c in a], [c.final.score for c in b]
-    diffs = sorted(
-        statistics.fmean(rng.choices(fa, k=len(fa))) - statistics.fmean(rng.choices(fb, k=len(fb)))
-        for _ in range(draws)
+    return interval95(
+        [
+            statistics.fmean(rng.choices(fa, k=len(fa)))
+            - statistics.fmean(rng.choices(fb, k=len(fb)))
+            for _ in range(draws)
+        ]
     )
-    return diffs[round(0.025 * (draws - 1))], diffs[round(0.975 * (draws - 1))]
 
 
 def spread(curves: list[Curve]) -> dict[str, float]:
     finals = [c.final.score for c in curves]
     return {"mean": statistics.fmean(finals), "min": min(finals), "max": max(finals)}
-
-
-def ratio_record(r: RatioEstimate) -> dict[str, Any]:
-    return {
-        "target": r.target,
-        "sft_flops": r.slower_cost,
-        "opd_flops": r.faster_cost,
-        "sft_over_opd": r.ratio,
-        "ci95": r.ci95,
-        "both_reached_share": r.reached_share,
-    }
 
 
 def horizon_row(opd: list[Curve], sft: list[Curve]) -> dict[str, Any]:
@@ -158,20 +157,10 @@ def horizon_row(opd: list[Curve], sft: list[Curve]) -> dict[str, Any]:
         "opd_minus_sft_final": spread(opd)["mean"] - spread(sft)["mean"],
         "opd_minus_sft_final_ci95": final_difference_ci(opd, sft),
         "sft_over_opd_flops": {
-            f"{f:g}": ratio_record(r) for f, r in zip(GAP_FRACTIONS, ratios, strict=True)
+            f"{f:g}": sft_over_opd_record(r) for f, r in zip(GAP_FRACTIONS, ratios, strict=True)
         },
         "steps_run": opd[0].final.step,
     }
-
-
-def ratio_cell(r: dict[str, Any]) -> str:
-    """``1.23x (0.9-1.6)`` or why there is no ratio."""
-    if r["sft_over_opd"] is None:
-        missing = [k for k in ("opd_flops", "sft_flops") if r[k] is None]
-        return "not reached by " + " and ".join(k.split("_")[0].upper() for k in missing)
-    ci = r["ci95"]
-    interval = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else " (CI: some resamples miss the target)"
-    return f"{r['sft_over_opd']:.2f}x{interval}"
 
 
 def table_rows(rows: dict[str, dict[str, Any]]) -> list[str]:
@@ -179,7 +168,7 @@ def table_rows(rows: dict[str, dict[str, Any]]) -> list[str]:
     for ops, r in rows.items():
         o, s = r["opd_final"], r["sft_final"]
         low, high = r["opd_minus_sft_final_ci95"]
-        ratios = " | ".join(ratio_cell(x) for x in r["sft_over_opd_flops"].values())
+        ratios = " | ".join(sft_over_opd_cell(x) for x in r["sft_over_opd_flops"].values())
         lines.append(
             f"{ops} | {r['teacher']:.1%} | {r['start']:.1%} "
             f"| {o['mean']:.1%} ({o['min']:.1%}-{o['max']:.1%}) "

@@ -42,10 +42,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench_common.costs import mean_curve_cost
+from bench_common.costs import bootstrap_ratio, curves_side, mean_curve_cost
 from bench_common.paths import OUTPUTS, ResultFiles
 from bench_common.plots import Series, figure, plot_curves
-from bench_common.report import cost_text, markdown_table, percent, produced_by, write_report
+from bench_common.report import (
+    cost_text,
+    markdown_table,
+    percent,
+    produced_by,
+    sft_over_opd_cell,
+    sft_over_opd_record,
+    write_report,
+)
 from bench_common.runs import command_line, run_cli, spawn_worker
 
 from opd_report.curves import Curve, CurvePoint, load_curve
@@ -187,9 +195,10 @@ def sft_to_plateau(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     models, out = Path(args.models), Path(args.folder)
     tokenizer = AutoTokenizer.from_pretrained(models / "tokenizer")
-    rows = json.loads((Path(args.data)).read_text())["rows"][: args.size]
+    pool = json.loads(Path(args.data).read_text())["rows"]
+    rows = pool[: args.size]
     problems = [ArithmeticProblem(r["question"], r["answer"], r[args.arm]) for r in rows]
-    data = splits(len(json.loads(Path(args.data).read_text())["rows"]))
+    data = splits(len(pool))
     if args.init == "scratch":
         model = make_model(demo_spec(args.teacher_steps).student, tokenizer, seed=args.seed)
     else:
@@ -208,15 +217,11 @@ def sft_to_plateau(args: argparse.Namespace) -> None:
             {"step": step, "validation": validation, "heldout": heldout,
              "flops": step * BATCH * per_example}
         )  # fmt: skip
-        best = max(c["validation"] for c in checks)
-        if validation >= best:
+        if validation >= max(c["validation"] for c in checks):
             save_model(model, tokenizer, out / "model")
         print(f"[sft {args.arm} {args.size}] step {step}: validation {validation:.1%}, "
               f"held-out {heldout:.1%}", flush=True)  # fmt: skip
-        since_best = (
-            len(checks) - 1 - max(i for i, c in enumerate(checks) if c["validation"] >= best)
-        )
-        return since_best >= args.patience
+        return _stopped(checks, args.patience)
 
     model.eval()
     check(0)
@@ -239,6 +244,7 @@ def sft_to_plateau(args: argparse.Namespace) -> None:
 
 
 def _stopped(checks: list[dict[str, float]], patience: int) -> bool:
+    """Whether the last ``patience`` checks all fell short of the best validation accuracy."""
     best = max(c["validation"] for c in checks)
     last_best = max(i for i, c in enumerate(checks) if c["validation"] >= best)
     return len(checks) - 1 - last_best >= patience
@@ -353,42 +359,17 @@ def ratio_with_ci(
     with_generation: bool,
     draws: int = 1000,
 ) -> dict[str, Any]:
-    """SFT FLOPs over OPD FLOPs to ``target`` with a bootstrap 95% interval over seeds."""
-    opd_flops = mean_curve_cost(opd, target, "flops")
-    sft_flops = sft_cost(continued, target, extra_generation, with_generation)
-    rng = random.Random(0)
-    ratios = []
-    for _ in range(draws):
-        o = mean_curve_cost(rng.choices(opd, k=len(opd)), target, "flops")
-        resampled = {n: rng.choices(runs, k=len(runs)) for n, runs in continued.items()}
-        s = sft_cost(resampled, target, extra_generation, with_generation)
-        if o and s:
-            ratios.append(s / o)
-    ratios.sort()
-    share = len(ratios) / draws
-    ci = None
-    if share >= 0.95:
-        ci = (ratios[round(0.025 * (len(ratios) - 1))], ratios[round(0.975 * (len(ratios) - 1))])
-    return {
-        "target": target,
-        "opd_flops": opd_flops,
-        "sft_flops": sft_flops,
-        "sft_over_opd": sft_flops / opd_flops if opd_flops and sft_flops else None,
-        "ci95": ci,
-        "both_reached_share": share,
-    }
+    """SFT FLOPs over OPD FLOPs to ``target`` with a bootstrap 95% interval over seeds (each
+    set's continued-SFT seeds resampled on their own)."""
 
+    def sft_side(rng: random.Random | None) -> float | None:
+        runs = continued
+        if rng is not None:
+            runs = {n: rng.choices(r, k=len(r)) for n, r in continued.items()}
+        return sft_cost(runs, target, extra_generation, with_generation)
 
-def ratio_cell(r: dict[str, Any]) -> str:
-    if r["opd_flops"] == 0.0 or r["sft_flops"] == 0.0:
-        return "the start is already there"
-    if r["sft_over_opd"] is None:
-        who = [k for k in ("opd_flops", "sft_flops") if r[k] is None]
-        return "not reached by " + " and ".join(k.split("_")[0].upper() for k in who)
-    ci = r["ci95"]
-    return f"{r['sft_over_opd']:.2f}x" + (
-        f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else " (no CI: resamples miss)"
-    )
+    estimate = bootstrap_ratio(target, sft_side, curves_side(opd, target, "flops"), draws)
+    return sft_over_opd_record(estimate)
 
 
 def report(
@@ -430,7 +411,7 @@ def report(
     compare_rows = [
         f"{percent(t)} (+{100 * g:.0f}) | {cost_text(w['opd_flops'], 'flops')} "
         f"| {cost_text(wo['sft_flops'], 'flops')} | {cost_text(w['sft_flops'], 'flops')} "
-        f"| {ratio_cell(wo)} | {ratio_cell(w)}"
+        f"| {sft_over_opd_cell(wo)} | {sft_over_opd_cell(w)}"
         for t, g, w, wo in zip(
             targets, args.gains, ratios["with_generation"], ratios["without_generation"],
             strict=True,

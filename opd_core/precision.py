@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -33,13 +34,13 @@ PRECISIONS = ("fp32", "bf16", "auto")
 FASTER_AT = 1.2
 """``auto`` picks bf16 when its measured rate is at least this multiple of fp32's."""
 PROBE_WIDTH = 1024
-"""The probe's hidden size when no model's is known."""
+"""The hidden size of :func:`probe_bf16`'s linear layer."""
 PROBE_ROWS = 512
 """Tokens per probe call: a scoring or update micro-batch's worth."""
 
 
 @dataclass(frozen=True)
-class _Probe:
+class _Probe(ABC):
     """A bf16 measurement on one device type: what the hardware reports and how much faster."""
 
     device: str
@@ -47,17 +48,17 @@ class _Probe:
     """The hardware reports bf16 support (CUDA's check; on a CPU, oneDNN's)."""
 
     @property
+    @abstractmethod
     def speedup(self) -> float:
         """How many times faster bf16 ran than fp32 (0: not measured)."""
-        raise NotImplementedError
 
     @property
     def faster(self) -> bool:
         return self.reported and self.speedup >= FASTER_AT
 
+    @abstractmethod
     def measured(self) -> str:
         """What was timed, in words, with both results."""
-        raise NotImplementedError
 
     def describe(self) -> str:
         return (
@@ -72,8 +73,6 @@ class Bf16Probe(_Probe):
 
     fp32_gflops: float
     bf16_gflops: float
-    width: int = PROBE_WIDTH
-    """The hidden size the probe's linear layer had."""
 
     @property
     def speedup(self) -> float:
@@ -82,7 +81,7 @@ class Bf16Probe(_Probe):
 
     def measured(self) -> str:
         return (
-            f"a linear layer of width {self.width} ran at {self.bf16_gflops:.0f} GFLOP/s in bf16 "
+            f"a linear layer of width {PROBE_WIDTH} ran at {self.bf16_gflops:.0f} GFLOP/s in bf16 "
             f"against {self.fp32_gflops:.0f} in fp32"
         )
 
@@ -98,18 +97,17 @@ def bf16_reported(device: torch.device) -> bool:
 
 
 @functools.cache
-def probe_bf16(
-    device_type: str, width: int = PROBE_WIDTH, rows: int = PROBE_ROWS, repeats: int = 3
-) -> Bf16Probe:
-    """Time a linear layer as a model of hidden size ``width`` runs it (``rows`` tokens of
-    ``width`` features into ``4 * width``) in fp32 and under bf16 autocast, which casts the
-    input on every call and keeps its bf16 copy of the trainable weight (best of ``repeats``
-    after a warm-up): well under a second on a CPU, once per process and width. One layer does
+def probe_bf16(device_type: str, rows: int = PROBE_ROWS, repeats: int = 3) -> Bf16Probe:
+    """Time a linear layer as a model of hidden size :data:`PROBE_WIDTH` runs it (``rows``
+    tokens into four times the width) in fp32 and under bf16 autocast, which casts the input on
+    every call and keeps its bf16 copy of the trainable weight (best of ``repeats`` after a
+    warm-up): well under a second on a CPU, once per process. One layer does
     not capture a whole model's per-operation overheads: at the demo's width (96) it measured
     bf16 1.5x faster while the demo's steps ran 0.79x (docs/performance.md); ``auto`` measures
     the student itself (:func:`probe_student`)."""
     device = torch.device(device_type)
     reported = bf16_reported(device)
+    width = PROBE_WIDTH
     x_RW = torch.randn(rows, width, device=device)
     weight_FW = torch.randn(4 * width, width, device=device, requires_grad=True)
     rates = {}
@@ -127,7 +125,7 @@ def probe_bf16(
                 if best > 1.0:  # emulated bf16: one slow run says enough
                     break
         rates[precision] = 2 * rows * width * 4 * width / best / 1e9
-    return Bf16Probe(device.type, reported, rates["fp32"], rates["bf16"], width)
+    return Bf16Probe(device.type, reported, rates["fp32"], rates["bf16"])
 
 
 @dataclass(frozen=True)

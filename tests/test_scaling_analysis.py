@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import scaling
+from bench_common.report import sft_over_opd_cell
 
 from opd_report.curves import Curve, CurvePoint
 
@@ -61,6 +62,6 @@ def test_the_ratio_to_opd_and_its_interval() -> None:
     r = scaling.ratio_with_ci(opd, continued, 0.6, {8000: 10.0}, with_generation=True, draws=50)
     assert (r["opd_flops"], r["sft_flops"], r["sft_over_opd"]) == pytest.approx((5.0, 30.0, 6.0))
     assert r["ci95"] == pytest.approx((6.0, 6.0))
-    assert scaling.ratio_cell(r) == "6.00x (6.00-6.00)"
+    assert sft_over_opd_cell(r) == "6.00x (6.00-6.00)"
     at_start = scaling.ratio_with_ci(opd, continued, 0.5, {8000: 10.0}, True, draws=10)
-    assert scaling.ratio_cell(at_start) == "the start is already there"
+    assert sft_over_opd_cell(at_start) == "the start is already there"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from opd_report.curves import Curve, CurvePoint, first_reaching
@@ -70,6 +70,45 @@ class RatioEstimate:
     """The share of resamples in which both sides reached the target."""
 
 
+def interval95(values: Sequence[float]) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of bootstrap ``values`` (nearest rank)."""
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    return ordered[round(0.025 * last)], ordered[round(0.975 * last)]
+
+
+Side = Callable[[random.Random | None], float | None]
+"""One side's cost to a target: on its own seeds (``None``), or on seeds resampled with the
+generator given; None where that side does not get there."""
+
+
+def bootstrap_ratio(
+    target: float, slower: Side, faster: Side, draws: int = 2000, seed: int = 0
+) -> RatioEstimate:
+    """``slower``'s cost over ``faster``'s at ``target``, with a bootstrap 95% interval from
+    ``draws`` resamples of both sides (see :class:`RatioEstimate`)."""
+    a, b = slower(None), faster(None)
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(draws):
+        ra, rb = slower(rng), faster(rng)
+        if ra is not None and rb:
+            ratios.append(ra / rb)
+    share = len(ratios) / draws
+    ci = interval95(ratios) if share >= 0.95 else None
+    return RatioEstimate(target, a, b, a / b if a is not None and b else None, ci, share)
+
+
+def curves_side(curves: Sequence[Curve], target: float, measure: str) -> Side:
+    """The :data:`Side` of a method's seed curves: its seed-mean curve's cost to ``target``."""
+
+    def cost_of(rng: random.Random | None) -> float | None:
+        chosen = curves if rng is None else rng.choices(curves, k=len(curves))
+        return mean_curve_cost(chosen, target, measure)
+
+    return cost_of
+
+
 def ratio_to_target(
     slower: Sequence[Curve],
     faster: Sequence[Curve],
@@ -78,21 +117,12 @@ def ratio_to_target(
     draws: int = 2000,
     seed: int = 0,
 ) -> RatioEstimate:
-    """How many times ``faster``'s cost ``slower`` needs to reach ``target`` (see
-    :class:`RatioEstimate`)."""
-    a, b = mean_curve_cost(slower, target, measure), mean_curve_cost(faster, target, measure)
-    rng = random.Random(seed)
-    ratios = []
-    for _ in range(draws):
-        ra = mean_curve_cost(rng.choices(slower, k=len(slower)), target, measure)
-        rb = mean_curve_cost(rng.choices(faster, k=len(faster)), target, measure)
-        if ra is not None and rb:
-            ratios.append(ra / rb)
-    share = len(ratios) / draws
-    ratios.sort()
-    ci = None
-    if share >= 0.95:
-        low, high = round(0.025 * (len(ratios) - 1)), round(0.975 * (len(ratios) - 1))
-        ci = (ratios[low], ratios[high])
-    ratio = a / b if a is not None and b else None
-    return RatioEstimate(target, a, b, ratio, ci, share)
+    """How many times ``faster``'s cost ``slower`` needs to reach ``target`` on seed-mean
+    curves (see :class:`RatioEstimate`)."""
+    return bootstrap_ratio(
+        target,
+        curves_side(slower, target, measure),
+        curves_side(faster, target, measure),
+        draws,
+        seed,
+    )

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from bench_common.costs import RatioEstimate
 from bench_common.paths import ResultFiles
 
 
@@ -64,3 +65,28 @@ def write_report(
     if record is not None:
         files.json.write_text(json.dumps(record, indent=1, default=str) + "\n")
     print(text)
+
+
+def sft_over_opd_record(r: RatioEstimate) -> dict[str, Any]:
+    """A ratio of SFT's cost over OPD's (SFT the slower side) under the names reports use."""
+    return {
+        "target": r.target,
+        "sft_flops": r.slower_cost,
+        "opd_flops": r.faster_cost,
+        "sft_over_opd": r.ratio,
+        "ci95": r.ci95,
+        "both_reached_share": r.reached_share,
+    }
+
+
+def sft_over_opd_cell(r: Mapping[str, Any]) -> str:
+    """A :func:`sft_over_opd_record` as a table cell: ``1.23x (0.90-1.60)``, or why there is
+    no ratio."""
+    if r["opd_flops"] == 0.0 or r["sft_flops"] == 0.0:
+        return "the start is already there"
+    if r["sft_over_opd"] is None:
+        missing = [k for k in ("opd_flops", "sft_flops") if r[k] is None]
+        return "not reached by " + " and ".join(k.split("_")[0].upper() for k in missing)
+    ci = r["ci95"]
+    interval = f" ({ci[0]:.2f}-{ci[1]:.2f})" if ci else " (CI: some resamples miss the target)"
+    return f"{r['sft_over_opd']:.2f}x{interval}"
